@@ -1,0 +1,130 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Libraries are split by concept; data flows device → TLS → (admission) → proxy → broker,
+// so each target depends only on the ones before it in that flow.
+let strictSwift: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+let testSwift: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "StapleGate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "staplegate", targets: ["StapleGateCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // The system OpenSSL (libssl + libcrypto). One TLS stack in the binary: this one.
+        .systemLibrary(
+            name: "COpenSSL",
+            path: "Sources/COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // OpenSSL API that exists only as C macros (SSL_CTX_set_mode, SSL_set_tlsext_*, ...).
+        .target(
+            name: "CStapleGateShim",
+            dependencies: ["COpenSSL"],
+            path: "Sources/CStapleGateShim"
+        ),
+        .target(
+            name: "StapleGateTLS",
+            dependencies: [
+                "COpenSSL", "CStapleGateShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/StapleGateTLS",
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "StapleGateProxy",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/StapleGateProxy",
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "StapleGateConfig",
+            dependencies: [
+                "StapleGateTLS", "StapleGateProxy",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/StapleGateConfig",
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "StapleGateServer",
+            dependencies: [
+                "StapleGateTLS", "StapleGateProxy", "StapleGateConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/StapleGateServer",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "StapleGateCLI",
+            dependencies: [
+                "StapleGateServer", "StapleGateConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/StapleGateCLI",
+            swiftSettings: strictSwift
+        ),
+
+        // Helpers shared by the test suites: real processes, free ports, deadlines.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "StapleGateServer", "StapleGateConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TestSupport",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateTLSTests",
+            dependencies: [
+                "StapleGateTLS", "TestSupport", "COpenSSL", "CStapleGateShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/StapleGateTLSTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateConfigTests",
+            dependencies: ["StapleGateConfig", "TestSupport"],
+            path: "Tests/StapleGateConfigTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "StapleGateServer", "StapleGateConfig", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/IntegrationTests",
+            swiftSettings: testSwift
+        ),
+    ]
+)

@@ -1,0 +1,36 @@
+#ifndef STAPLEGATE_SHIM_H
+#define STAPLEGATE_SHIM_H
+
+// OpenSSL exposes part of its API only as preprocessor macros, which Swift cannot call.
+// Each function here is a one-line wrapper around such a macro; nothing else belongs here.
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+// Option and flag values OpenSSL defines as macro expressions.
+static const uint64_t SG_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
+static const uint64_t SG_SSL_OP_CIPHER_SERVER_PREFERENCE = SSL_OP_CIPHER_SERVER_PREFERENCE;
+static const uint64_t SG_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
+static const unsigned long SG_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
+
+long sg_SSL_CTX_set_mode(SSL_CTX *ctx, long mode);
+int sg_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
+int sg_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
+int sg_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list);
+long sg_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode);
+long sg_SSL_CTX_sess_set_cache_size(SSL_CTX *ctx, long size);
+
+STACK_OF(X509) *sg_sk_X509_new_null(void);
+int sg_sk_X509_push(STACK_OF(X509) *stack, X509 *cert);
+int sg_sk_X509_num(const STACK_OF(X509) *stack);
+X509 *sg_sk_X509_value(const STACK_OF(X509) *stack, int index);
+void sg_sk_X509_pop_free(STACK_OF(X509) *stack);
+/// Frees the stack only; the certificates it points to stay owned elsewhere.
+void sg_sk_X509_free(STACK_OF(X509) *stack);
+
+/// A memory BIO that is empty says "try again" (-1) rather than end-of-file (0).
+long sg_BIO_set_mem_eof_return(BIO *bio, long value);
+
+void sg_OPENSSL_free(void *pointer);
+
+#endif

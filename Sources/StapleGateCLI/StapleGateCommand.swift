@@ -1,0 +1,26 @@
+import ArgumentParser
+import StapleGateTLS
+
+@main
+struct StapleGateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "staplegate",
+        abstract: "A mutual-TLS front for Mosquitto with OCSP stapling and device revocation checks.",
+        version: StapleGateVersion.description,
+        subcommands: [RunCommand.self, CheckConfigCommand.self, VersionCommand.self]
+    )
+}
+
+enum StapleGateVersion {
+    static let number = "0.1.0"
+    static var description: String { "staplegate \(number) (\(OpenSSLLibrary.version))" }
+}
+
+/// Exit status for a configuration that cannot be used (sysexits' EX_CONFIG), so that service
+/// managers can tell "fix the file" from a crash and not restart in a loop.
+let configurationErrorExitCode = ExitCode(78)
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version and the OpenSSL in use.")
+    func run() { print(StapleGateVersion.description) }
+}

@@ -1,0 +1,33 @@
+import Logging
+import StapleGateProxy
+import StapleGateTLS
+
+/// The whole gateway configuration, as read from the YAML file (see config/staplegate.yaml).
+public struct GatewayConfiguration: Sendable {
+    public var listen: ListenConfiguration
+    public var tls: TLSServerConfiguration
+    public var upstream: UpstreamConfiguration
+    public var logLevel: Logger.Level
+
+    public init(listen: ListenConfiguration, tls: TLSServerConfiguration, upstream: UpstreamConfiguration, logLevel: Logger.Level = .info) {
+        self.listen = listen
+        self.tls = tls
+        self.upstream = upstream
+        self.logLevel = logLevel
+    }
+}
+
+/// Where devices connect.
+public struct ListenConfiguration: Sendable, Equatable {
+    /// An IPv4 or IPv6 address literal, e.g. "0.0.0.0" or "::".
+    public var address: String
+    /// 0 lets the kernel pick (tests use it); the bound port is reported at start.
+    public var port: Int
+    public var backlog: Int
+
+    public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024) {
+        self.address = address
+        self.port = port
+        self.backlog = backlog
+    }
+}

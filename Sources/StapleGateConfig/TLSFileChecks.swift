@@ -1,0 +1,56 @@
+import StapleGateTLS
+
+/// Loads the files the `tls` section names and builds the `SSL_CTX`, pinning each failure to
+/// the key that named the file or setting (and its line), since the TLS layer knows neither.
+struct TLSFileChecks {
+    let file: String
+    /// Line of every key in the config file by dotted path (see `YAMLValue.keyLines`).
+    let keyLines: [String: Int]
+
+    func material(for tls: TLSServerConfiguration) throws(ConfigError) -> TLSMaterial {
+        do {
+            return try TLSMaterial.load(tls)
+        } catch {
+            let (key, reason) = Self.describe(error, tls)
+            throw ConfigError(file: file, key: key, line: keyLines[key], reason: reason)
+        }
+    }
+
+    func serverContext(for tls: TLSServerConfiguration, material: TLSMaterial) throws(ConfigError) -> ServerContext {
+        do {
+            return try ServerContext(configuration: tls, material: material)
+        } catch {
+            let key = Self.key(for: error.setting)
+            throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)
+        }
+    }
+
+    static func key(for setting: TLSSettingError.Setting) -> String {
+        switch setting {
+        case .tls13Ciphersuites: "tls.tls13_ciphersuites"
+        case .tls12Ciphers: "tls.tls12_ciphers"
+        case .groups: "tls.groups"
+        case .verifyDepth: "tls.verify_depth"
+        case let .certificate(index): "tls.certificates[\(index)].certificate"
+        }
+    }
+
+    /// The key that named the failing file, and a reason that names the file itself.
+    static func describe(_ error: TLSMaterial.LoadError, _ tls: TLSServerConfiguration) -> (key: String, reason: String) {
+        func entry(_ index: Int) -> String { "tls.certificates[\(index)]" }
+        switch error {
+        case let .certificateChain(index, fileError):
+            return ("\(entry(index)).certificate", fileError.description)
+        case let .privateKey(index, fileError):
+            return ("\(entry(index)).key", fileError.description)
+        case let .keyMismatch(index, _, _):
+            return ("\(entry(index)).key", error.description)
+        case let .duplicateKeyAlgorithm(index, _), let .unsupportedKeyAlgorithm(index, _):
+            return ("\(entry(index)).certificate", "\(tls.certificates[index].chainPath): \(error.description)")
+        case let .deviceCABundle(fileError):
+            return ("tls.device_ca", fileError.description)
+        case .noCertificates:
+            return ("tls.certificates", error.description)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Logging
+import NIOCore
+
+/// One half of a pair that joins two channels (device and broker) into a byte pipe.
+///
+/// Backpressure: a side only asks its channel for more bytes while the partner channel is
+/// writable, so a slow broker stops reads from the device and vice versa. Half-close: the end of
+/// one side's input becomes an output shutdown on the other. Anything else that ends one channel
+/// closes the other. Both halves live on the same event loop, so they call each other directly.
+final class GlueHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: GlueHandler?
+    private var context: ChannelHandlerContext?
+    private var readRequestedWhilePartnerBlocked = false
+    private var inputClosed = false
+    private var outputClosed = false
+    private let side: String
+    private let logger: Logger
+
+    private init(side: String, logger: Logger) {
+        self.side = side
+        self.logger = logger
+    }
+
+    /// Two glue handlers that know each other: install one in each channel's pipeline.
+    static func matchedPair(logger: Logger) -> (device: GlueHandler, upstream: GlueHandler) {
+        let device = GlueHandler(side: "device", logger: logger)
+        let upstream = GlueHandler(side: "broker", logger: logger)
+        device.partner = upstream
+        upstream.partner = device
+        return (device, upstream)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        partner = nil
+    }
+
+    // MARK: Called by the partner
+
+    private func partnerWrite(_ data: ByteBuffer) {
+        context?.write(wrapOutboundOut(data), promise: nil)
+    }
+
+    private func partnerFlush() {
+        context?.flush()
+    }
+
+    /// The partner's input ended: nothing more will be written here, so shut our output.
+    private func partnerInputEnded() {
+        guard let context, !outputClosed else { return }
+        outputClosed = true
+        // A channel whose both directions are finished has nothing left to do.
+        context.close(mode: inputClosed ? .all : .output, promise: nil)
+    }
+
+    private func partnerClosed() {
+        context?.close(promise: nil)
+    }
+
+    private func partnerWritabilityChanged(isWritable: Bool) {
+        if isWritable, readRequestedWhilePartnerBlocked {
+            readRequestedWhilePartnerBlocked = false
+            context?.read()
+        }
+    }
+
+    private var partnerIsWritable: Bool {
+        partner?.context?.channel.isWritable ?? false
+    }
+
+    // MARK: Own channel
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        partner?.partnerWrite(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.partnerFlush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        partner?.partnerClosed()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            logger.debug("\(side) finished sending")
+            partner?.partnerInputEnded()
+            if outputClosed { context.close(promise: nil) }
+        } else if let event = event as? IdleStateHandler.IdleStateEvent, event == .all {
+            logger.info("session idle too long; closing")
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.info("\(side) connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        partner?.partnerWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if partnerIsWritable {
+            context.read()
+        } else {
+            readRequestedWhilePartnerBlocked = true
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Joins an admitted device connection to the broker. Added to the device pipeline once the
+/// device is admitted; opens the upstream connection, holds the device's bytes (and its reads)
+/// until that connection is up, then hands over to a `GlueHandler` pair and removes itself.
+public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+
+    private enum State {
+        /// `heldBytes`: device bytes that arrived before the broker connection was up.
+        case connecting(heldBytes: [ByteBuffer], deviceInputClosed: Bool, readRequested: Bool)
+        case joined
+        case failed
+    }
+
+    private let configuration: UpstreamConfiguration
+    private let logger: Logger
+    private var state: State = .connecting(heldBytes: [], deviceInputClosed: false, readRequested: false)
+
+    public init(configuration: UpstreamConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        let started = NIODeadline.now()
+        let endpoint = configuration.endpoint
+        connect(on: context.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case let .success(upstream):
+                self.logger.info("connected to broker \(endpoint)", metadata: [
+                    "upstream.connect_ms": "\(Double((NIODeadline.now() - started).nanoseconds) / 1e6)",
+                ])
+                self.join(context: context, upstream: upstream)
+            case let .failure(error):
+                self.state = .failed
+                self.logger.error("broker unreachable at \(endpoint): \(Self.describe(error)); disconnecting device")
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func connect(on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        // Same event loop as the device channel: the glue pair then never crosses threads.
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+        switch configuration.endpoint {
+        case let .tcp(host, port):
+            return bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        case let .unixSocket(path):
+            return bootstrap.connect(unixDomainSocketPath: path)
+        }
+    }
+
+    private func join(context: ChannelHandlerContext, upstream: Channel) {
+        guard case let .connecting(heldBytes, deviceInputClosed, readRequested) = state,
+              context.channel.isActive else {
+            upstream.close(promise: nil)  // the device left while we were connecting
+            return
+        }
+        state = .joined
+        let (deviceGlue, upstreamGlue) = GlueHandler.matchedPair(logger: logger)
+        do {
+            try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
+            var deviceHandlers: [ChannelHandler] = []
+            if let idle = configuration.idleTimeout {
+                deviceHandlers.append(IdleStateHandler(allTimeout: TimeAmount(idle)))
+            }
+            deviceHandlers.append(deviceGlue)
+            try context.pipeline.syncOperations.addHandlers(deviceHandlers, position: .after(self))
+        } catch {
+            logger.error("cannot join device to broker: \(error)")
+            upstream.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        for bytes in heldBytes { upstream.write(bytes, promise: nil) }
+        upstream.flush()
+        if deviceInputClosed { upstream.close(mode: .output, promise: nil) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if readRequested { context.read() }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch state {
+        case .connecting(var heldBytes, let inputClosed, let readRequested):
+            heldBytes.append(unwrapInboundIn(data))
+            state = .connecting(heldBytes: heldBytes, deviceInputClosed: inputClosed, readRequested: readRequested)
+        case .joined:
+            context.fireChannelRead(data)
+        case .failed:
+            break
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed,
+           case let .connecting(heldBytes, _, readRequested) = state {
+            state = .connecting(heldBytes: heldBytes, deviceInputClosed: true, readRequested: readRequested)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Reads from the device wait until the broker can take the bytes.
+    public func read(context: ChannelHandlerContext) {
+        switch state {
+        case let .connecting(heldBytes, inputClosed, _):
+            state = .connecting(heldBytes: heldBytes, deviceInputClosed: inputClosed, readRequested: true)
+        case .joined:
+            context.read()
+        case .failed:
+            break
+        }
+    }
+
+    static func describe(_ error: Error) -> String {
+        if let error = error as? ChannelError, case .connectTimeout = error { return "connect timed out" }
+        if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
+            return describe(first.error)
+        }
+        if let error = error as? IOError { return error.description }
+        return "\(error)"
+    }
+}

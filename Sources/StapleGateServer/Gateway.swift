@@ -1,0 +1,116 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StapleGateConfig
+import StapleGateProxy
+import StapleGateTLS
+
+/// The listener that accepts devices and builds each connection's pipeline:
+/// TLS → handshake deadline → admission → (proxy, once admitted).
+public final class Gateway: Service, Sendable {
+    public let configuration: GatewayConfiguration
+    private let serverContext: ServerContext
+    private let group: EventLoopGroup
+    private let ownsGroup: Bool
+    private let logger: Logger
+    private let state = NIOLockedValueBox(ListenerState())
+
+    private struct ListenerState {
+        var channel: Channel?
+        var nextConnectionID: UInt64 = 1
+    }
+
+    public struct StartError: Error, CustomStringConvertible {
+        public let address: String
+        public let underlying: Error
+        public var description: String { "cannot listen on \(address): \(underlying)" }
+    }
+
+    /// - Parameter group: the event loops to run on; by default one per core, owned and shut
+    ///   down by the gateway.
+    public init(configuration: GatewayConfiguration, serverContext: ServerContext,
+                group: EventLoopGroup? = nil, logger: Logger) {
+        self.configuration = configuration
+        self.serverContext = serverContext
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        self.ownsGroup = group == nil
+        self.logger = logger
+    }
+
+    public convenience init(loaded: LoadedConfiguration, group: EventLoopGroup? = nil, logger: Logger) {
+        self.init(configuration: loaded.configuration, serverContext: loaded.serverContext, group: group, logger: logger)
+    }
+
+    /// The address devices connect to, once started.
+    public var localAddress: SocketAddress? { state.withLockedValue { $0.channel?.localAddress } }
+
+    /// Binds the listener. Returns the bound address (useful with port 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let listen = configuration.listen
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: Int32(listen.backlog))
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.setUpConnection(channel) }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: listen.address, port: listen.port).get()
+        } catch {
+            throw StartError(address: "\(listen.address):\(listen.port)", underlying: error)
+        }
+        state.withLockedValue { $0.channel = channel }
+        let address = channel.localAddress!
+        logger.notice("listening for devices", metadata: [
+            "listen": "\(address)", "upstream": "\(configuration.upstream.endpoint)",
+        ])
+        return address
+    }
+
+    /// Service entry point: listens until graceful shutdown is requested, then stops.
+    public func run() async throws {
+        if localAddress == nil { try await start() }
+        try? await gracefulShutdown()
+        try await stop()
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() async throws {
+        let channel = state.withLockedValue { state -> Channel? in
+            defer { state.channel = nil }
+            return state.channel
+        }
+        try? await channel?.close()
+        if ownsGroup { try await group.shutdownGracefully() }
+        logger.notice("stopped")
+    }
+
+    private func setUpConnection(_ channel: Channel) throws {
+        let id = state.withLockedValue { state -> UInt64 in
+            defer { state.nextConnectionID += 1 }
+            return state.nextConnectionID
+        }
+        var connectionLogger = logger
+        connectionLogger[metadataKey: "conn"] = "\(id)"
+        connectionLogger[metadataKey: "remote"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
+        connectionLogger.debug("device connection accepted")
+        let opened = NIODeadline.now()
+        let closedLogger = connectionLogger
+        channel.closeFuture.whenComplete { _ in
+            closedLogger.debug("connection closed", metadata: [
+                "duration_s": "\(Double((NIODeadline.now() - opened).nanoseconds) / 1e9)",
+            ])
+        }
+        let tls = try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)
+        try channel.pipeline.syncOperations.addHandlers([
+            tls,
+            HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger),
+            DeviceAdmissionHandler(upstream: configuration.upstream, logger: connectionLogger),
+        ])
+    }
+}

@@ -1,0 +1,248 @@
+import Logging
+import NIOCore
+
+/// Terminates TLS for one device connection with OpenSSL. Ciphertext in from the channel,
+/// plaintext on to the next handler; plaintext writes out, ciphertext to the channel.
+///
+/// Everything runs on the channel's event loop, so there are no locks. The connection moves
+/// through `State` one way only: idle → handshaking → established → closed.
+public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case idle
+        case handshaking(startedAt: NIODeadline)
+        /// `inputClosed`: the device sent close_notify or FIN. `outputClosed`: we sent close_notify.
+        case established(inputClosed: Bool, outputClosed: Bool)
+        case closed
+    }
+
+    public struct SetupError: Error, CustomStringConvertible {
+        public let reason: OpenSSLError
+        public var description: String { "cannot create a TLS connection: \(reason)" }
+    }
+
+    private let connection: SSLConnection
+    private var state: State = .idle
+    /// Writes issued before the handshake finished, sent once it has.
+    private var writesAwaitingHandshake: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var logger: Logger
+
+    public init(context: ServerContext, logger: Logger) throws(SetupError) {
+        guard let connection = SSLConnection(context: context) else {
+            throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new"))
+        }
+        self.connection = connection
+        self.logger = logger
+    }
+
+    // MARK: Lifecycle
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { beginHandshake() }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        beginHandshake()
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        if case .handshaking = state {
+            logger.info("device disconnected during the TLS handshake")
+            context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: "device disconnected during the TLS handshake"))
+        }
+        state = .closed
+        failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    private func beginHandshake() {
+        if case .idle = state { state = .handshaking(startedAt: .now()) }
+    }
+
+    // MARK: Inbound
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let ciphertext = unwrapInboundIn(data)
+        switch state {
+        case .idle, .handshaking:
+            beginHandshake()
+            connection.receive(ciphertext)
+            advanceHandshake(context: context)
+        case .established(inputClosed: false, _):
+            connection.receive(ciphertext)
+            decryptReceived(context: context)
+        case .established(inputClosed: true, _), .closed:
+            break  // nothing more is accepted after close_notify or close
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch state {
+        case .idle, .handshaking:
+            failHandshake(context: context, reason: "device closed its side during the TLS handshake")
+        case let .established(inputClosed: false, outputClosed):
+            // FIN without close_notify: for a byte-stream proxy this is still an end of input.
+            state = .established(inputClosed: true, outputClosed: outputClosed)
+            context.fireUserInboundEventTriggered(event)
+        case .established(inputClosed: true, _), .closed:
+            break  // already reported (close_notify came first) or already gone
+        }
+    }
+
+    private func advanceHandshake(context: ChannelHandlerContext) {
+        guard case let .handshaking(startedAt) = state else { return }
+        switch connection.handshake() {
+        case .wantRead:
+            sendPendingOutput(context: context)
+        case let .failed(error):
+            failHandshake(context: context, reason: error.description)
+        case .complete:
+            state = .established(inputClosed: false, outputClosed: false)
+            sendPendingOutput(context: context)
+            let summary = TLSHandshakeSummary(
+                protocolVersion: connection.protocolVersion,
+                cipher: connection.cipher,
+                resumed: connection.sessionReused,
+                duration: .nanoseconds((NIODeadline.now() - startedAt).nanoseconds),
+                deviceCertificate: connection.peerCertificate)
+            logger[metadataKey: "device"] = "\(summary.deviceIdentity)"
+            logger.info("TLS handshake completed", metadata: [
+                "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
+                "tls.resumed": "\(summary.resumed)",
+                "tls.handshake_ms": "\(Double((NIODeadline.now() - startedAt).nanoseconds) / 1e6)",
+            ])
+            context.fireUserInboundEventTriggered(TLSEvent.handshakeCompleted(summary))
+            flushWritesAwaitingHandshake(context: context)
+            // Application data can arrive in the same read as the client's Finished.
+            decryptReceived(context: context)
+        }
+    }
+
+    private func failHandshake(context: ChannelHandlerContext, reason: String) {
+        guard case .handshaking = state else { return }
+        state = .closed
+        logger.warning("TLS handshake failed: \(reason)")
+        context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
+        failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
+        closeAfterSendingPendingOutput(context: context)
+    }
+
+    /// Decrypts everything received so far into one buffer and passes it on.
+    private func decryptReceived(context: ChannelHandlerContext) {
+        // Plaintext is never larger than the ciphertext it came from, so one allocation suffices.
+        var plaintext = context.channel.allocator.buffer(capacity: max(connection.maximumPlaintextPending, 1))
+        var outcome: SSLConnection.ReadResult = .wantRead
+        readLoop: while case .established(inputClosed: false, _) = state {
+            if plaintext.writableBytes == 0 {
+                context.fireChannelRead(wrapInboundOut(plaintext))
+                plaintext = context.channel.allocator.buffer(capacity: max(connection.maximumPlaintextPending, 1))
+            }
+            outcome = connection.read(into: &plaintext)
+            if case .bytesRead = outcome { continue }
+            break readLoop
+        }
+        if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        sendPendingOutput(context: context)
+
+        switch outcome {
+        case .bytesRead, .wantRead:
+            break
+        case .closeNotify:
+            guard case let .established(inputClosed: false, outputClosed) = state else { return }
+            state = .established(inputClosed: true, outputClosed: outputClosed)
+            logger.debug("device sent close_notify")
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        case let .failed(error):
+            logger.warning("TLS error from device: \(error)")
+            state = .closed
+            closeAfterSendingPendingOutput(context: context)
+        }
+    }
+
+    // MARK: Outbound
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let plaintext = unwrapOutboundIn(data)
+        switch state {
+        case .idle, .handshaking:
+            writesAwaitingHandshake.append((plaintext, promise))
+        case .established(_, outputClosed: true):
+            promise?.fail(ChannelError.outputClosed)
+        case .established:
+            encryptAndWrite(context: context, plaintext: plaintext, promise: promise)
+        case .closed:
+            promise?.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard case let .established(inputClosed, outputClosed: false) = state, mode != .input else {
+            if mode == .all { state = .closed }
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        connection.shutdown()
+        sendPendingOutput(context: context)
+        state = mode == .all ? .closed : .established(inputClosed: inputClosed, outputClosed: true)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func encryptAndWrite(context: ChannelHandlerContext, plaintext: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        if let error = connection.write(plaintext) {
+            logger.warning("TLS error while encrypting for the device: \(error)")
+            promise?.fail(error)
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        if let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) {
+            context.write(wrapOutboundOut(ciphertext), promise: promise)
+        } else {
+            promise?.succeed()
+        }
+    }
+
+    private func flushWritesAwaitingHandshake(context: ChannelHandlerContext) {
+        guard !writesAwaitingHandshake.isEmpty else { return }
+        let writes = writesAwaitingHandshake
+        writesAwaitingHandshake = []
+        for (plaintext, promise) in writes { write(context: context, data: wrapOutboundOut(plaintext), promise: promise) }
+        context.flush()
+    }
+
+    private func failWritesAwaitingHandshake(_ error: Error) {
+        let writes = writesAwaitingHandshake
+        writesAwaitingHandshake = []
+        for (_, promise) in writes { promise?.fail(error) }
+    }
+
+    private func sendPendingOutput(context: ChannelHandlerContext) {
+        guard let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(wrapOutboundOut(ciphertext), promise: nil)
+    }
+
+    /// Sends what OpenSSL queued (typically an alert naming the reason) before closing, so the
+    /// device learns why, e.g. "unknown ca" or "certificate expired".
+    private func closeAfterSendingPendingOutput(context: ChannelHandlerContext) {
+        guard let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) else {
+            context.close(promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(ciphertext)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import COpenSSL
+import CStapleGateShim
+import NIOCore
+
+/// One OpenSSL `SSL` in the server role, driven over two memory BIOs: ciphertext from the device
+/// is pushed into `networkIn`, ciphertext for the device is pulled out of `networkOut`. It never
+/// touches a socket, so the channel handler above it decides when bytes move (NIOSSLHandler's shape).
+/// Not thread-safe: it lives on its channel's event loop.
+final class SSLConnection {
+    private let ssl: OpaquePointer
+    private let networkIn: OpaquePointer
+    private let networkOut: OpaquePointer
+
+    enum HandshakeResult {
+        case complete
+        case wantRead
+        case failed(OpenSSLError)
+    }
+
+    enum ReadResult {
+        /// Bytes were appended to the buffer; there may be more.
+        case bytesRead
+        /// Everything received so far has been decrypted.
+        case wantRead
+        /// The device sent close_notify: no more application data will come.
+        case closeNotify
+        case failed(OpenSSLError)
+    }
+
+    init?(context: ServerContext) {
+        guard let ssl = context.makeSSL(),
+              let networkIn = BIO_new(BIO_s_mem()),
+              let networkOut = BIO_new(BIO_s_mem()) else { return nil }
+        // An empty input BIO must mean "wait for more", never end-of-stream.
+        _ = sg_BIO_set_mem_eof_return(networkIn, -1)
+        SSL_set_bio(ssl, networkIn, networkOut)  // the SSL now owns both BIOs
+        SSL_set_accept_state(ssl)
+        self.ssl = ssl
+        self.networkIn = networkIn
+        self.networkOut = networkOut
+    }
+
+    deinit { SSL_free(ssl) }
+
+    /// Hands ciphertext received from the device to OpenSSL.
+    func receive(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+            // A memory BIO grows as needed, so the write always takes everything.
+            _ = BIO_write(networkIn, base, Int32(bytes.count))
+        }
+    }
+
+    func handshake() -> HandshakeResult {
+        ERR_clear_error()
+        let result = SSL_do_handshake(ssl)
+        if result == 1 { return .complete }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .wantRead
+        default:
+            return .failed(failure(operation: "SSL_do_handshake"))
+        }
+    }
+
+    /// Decrypts into the free space of `buffer` (which must have some).
+    func read(into buffer: inout ByteBuffer) -> ReadResult {
+        ERR_clear_error()
+        var bytesRead = 0
+        var result: Int32 = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { space in
+            result = SSL_read_ex(ssl, space.baseAddress, space.count, &bytesRead)
+            return result == 1 ? bytesRead : 0
+        }
+        if result == 1 { return .bytesRead }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return .wantRead
+        case SSL_ERROR_ZERO_RETURN: return .closeNotify
+        default: return .failed(failure(operation: "SSL_read"))
+        }
+    }
+
+    /// Encrypts all of `buffer`; the records land in the output BIO.
+    func write(_ buffer: ByteBuffer) -> OpenSSLError? {
+        guard buffer.readableBytes > 0 else { return nil }
+        ERR_clear_error()
+        var written = 0
+        let result = buffer.withUnsafeReadableBytes { bytes in
+            SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &written)
+        }
+        return result == 1 ? nil : failure(operation: "SSL_write")
+    }
+
+    /// Queues close_notify. Our side only: MQTT sessions never wait for the peer's.
+    func shutdown() {
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        ERR_clear_error()
+    }
+
+    /// Ciphertext waiting to go to the device, if any.
+    func pendingOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let pending = Int(BIO_ctrl_pending(networkOut))
+        guard pending > 0 else { return nil }
+        var buffer = allocator.buffer(capacity: pending)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { space in
+            Int(max(BIO_read(networkOut, space.baseAddress, Int32(pending)), 0))
+        }
+        return buffer
+    }
+
+    /// An upper bound on the plaintext that can be read now: ciphertext not yet processed plus
+    /// plaintext OpenSSL already decrypted.
+    var maximumPlaintextPending: Int {
+        Int(BIO_ctrl_pending(networkIn)) + Int(SSL_pending(ssl))
+    }
+
+    // MARK: What was negotiated
+
+    var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
+    var cipher: String { SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "" }
+    var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
+    var peerCertificate: X509Certificate? {
+        SSL_get0_peer_certificate(ssl).map { X509Certificate(borrowing: $0) }
+    }
+
+    /// The error queue plus, when chain verification is what failed, the verifier's own words
+    /// ("certificate has expired", "unable to get local issuer certificate", ...).
+    private func failure(operation: String) -> OpenSSLError {
+        let verifyResult = SSL_get_verify_result(ssl)
+        var extra: [String] = []
+        if verifyResult != X509_V_OK {
+            extra.append("device certificate: \(String(cString: X509_verify_cert_error_string(verifyResult)))")
+        }
+        return OpenSSLError.drain(operation: operation, extra: extra)
+    }
+}

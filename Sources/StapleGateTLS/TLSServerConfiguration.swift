@@ -1,0 +1,59 @@
+/// What the TLS engine needs to terminate device connections. Paths are absolute by the time
+/// they reach here (the config loader resolves them against the config file's folder).
+public struct TLSServerConfiguration: Sendable, Equatable {
+    /// A server certificate chain (leaf first, then intermediates) and its private key.
+    /// One ECDSA and one RSA pair may be configured together; OpenSSL picks per handshake.
+    public struct CertificateKeyPair: Sendable, Equatable {
+        public var chainPath: String
+        public var keyPath: String
+        public init(chainPath: String, keyPath: String) {
+            self.chainPath = chainPath
+            self.keyPath = keyPath
+        }
+    }
+
+    public enum ProtocolVersion: String, Sendable, Equatable, CaseIterable {
+        case tls12 = "1.2"
+        case tls13 = "1.3"
+    }
+
+    public var certificates: [CertificateKeyPair]
+    /// The CAs whose devices may connect (PEM bundle); every device must present a certificate.
+    public var deviceCABundlePath: String
+    /// Maximum number of intermediate CAs between a device certificate and a trusted CA.
+    public var verifyDepth: Int
+    public var minimumVersion: ProtocolVersion
+    /// TLS 1.3 ciphersuites (OpenSSL `SSL_CTX_set_ciphersuites` syntax); nil keeps OpenSSL's default.
+    public var tls13Ciphersuites: String?
+    /// TLS 1.2 cipher list (OpenSSL `SSL_CTX_set_cipher_list` syntax); nil keeps a modern AEAD-only list.
+    public var tls12Ciphers: String?
+    /// Key exchange groups, e.g. "X25519:P-256"; nil keeps OpenSSL's default.
+    public var groups: String?
+    /// A device that has not completed its handshake by then is disconnected.
+    public var handshakeTimeout: Duration
+
+    /// Forward-secret AEAD suites only: what TLS 1.2 devices in the field actually offer.
+    public static let defaultTLS12Ciphers =
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+        + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+    public init(
+        certificates: [CertificateKeyPair],
+        deviceCABundlePath: String,
+        verifyDepth: Int = 4,
+        minimumVersion: ProtocolVersion = .tls12,
+        tls13Ciphersuites: String? = nil,
+        tls12Ciphers: String? = nil,
+        groups: String? = nil,
+        handshakeTimeout: Duration = .seconds(10)
+    ) {
+        self.certificates = certificates
+        self.deviceCABundlePath = deviceCABundlePath
+        self.verifyDepth = verifyDepth
+        self.minimumVersion = minimumVersion
+        self.tls13Ciphersuites = tls13Ciphersuites
+        self.tls12Ciphers = tls12Ciphers
+        self.groups = groups
+        self.handshakeTimeout = handshakeTimeout
+    }
+}

@@ -1,0 +1,204 @@
+import COpenSSL
+import Logging
+import NIOCore
+import NIOEmbedded
+@testable import StapleGateTLS
+import TestSupport
+import XCTest
+
+/// Drives `OpenSSLServerHandler` in an EmbeddedChannel against a real OpenSSL client, so every
+/// state transition is exercised deterministically, without sockets or threads.
+final class OpenSSLServerHandlerTests: XCTestCase {
+    static var pki: TestPKI!
+    static var context: ServerContext!
+
+    override class func setUp() {
+        super.setUp()
+        pki = try! TestPKI.make()
+        context = try! ServerContext(configuration: TLSServerConfiguration(
+            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
+            deviceCABundlePath: pki.path("ca-chain.pem")))
+    }
+
+    override class func tearDown() {
+        context = nil
+        pki.remove()
+        pki = nil
+        super.tearDown()
+    }
+
+    private var channel: EmbeddedChannel!
+    private var recorder: EventRecorder!
+
+    override func setUpWithError() throws {
+        recorder = EventRecorder()
+        let handler = try OpenSSLServerHandler(context: Self.context, logger: Logger(label: "test"))
+        channel = EmbeddedChannel(handlers: [handler, recorder])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    override func tearDownWithError() throws {
+        _ = try? channel.finish()
+    }
+
+    private func client(_ device: String?, maxVersion: Int32? = nil) -> InMemoryTLSClient {
+        InMemoryTLSClient(caFile: Self.pki.path("ca-chain.pem"),
+                          certificate: device.map { Self.pki.path("\($0).pem") },
+                          key: device.map { Self.pki.path("\($0).key") }, maxVersion: maxVersion)
+    }
+
+    /// Moves bytes both ways until neither side has anything more to say.
+    @discardableResult
+    private func pump(_ client: InMemoryTLSClient) throws -> InMemoryTLSClient.Step {
+        var step = client.handshake()
+        for _ in 0..<20 {
+            let toServer = client.outgoing()
+            if !toServer.isEmpty { try channel.writeInbound(channel.allocator.buffer(bytes: toServer)) }
+            var toClient: [UInt8] = []
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { toClient += buffer.readableBytesView }
+            client.incoming(toClient)
+            step = client.handshake()
+            if toServer.isEmpty, toClient.isEmpty { break }
+        }
+        return step
+    }
+
+    private func sendToServer(_ client: InMemoryTLSClient) throws {
+        let bytes = client.outgoing()
+        if !bytes.isEmpty { try channel.writeInbound(channel.allocator.buffer(bytes: bytes)) }
+    }
+
+    private func deliverToClient(_ client: InMemoryTLSClient) throws {
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { client.incoming(Array(buffer.readableBytesView)) }
+    }
+
+    func testHandshakeReportsTheVerifiedDeviceAndTheNegotiatedParameters() throws {
+        let device = client("device-1")
+        XCTAssertEqual(try pump(device), .done)
+        let summary = try XCTUnwrap(recorder.completedHandshake)
+        XCTAssertEqual(summary.protocolVersion, "TLSv1.3")
+        XCTAssertEqual(summary.deviceIdentity, "device-1")
+        XCTAssertEqual(summary.deviceCertificate?.issuer.contains("StapleGate Demo Issuing CA"), true)
+        XCTAssertFalse(summary.resumed)
+        XCTAssertFalse(summary.cipher.isEmpty)
+    }
+
+    func testTLS12HandshakeWorksToo() throws {
+        let device = client("device-1", maxVersion: TLS1_2_VERSION)
+        XCTAssertEqual(try pump(device), .done)
+        XCTAssertEqual(recorder.completedHandshake?.protocolVersion, "TLSv1.2")
+    }
+
+    func testPlaintextFlowsBothWaysAfterTheHandshake() throws {
+        let device = client("device-1")
+        try pump(device)
+        device.write(Array("ping from device".utf8))
+        try sendToServer(device)
+        XCTAssertEqual(recorder.receivedText, "ping from device")
+
+        try channel.writeOutbound(channel.allocator.buffer(string: "pong from broker"))
+        try deliverToClient(device)
+        XCTAssertEqual(device.read(), .bytes(Array("pong from broker".utf8)))
+    }
+
+    func testLargeWritesArriveIntactAcrossManyRecords() throws {
+        let device = client("device-1")
+        try pump(device)
+        let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        try channel.writeOutbound(channel.allocator.buffer(bytes: payload))
+        try deliverToClient(device)
+        var received: [UInt8] = []
+        while case let .bytes(chunk) = device.read() { received += chunk }
+        XCTAssertEqual(received.count, payload.count)
+        XCTAssertTrue(received == payload)
+    }
+
+    func testWritesIssuedBeforeTheHandshakeAreSentAfterIt() throws {
+        channel.write(channel.allocator.buffer(string: "early"), promise: nil)
+        channel.flush()
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self), "nothing may leave before the handshake")
+        let device = client("device-1")
+        try pump(device)
+        XCTAssertEqual(device.read(), .bytes(Array("early".utf8)))
+    }
+
+    func testCloseNotifyFromTheDeviceEndsInputButNotTheConnection() throws {
+        let device = client("device-1")
+        try pump(device)
+        device.shutdown()
+        try sendToServer(device)
+        XCTAssertTrue(recorder.inputClosed)
+        XCTAssertTrue(channel.isActive, "the broker may still have bytes for the device")
+    }
+
+    func testClosingSendsCloseNotify() throws {
+        let device = client("device-1")
+        try pump(device)
+        channel.close(promise: nil)
+        try deliverToClient(device)
+        XCTAssertEqual(device.read(), .closeNotify)
+    }
+
+    func testDeviceWithoutCertificateIsRefusedWithAReason() throws {
+        let device = client(nil)
+        try pump(device)
+        let reason = try XCTUnwrap(recorder.failureReason)
+        XCTAssertTrue(reason.contains("peer did not return a certificate"), reason)
+        XCTAssertNil(recorder.completedHandshake)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testDeviceFromAnUntrustedCAIsRefusedAndToldUnknownCA() throws {
+        let device = client("device-rogue")
+        let step = try pump(device)
+        let reason = try XCTUnwrap(recorder.failureReason)
+        XCTAssertTrue(reason.contains("unable to get local issuer certificate"), reason)
+        // TLS 1.3 clients learn of the refusal on their next read.
+        let outcome = step == .done ? device.read() : .failed({ if case let .failed(text) = step { return text }; return "" }())
+        guard case let .failed(text) = outcome else { return XCTFail("device was not told: \(outcome)") }
+        XCTAssertTrue(text.contains("unknown ca"), text)
+    }
+
+    func testExpiredDeviceCertificateIsRefused() throws {
+        try pump(client("device-expired"))
+        let reason = try XCTUnwrap(recorder.failureReason)
+        XCTAssertTrue(reason.contains("certificate has expired"), reason)
+    }
+
+    func testGarbageInsteadOfAClientHelloFailsTheHandshake() throws {
+        try channel.writeInbound(channel.allocator.buffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        XCTAssertNotNil(recorder.failureReason)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertNil(recorder.receivedText, "nothing undecrypted may be passed on")
+    }
+
+    func testInputClosedDuringTheHandshakeFailsIt() throws {
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        XCTAssertEqual(recorder.failureReason, "device closed its side during the TLS handshake")
+        XCTAssertFalse(channel.isActive)
+    }
+}
+
+/// Records what the TLS handler passes on.
+final class EventRecorder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    var completedHandshake: TLSHandshakeSummary?
+    var failureReason: String?
+    var inputClosed = false
+    var received = ByteBuffer()
+    var receivedText: String? { received.readableBytes == 0 ? nil : String(buffer: received) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        received.writeBuffer(&buffer)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let TLSEvent.handshakeCompleted(summary): completedHandshake = summary
+        case let TLSEvent.handshakeFailed(reason): failureReason = reason
+        case let event as ChannelEvent where event == .inputClosed: inputClosed = true
+        default: break
+        }
+    }
+}
