@@ -82,7 +82,9 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
         upstream.flush()
         if deviceInputClosed { upstream.close(mode: .output, promise: nil) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        if readRequested { context.read() }
+        // Through the whole pipeline, so the glue's backpressure check sees the request (this
+        // handler's own context is detached once removed).
+        if readRequested { context.channel.read() }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {

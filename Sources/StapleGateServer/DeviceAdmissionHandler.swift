@@ -27,12 +27,13 @@ final class DeviceAdmissionHandler: ChannelInboundHandler, RemovableChannelHandl
         let proxy = ProxySessionHandler(configuration: upstream, logger: logger)
         do {
             try context.pipeline.syncOperations.addHandler(proxy, position: .after(self))
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         } catch {
             logger.error("cannot start the proxy session: \(error)")
             context.close(promise: nil)
+            return
         }
         context.fireUserInboundEventTriggered(event)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -20,6 +20,8 @@ public final class Gateway: Service, Sendable {
     private struct ListenerState {
         var channel: Channel?
         var nextConnectionID: UInt64 = 1
+        /// Open device connections, so that stop() can close them.
+        var connections: [ObjectIdentifier: Channel] = [:]
     }
 
     public struct StartError: Error, CustomStringConvertible {
@@ -86,6 +88,9 @@ public final class Gateway: Service, Sendable {
             return state.channel
         }
         try? await channel?.close()
+        let open = state.withLockedValue { Array($0.connections.values) }
+        let closed = open.map { connection in connection.close().recover { _ in } }
+        try? await EventLoopFuture.andAllComplete(closed, on: group.any()).get()
         if ownsGroup { try await group.shutdownGracefully() }
         logger.notice("stopped")
     }
@@ -101,7 +106,10 @@ public final class Gateway: Service, Sendable {
         connectionLogger.debug("device connection accepted")
         let opened = NIODeadline.now()
         let closedLogger = connectionLogger
-        channel.closeFuture.whenComplete { _ in
+        let key = ObjectIdentifier(channel)
+        state.withLockedValue { $0.connections[key] = channel }
+        channel.closeFuture.whenComplete { [state] _ in
+            state.withLockedValue { _ = $0.connections.removeValue(forKey: key) }
             closedLogger.debug("connection closed", metadata: [
                 "duration_s": "\(Double((NIODeadline.now() - opened).nanoseconds) / 1e9)",
             ])

@@ -31,11 +31,12 @@ public final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableCha
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Pass the event on before leaving: a removed handler's context no longer reaches the next.
+        context.fireUserInboundEventTriggered(event)
         if event is TLSEvent {
             disarm()
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
-        context.fireUserInboundEventTriggered(event)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {

@@ -37,4 +37,18 @@ final class SessionTeardownTests: GatewayTestCase {
         XCTAssertFalse(broker.log.contains("Client \(subscriber.clientID) disconnected."), broker.log)
         try await gateway.log.waitFor("connection closed")
     }
+
+    /// `Gateway.stop()` "stops accepting and closes every connection", also when the event loops
+    /// are not the gateway's own (here they outlive it until the test's teardown).
+    func testStoppingTheGatewayClosesOpenSessions() async throws {
+        let gateway = try await startGateway()
+        let subscriber = try await MosquittoSubscriber.start(gateway.target(pki, device: "device-2"), broker: broker,
+                                                             topic: uniqueTopic("teardown/stop"))
+
+        try await gateway.gateway.stop()
+
+        XCTAssertThrowsError(try RawTCPClient(port: gateway.port), "still accepting after stop()")
+        // The open session ends, so the broker sees its client go (mosquitto_sub itself would just reconnect).
+        try await broker.waitForLog("Client \(subscriber.clientID) closed its connection.", timeout: .seconds(5))
+    }
 }

@@ -43,8 +43,9 @@ final class TrafficVolumeTests: GatewayTestCase {
                                                     payload: .linesOf(inputs[device]), qos: 1, clientID: "load-\(device)"))
         }
         var failures: [String] = []
+        let deadline = Deadline(.seconds(45))
         for (device, publisher) in publishers.enumerated() {
-            let status = try await publisher.waitForExit(timeout: .seconds(90))
+            let status = try await publisher.waitForExit(timeout: deadline.remaining)
             if !status.succeeded { failures.append("load-\(device): \(status)\n\(publisher.output)") }
         }
         XCTAssertEqual(failures, [], "\(failures.count) publishers failed")

@@ -67,7 +67,7 @@ public func startMosquittoPub(_ target: MQTTTarget, topic: String, payload: MQTT
 /// Runs mosquitto_pub to the end.
 public func mosquittoPub(_ target: MQTTTarget, topic: String, payload: MQTTPayload, qos: Int = 1,
                          clientID: String? = nil, extraArgs: [String] = [],
-                         timeout: Duration = .seconds(30)) async throws -> CommandResult {
+                         timeout: Duration = .seconds(10)) async throws -> CommandResult {
     let process = try startMosquittoPub(target, topic: topic, payload: payload, qos: qos,
                                         clientID: clientID, extraArgs: extraArgs)
     let status = try await process.waitForExit(timeout: timeout)
@@ -79,7 +79,7 @@ public func mosquittoPub(_ target: MQTTTarget, topic: String, payload: MQTTPaylo
 public func mosquittoPub(port: Int, pki: TestPKI, device: String? = "device-1", topic: String,
                          message: String? = nil, file: String? = nil, qos: Int = 1,
                          clientID: String? = nil, extraArgs: [String] = [],
-                         timeout: Duration = .seconds(30)) async throws -> CommandResult {
+                         timeout: Duration = .seconds(10)) async throws -> CommandResult {
     precondition((message == nil) != (file == nil), "give either a message or a file")
     return try await mosquittoPub(.gateway(port: port, pki: pki, device: device), topic: topic,
                                   payload: message.map { .message($0) } ?? .file(file!), qos: qos,
@@ -111,7 +111,7 @@ public final class MosquittoSubscriber: @unchecked Sendable {
 
     public static func start(_ target: MQTTTarget, broker: MosquittoBroker, topic: String, qos: Int = 1,
                              output: Output = .lines, clientID: String? = nil,
-                             timeout: Duration = .seconds(15)) async throws -> MosquittoSubscriber {
+                             timeout: Duration = .seconds(10)) async throws -> MosquittoSubscriber {
         let id = clientID ?? uniqueClientID("sub")
         var arguments = target.arguments + ["-t", topic, "-q", "\(qos)", "-i", id]
         switch output {

@@ -13,7 +13,6 @@ public enum ProcessRegistry {
 
     private static let lock = NSLock()
     private static var processes: [ObjectIdentifier: (process: ManagedProcess, scope: Scope)] = [:]
-    private static var pids: Set<Int32> = []
     private static var insideTest = false
     private static var installed = false
 
@@ -38,14 +37,12 @@ public enum ProcessRegistry {
         lock.lock()
         defer { lock.unlock() }
         processes[ObjectIdentifier(process)] = (process, insideTest ? .test : .testClass)
-        pids.insert(process.pid)
     }
 
     static func unregister(_ process: ManagedProcess) {
         lock.lock()
         defer { lock.unlock() }
         processes[ObjectIdentifier(process)] = nil
-        pids.remove(process.pid)
     }
 
     /// Terminates (SIGTERM, then SIGKILL after the grace period) every process of `scope`
@@ -73,12 +70,13 @@ public enum ProcessRegistry {
         lock.unlock()
     }
 
-    /// At exit there is no time for grace periods.
+    /// At exit there is no time for grace periods. (Only processes not yet seen to exit: their
+    /// pid cannot have been reused.)
     private static func killEverythingNow() {
         lock.lock()
-        let remaining = pids
+        let remaining = processes.values.map(\.process).filter(\.isRunning)
         lock.unlock()
-        for pid in remaining { kill(pid, SIGKILL) }
+        for process in remaining { kill(process.pid, SIGKILL) }
     }
 
     private final class Observer: NSObject, XCTestObservation {
