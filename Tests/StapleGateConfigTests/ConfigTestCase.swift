@@ -5,15 +5,15 @@ import XCTest
 /// Shared set-up: one PKI per test class (openssl is slow enough that once per test would
 /// dominate the run), and helpers that check every error names the file, key and line.
 class ConfigTestCase: XCTestCase {
-    private static var sharedPKI: TestPKI?
+    private static var sharedPKI: ConfigFixtureFiles?
 
-    var pki: TestPKI { Self.sharedPKI! }
+    var pki: ConfigFixtureFiles { Self.sharedPKI! }
     /// Where each test writes its config; relative paths in it resolve to the PKI files.
     var configPath: String { pki.path("staplegate.yaml") }
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        if Self.sharedPKI == nil { Self.sharedPKI = try TestPKI() }
+        if Self.sharedPKI == nil { Self.sharedPKI = try ConfigFixtureFiles() }
     }
 
     override class func tearDown() {

@@ -94,6 +94,12 @@ final class FileErrorTests: ConfigTestCase {
                     reasonContains: [pki.path("encrypted.key"), "encrypted private key"])
     }
 
+    func testCertificateOpenSSLRefusesForItsWeakKey() {
+        assertError(certificate("weak-rsa.pem", key: "weak-rsa.key"), key: "tls.certificates[0].certificate",
+                    lineContaining: "certificate: weak-rsa.pem",
+                    reasonContains: [pki.path("weak-rsa.pem"), "OpenSSL refuses this certificate and key", "too small"])
+    }
+
     func testProblemInTheSecondCertificateNamesItsIndexAndLine() {
         let text = yaml(certificates: """
             - certificate: server.pem
@@ -145,5 +151,6 @@ final class FileErrorTests: ConfigTestCase {
         XCTAssertEqual(TLSFileChecks.key(for: .tls12Ciphers), "tls.tls12_ciphers")
         XCTAssertEqual(TLSFileChecks.key(for: .groups), "tls.groups")
         XCTAssertEqual(TLSFileChecks.key(for: .verifyDepth), "tls.verify_depth")
+        XCTAssertEqual(TLSFileChecks.key(for: .certificate(index: 1)), "tls.certificates[1].certificate")
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 
 /// Real certificate and key files, made with the openssl CLI the way operators make theirs, in
 /// a temporary folder that also holds the config files under test.
-final class TestPKI {
+final class ConfigFixtureFiles {
     let directory: URL
 
     init() throws {
@@ -34,6 +34,8 @@ final class TestPKI {
         try leaf("server2", key: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], days: 365, serial: 3)
         try leaf("rsa", key: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], days: 365, serial: 4)
         try leaf("expiring", key: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], days: 5, serial: 5)
+        // Parses and matches, but is below OpenSSL's default security level.
+        try leaf("weak-rsa", key: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512"], days: 365, serial: 6)
 
         try openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key")
         try openssl("pkey", "-in", "server.key", "-aes256", "-passout", "pass:x", "-out", "encrypted.key")
