@@ -69,7 +69,7 @@ public final class Gateway: Service, Sendable {
         state.withLockedValue { $0.channel = channel }
         let address = channel.localAddress!
         logger.notice("listening for devices", metadata: [
-            "listen": "\(address)", "upstream": "\(configuration.upstream.endpoint)",
+            "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.endpoint)",
         ])
         return address
     }
@@ -102,7 +102,7 @@ public final class Gateway: Service, Sendable {
         }
         var connectionLogger = logger
         connectionLogger[metadataKey: "conn"] = "\(id)"
-        connectionLogger[metadataKey: "remote"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
+        connectionLogger[metadataKey: "remote"] = "\(channel.remoteAddress?.displayText ?? "?")"
         connectionLogger.debug("device connection accepted")
         let opened = NIODeadline.now()
         let closedLogger = connectionLogger

@@ -14,7 +14,9 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
 
     private enum State {
         case idle
-        case handshaking(startedAt: NIODeadline)
+        /// `receivedBytes`: whether the peer has sent anything at all, to tell a TLS failure
+        /// from a bare TCP probe (health checks, port scans) that connects and leaves.
+        case handshaking(startedAt: NIODeadline, receivedBytes: Bool)
         /// `inputClosed`: the device sent close_notify or FIN. `outputClosed`: we sent close_notify.
         case established(inputClosed: Bool, outputClosed: Bool)
         case closed
@@ -51,9 +53,10 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        if case .handshaking = state {
-            logger.info("device disconnected during the TLS handshake")
-            context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: "device disconnected during the TLS handshake"))
+        if case let .handshaking(_, receivedBytes) = state {
+            let reason = receivedBytes ? "device disconnected during the TLS handshake" : "connection closed before any TLS data"
+            logger.log(level: receivedBytes ? .info : .debug, "\(reason)")
+            context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         }
         state = .closed
         failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
@@ -61,7 +64,12 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     }
 
     private func beginHandshake() {
-        if case .idle = state { state = .handshaking(startedAt: .now()) }
+        if case .idle = state { state = .handshaking(startedAt: .now(), receivedBytes: false) }
+    }
+
+    private func noteHandshakeBytesReceived() {
+        beginHandshake()
+        if case let .handshaking(startedAt, false) = state { state = .handshaking(startedAt: startedAt, receivedBytes: true) }
     }
 
     // MARK: Inbound
@@ -70,7 +78,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         let ciphertext = unwrapInboundIn(data)
         switch state {
         case .idle, .handshaking:
-            beginHandshake()
+            noteHandshakeBytesReceived()
             connection.receive(ciphertext)
             advanceHandshake(context: context)
         case .established(inputClosed: false, _):
@@ -91,7 +99,9 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
             return
         }
         switch state {
-        case .idle, .handshaking:
+        case .idle, .handshaking(_, receivedBytes: false):
+            failHandshake(context: context, reason: "connection closed before any TLS data", level: .debug)
+        case .handshaking(_, receivedBytes: true):
             failHandshake(context: context, reason: "device closed its side during the TLS handshake")
         case let .established(inputClosed: false, outputClosed):
             // FIN without close_notify: for a byte-stream proxy this is still an end of input.
@@ -103,7 +113,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     }
 
     private func advanceHandshake(context: ChannelHandlerContext) {
-        guard case let .handshaking(startedAt) = state else { return }
+        guard case let .handshaking(startedAt, _) = state else { return }
         switch connection.handshake() {
         case .wantRead:
             sendPendingOutput(context: context)
@@ -131,10 +141,13 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         }
     }
 
-    private func failHandshake(context: ChannelHandlerContext, reason: String) {
-        guard case .handshaking = state else { return }
+    private func failHandshake(context: ChannelHandlerContext, reason: String, level: Logger.Level = .warning) {
+        switch state {
+        case .idle, .handshaking: break
+        case .established, .closed: return
+        }
         state = .closed
-        logger.warning("TLS handshake failed: \(reason)")
+        logger.log(level: level, "TLS handshake failed: \(reason)")
         context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
         closeAfterSendingPendingOutput(context: context)

@@ -173,8 +173,17 @@ final class OpenSSLServerHandlerTests: XCTestCase {
     }
 
     func testInputClosedDuringTheHandshakeFailsIt() throws {
+        let device = client("device-1")
+        _ = device.handshake()
+        try sendToServer(device)  // ClientHello, then the device gives up
         channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         XCTAssertEqual(recorder.failureReason, "device closed its side during the TLS handshake")
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testABareTCPProbeIsToldApartFromAFailedHandshake() throws {
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        XCTAssertEqual(recorder.failureReason, "connection closed before any TLS data")
         XCTAssertFalse(channel.isActive)
     }
 }
