@@ -13,13 +13,7 @@ struct CheckConfigCommand: ParsableCommand {
     var config: String
 
     func run() throws {
-        let loaded: LoadedConfiguration
-        do {
-            loaded = try ConfigLoader.load(path: config)
-        } catch {
-            FileHandle.standardError.write(Data("staplegate: configuration error: \(error)\n".utf8))
-            throw configurationErrorExitCode
-        }
+        let loaded = try loadConfigurationOrExit(path: config)
         for warning in loaded.warnings {
             FileHandle.standardError.write(Data("staplegate: warning: \(warning)\n".utf8))
         }

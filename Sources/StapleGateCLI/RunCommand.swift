@@ -15,13 +15,7 @@ struct RunCommand: AsyncParsableCommand {
     var config: String
 
     func run() async throws {
-        let loaded: LoadedConfiguration
-        do {
-            loaded = try ConfigLoader.load(path: config)
-        } catch {
-            FileHandle.standardError.write(Data("staplegate: configuration error: \(error)\n".utf8))
-            throw configurationErrorExitCode
-        }
+        let loaded = try loadConfigurationOrExit(path: config)
         let level = loaded.configuration.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

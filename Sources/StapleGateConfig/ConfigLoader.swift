@@ -44,15 +44,8 @@ public enum ConfigLoader {
     }
 
     private static func read(_ path: String) throws(ConfigError) -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ConfigError(file: path, reason: "config file not found")
-        }
-        guard !isDirectory.boolValue else {
-            throw ConfigError(file: path, reason: "is a directory, not a config file")
-        }
-        guard access(path, R_OK) == 0 else {
-            throw ConfigError(file: path, reason: "config file is not readable (\(String(cString: strerror(errno))))")
+        if let problem = FileAccess.problem(at: path) {
+            throw ConfigError(file: path, reason: "config file: \(problem)")
         }
         let data: Data
         do {

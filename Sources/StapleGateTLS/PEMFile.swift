@@ -62,21 +62,26 @@ public enum PEMFile {
         return certificates
     }
 
-    /// Opens a file for OpenSSL after checking, in order, what an operator would check by hand.
+    /// Opens a file for OpenSSL once `FileAccess` has found nothing wrong with it.
     static func open(_ path: String) throws(PEMFileError) -> OpaquePointer {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw PEMFileError(path: path, reason: "no such file")
-        }
-        guard !isDirectory.boolValue else {
-            throw PEMFileError(path: path, reason: "is a directory, not a file")
-        }
-        guard access(path, R_OK) == 0 else {
-            throw PEMFileError(path: path, reason: "is not readable (\(String(cString: strerror(errno))))")
+        if let problem = FileAccess.problem(at: path) {
+            throw PEMFileError(path: path, reason: problem)
         }
         guard let bio = BIO_new_file(path, "r") else {
             throw PEMFileError(path: path, reason: "could not be opened (\(OpenSSLError.drain(operation: "BIO_new_file")))")
         }
         return bio
+    }
+}
+
+/// Why a file the configuration names cannot be read, checked in the order an operator would
+/// check by hand: there at all, a file rather than a folder, readable by this user.
+public enum FileAccess {
+    public static func problem(at path: String) -> String? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "no such file" }
+        guard !isDirectory.boolValue else { return "is a directory, not a file" }
+        guard access(path, R_OK) == 0 else { return "is not readable (\(String(cString: strerror(errno))))" }
+        return nil
     }
 }

@@ -166,7 +166,7 @@ final class CommandLineTests: GatewayTestCase {
 
         XCTAssertEqual(result.status, .exited(78), "\(result)")
         XCTAssertTrue(result.stderr.contains(path), "\(result)")
-        XCTAssertTrue(result.stderr.contains("not found"), "\(result)")
+        XCTAssertTrue(result.stderr.contains("no such file"), "\(result)")
     }
 
     /// Relative paths are taken from the configuration file's folder, wherever staplegate runs from.

@@ -168,7 +168,7 @@ final class StructureErrorTests: ConfigTestCase {
     func testMissingConfigFile() {
         let path = pki.path("nowhere/staplegate.yaml")
         guard let error = configError(path: path) else { return }
-        assertError(error, path: path, key: nil, line: nil, reasonContains: ["not found"])
+        assertError(error, path: path, key: nil, line: nil, reasonContains: ["no such file"])
     }
 
     func testConfigPathIsADirectory() {
