@@ -111,6 +111,16 @@ let package = Package(
             swiftSettings: testSwift
         ),
         .testTarget(
+            name: "StapleGateProxyTests",
+            dependencies: [
+                "StapleGateProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/StapleGateProxyTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
             name: "StapleGateConfigTests",
             dependencies: ["StapleGateConfig", "TestSupport"],
             path: "Tests/StapleGateConfigTests",

@@ -31,8 +31,13 @@ final class OpenSSLServerHandlerTests: XCTestCase {
     private var recorder: EventRecorder!
 
     override func setUpWithError() throws {
+        try makeChannel(context: Self.context)
+    }
+
+    private func makeChannel(context: ServerContext) throws {
+        _ = try? channel?.finish()
         recorder = EventRecorder()
-        let handler = try OpenSSLServerHandler(context: Self.context, logger: Logger(label: "test"))
+        let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
         channel = EmbeddedChannel(handlers: [handler, recorder])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
@@ -163,6 +168,21 @@ final class OpenSSLServerHandlerTests: XCTestCase {
         try pump(client("device-expired"))
         let reason = try XCTUnwrap(recorder.failureReason)
         XCTAssertTrue(reason.contains("certificate has expired"), reason)
+    }
+
+    func testVerifyDepthBoundsTheDeviceChain() throws {
+        // device-1 → issuing CA → root: one CA between the device and the root.
+        var configuration = Self.context.configuration
+        configuration.verifyDepth = 0
+        try makeChannel(context: ServerContext(configuration: configuration, material: Self.context.material))
+        try pump(client("device-1"))
+        let reason = try XCTUnwrap(recorder.failureReason)
+        XCTAssertTrue(reason.contains("certificate chain too long"), reason)
+
+        configuration.verifyDepth = 1
+        try makeChannel(context: ServerContext(configuration: configuration, material: Self.context.material))
+        XCTAssertEqual(try pump(client("device-1")), .done)
+        XCTAssertNotNil(recorder.completedHandshake)
     }
 
     func testGarbageInsteadOfAClientHelloFailsTheHandshake() throws {
