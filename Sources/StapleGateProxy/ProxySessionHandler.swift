@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -125,7 +128,8 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
         if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
             return describe(first.error)
         }
-        if let error = error as? IOError { return error.description }
+        // NIO's own text names its internal call; the errno's message is what operators know.
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
         return "\(error)"
     }
 }

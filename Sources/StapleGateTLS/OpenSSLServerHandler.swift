@@ -132,7 +132,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
             logger.info("TLS handshake completed", metadata: [
                 "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
                 "tls.resumed": "\(summary.resumed)",
-                "tls.handshake_ms": "\(Double((NIODeadline.now() - startedAt).nanoseconds) / 1e6)",
+                "tls.handshake_ms": "\(summary.duration.milliseconds)",
             ])
             context.fireUserInboundEventTriggered(TLSEvent.handshakeCompleted(summary))
             flushWritesAwaitingHandshake(context: context)
@@ -257,5 +257,12 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         context.writeAndFlush(wrapOutboundOut(ciphertext)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+    }
+}
+
+extension Duration {
+    /// For log fields such as `tls.handshake_ms`.
+    public var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
     }
 }

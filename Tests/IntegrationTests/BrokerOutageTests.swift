@@ -28,6 +28,7 @@ final class BrokerOutageTests: GatewayTestCase {
         }
         let unreachable = try XCTUnwrap(gateway.log.entries(containing: "broker unreachable").first)
         XCTAssertTrue(unreachable.message.contains("127.0.0.1:\(broker.port!)"), "\(unreachable)")
+        XCTAssertTrue(unreachable.message.contains(": Connection refused;"), "the reason in plain words: \(unreachable)")
         XCTAssertFalse(gateway.log.contains("connected to broker"))
 
         try await broker.restart()
