@@ -38,9 +38,24 @@ let package = Package(
             dependencies: [
                 "COpenSSL", "CStapleGateShim",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/StapleGateTLS",
+            swiftSettings: strictSwift
+        ),
+        // OCSP for both jobs: stapling our own certificate and checking devices' (one fetch /
+        // verify / cache core, as in nginx's ngx_event_openssl_stapling.c).
+        .target(
+            name: "StapleGateOCSP",
+            dependencies: [
+                "COpenSSL", "CStapleGateShim", "StapleGateTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/StapleGateOCSP",
             swiftSettings: strictSwift
         ),
         .target(
@@ -108,6 +123,16 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/StapleGateTLSTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateOCSPTests",
+            dependencies: [
+                "StapleGateOCSP", "StapleGateTLS", "TestSupport", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/StapleGateOCSPTests",
             swiftSettings: testSwift
         ),
         .testTarget(

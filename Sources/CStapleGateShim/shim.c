@@ -17,3 +17,15 @@ void sg_sk_X509_free(STACK_OF(X509) *stack) { sk_X509_free(stack); }
 long sg_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_return(bio, value); }
 
 void sg_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
+
+long sg_SSL_CTX_set_tlsext_status_cb(SSL_CTX *ctx, sg_status_callback callback) { return SSL_CTX_set_tlsext_status_cb(ctx, callback); }
+long sg_SSL_CTX_set_tlsext_status_arg(SSL_CTX *ctx, void *arg) { return SSL_CTX_set_tlsext_status_arg(ctx, arg); }
+long sg_SSL_get_tlsext_status_type(SSL *ssl) { return SSL_get_tlsext_status_type(ssl); }
+int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length) {
+    unsigned char *copy = OPENSSL_memdup(der, (size_t)length);
+    if (copy == NULL) return 0;
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, copy, length) != 1) { OPENSSL_free(copy); return 0; }
+    return 1;
+}
+long sg_SSL_set_tlsext_status_type(SSL *ssl, int type) { return SSL_set_tlsext_status_type(ssl, type); }
+long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der) { return SSL_get_tlsext_status_ocsp_resp(ssl, der); }

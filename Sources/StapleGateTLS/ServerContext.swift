@@ -20,6 +20,8 @@ public final class ServerContext: @unchecked Sendable {
     let context: OpaquePointer
     public let configuration: TLSServerConfiguration
     public let material: TLSMaterial
+    /// What each certificate's handshakes staple; empty until the stapling service fills it.
+    public let staples: StapleStore
 
     public init(configuration: TLSServerConfiguration, material: TLSMaterial) throws(TLSSettingError) {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
@@ -28,7 +30,9 @@ public final class ServerContext: @unchecked Sendable {
         self.context = context
         self.configuration = configuration
         self.material = material
+        self.staples = StapleStore(certificateCount: material.identities.count)
         try configure()
+        installStatusCallback()
     }
 
     deinit { SSL_CTX_free(context) }

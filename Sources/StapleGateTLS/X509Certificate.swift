@@ -5,7 +5,7 @@ import Foundation
 /// A parsed X.509 certificate. Immutable once loaded, so it is shared freely across event loops.
 public final class X509Certificate: @unchecked Sendable {
     /// Owned reference (freed in deinit).
-    let pointer: OpaquePointer
+    package let pointer: OpaquePointer
 
     /// Takes ownership of `pointer`.
     init(taking pointer: OpaquePointer) {
@@ -94,7 +94,7 @@ public final class X509Certificate: @unchecked Sendable {
 
 /// A parsed private key.
 public final class PrivateKey: @unchecked Sendable {
-    let pointer: OpaquePointer
+    package let pointer: OpaquePointer
     init(taking pointer: OpaquePointer) { self.pointer = pointer }
     deinit { EVP_PKEY_free(pointer) }
 

@@ -10,7 +10,8 @@ final class InMemoryTLSClient {
     private let networkIn: OpaquePointer
     private let networkOut: OpaquePointer
 
-    init(caFile: String, certificate: String?, key: String?, maxVersion: Int32? = nil) {
+    init(caFile: String, certificate: String?, key: String?, maxVersion: Int32? = nil,
+         tls12Ciphers: String? = nil, requestStaple: Bool = false) {
         context = SSL_CTX_new(TLS_client_method())!
         SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
         precondition(SSL_CTX_load_verify_locations(context, caFile, nil) == 1)
@@ -19,7 +20,9 @@ final class InMemoryTLSClient {
             precondition(SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1)
         }
         if let maxVersion { _ = sg_SSL_CTX_set_max_proto_version(context, maxVersion) }
+        if let tls12Ciphers { precondition(SSL_CTX_set_cipher_list(context, tls12Ciphers) == 1) }
         ssl = SSL_new(context)!
+        if requestStaple { _ = sg_SSL_set_tlsext_status_type(ssl, TLSEXT_STATUSTYPE_ocsp) }
         networkIn = BIO_new(BIO_s_mem())!
         networkOut = BIO_new(BIO_s_mem())!
         _ = sg_BIO_set_mem_eof_return(networkIn, -1)
@@ -87,6 +90,20 @@ final class InMemoryTLSClient {
     func shutdown() { _ = SSL_shutdown(ssl) }
 
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
+
+    /// The OCSP response the server stapled, if any.
+    var receivedStaple: [UInt8]? {
+        var der: UnsafePointer<UInt8>?
+        let length = sg_SSL_get_tlsext_status_ocsp_resp(ssl, &der)
+        guard length > 0, let der else { return nil }
+        return Array(UnsafeBufferPointer(start: der, count: length))
+    }
+
+    /// Whether the server presented its RSA certificate (rather than its ECDSA one).
+    var serverPresentedRSA: Bool {
+        guard let certificate = SSL_get0_peer_certificate(ssl), let key = X509_get0_pubkey(certificate) else { return false }
+        return EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA
+    }
 
     static func errorQueue() -> String {
         var reasons: [String] = []

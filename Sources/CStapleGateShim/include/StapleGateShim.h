@@ -33,4 +33,15 @@ long sg_BIO_set_mem_eof_return(BIO *bio, long value);
 
 void sg_OPENSSL_free(void *pointer);
 
+// OCSP stapling (server side): the status_request callback and its argument, whether the
+// client asked, and handing OpenSSL a copy of the response (OpenSSL frees what it is given).
+typedef int (*sg_status_callback)(SSL *ssl, void *arg);
+long sg_SSL_CTX_set_tlsext_status_cb(SSL_CTX *ctx, sg_status_callback callback);
+long sg_SSL_CTX_set_tlsext_status_arg(SSL_CTX *ctx, void *arg);
+long sg_SSL_get_tlsext_status_type(SSL *ssl);
+int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length);
+// Client side, for tests and the device simulator: ask for a staple and read the one received.
+long sg_SSL_set_tlsext_status_type(SSL *ssl, int type);
+long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der);
+
 #endif

@@ -1,0 +1,1 @@
+// The OCSP core: CertID, request, response, verification policy, HTTP fetch.
