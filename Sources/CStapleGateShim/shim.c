@@ -18,6 +18,21 @@ long sg_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_re
 
 void sg_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
 
+int sg_sk_OPENSSL_STRING_num(const STACK_OF(OPENSSL_STRING) *stack) { return sk_OPENSSL_STRING_num(stack); }
+const char *sg_sk_OPENSSL_STRING_value(const STACK_OF(OPENSSL_STRING) *stack, int index) { return sk_OPENSSL_STRING_value(stack, index); }
+
+/* TLS Feature (RFC 7633) decodes to a STACK_OF(ASN1_INTEGER); status_request is 5. */
+int sg_X509_has_status_request_feature(X509 *cert) {
+    STACK_OF(ASN1_INTEGER) *features = X509_get_ext_d2i(cert, NID_tlsfeature, NULL, NULL);
+    if (features == NULL) return 0;
+    int found = 0;
+    for (int i = 0; i < sk_ASN1_INTEGER_num(features); i++) {
+        if (ASN1_INTEGER_get(sk_ASN1_INTEGER_value(features, i)) == 5) found = 1;
+    }
+    sk_ASN1_INTEGER_pop_free(features, ASN1_INTEGER_free);
+    return found;
+}
+
 long sg_SSL_CTX_set_tlsext_status_cb(SSL_CTX *ctx, sg_status_callback callback) { return SSL_CTX_set_tlsext_status_cb(ctx, callback); }
 long sg_SSL_CTX_set_tlsext_status_arg(SSL_CTX *ctx, void *arg) { return SSL_CTX_set_tlsext_status_arg(ctx, arg); }
 long sg_SSL_get_tlsext_status_type(SSL *ssl) { return SSL_get_tlsext_status_type(ssl); }

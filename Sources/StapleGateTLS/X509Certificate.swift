@@ -57,6 +57,29 @@ public final class X509Certificate: @unchecked Sendable {
 
     public var isCA: Bool { X509_check_ca(pointer) != 0 }
 
+    /// SHA-256 of the DER certificate in lower-case hex: a stable name for state kept about it.
+    public var sha256Fingerprint: String {
+        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        guard X509_digest(pointer, EVP_sha256(), &digest, &length) == 1 else { return "" }
+        return digest.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The OCSP responder URLs in the Authority Information Access extension, in order.
+    public var ocspResponderURLs: [String] {
+        guard let urls = X509_get1_ocsp(pointer) else { return [] }
+        defer { X509_email_free(urls) }
+        return (0..<sg_sk_OPENSSL_STRING_num(urls)).compactMap { index in
+            sg_sk_OPENSSL_STRING_value(urls, index).map { String(cString: $0) }
+        }
+    }
+
+    /// Whether the certificate carries the TLS Feature extension with status_request
+    /// (RFC 7633 "must-staple"): clients may then refuse it without a stapled response.
+    public var isMustStaple: Bool {
+        sg_X509_has_status_request_feature(pointer) == 1
+    }
+
     public enum KeyAlgorithm: Equatable, CustomStringConvertible, Sendable {
         case rsa, ecdsa, ed25519, other(String)
         init(_ id: Int32) {

@@ -6,6 +6,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 // Option and flag values OpenSSL defines as macro expressions.
 static const uint64_t SG_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
@@ -32,6 +33,11 @@ void sg_sk_X509_free(STACK_OF(X509) *stack);
 long sg_BIO_set_mem_eof_return(BIO *bio, long value);
 
 void sg_OPENSSL_free(void *pointer);
+
+// Certificate extensions: AIA OCSP URLs (a STACK_OF(OPENSSL_STRING)) and RFC 7633 must-staple.
+int sg_sk_OPENSSL_STRING_num(const STACK_OF(OPENSSL_STRING) *stack);
+const char *sg_sk_OPENSSL_STRING_value(const STACK_OF(OPENSSL_STRING) *stack, int index);
+int sg_X509_has_status_request_feature(X509 *cert);
 
 // OCSP stapling (server side): the status_request callback and its argument, whether the
 // client asked, and handing OpenSSL a copy of the response (OpenSSL frees what it is given).
