@@ -16,6 +16,9 @@ public final class Gateway: Service, Sendable {
     private let ownsGroup: Bool
     private let logger: Logger
     private let state = NIOLockedValueBox(ListenerState())
+    /// Asked for every accepted connection: a reason to refuse it before any TLS work (e.g. a
+    /// strict stapling policy with no valid staple held), or nil to go ahead.
+    private let admissionGate: @Sendable () -> String?
 
     private struct ListenerState {
         var channel: Channel?
@@ -33,16 +36,20 @@ public final class Gateway: Service, Sendable {
     /// - Parameter group: the event loops to run on; by default one per core, owned and shut
     ///   down by the gateway.
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
-                group: EventLoopGroup? = nil, logger: Logger) {
+                group: EventLoopGroup? = nil, logger: Logger,
+                admissionGate: @escaping @Sendable () -> String? = { nil }) {
         self.configuration = configuration
+        self.admissionGate = admissionGate
         self.serverContext = serverContext
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.ownsGroup = group == nil
         self.logger = logger
     }
 
-    public convenience init(loaded: LoadedConfiguration, group: EventLoopGroup? = nil, logger: Logger) {
-        self.init(configuration: loaded.configuration, serverContext: loaded.serverContext, group: group, logger: logger)
+    public convenience init(loaded: LoadedConfiguration, group: EventLoopGroup? = nil, logger: Logger,
+                            admissionGate: @escaping @Sendable () -> String? = { nil }) {
+        self.init(configuration: loaded.configuration, serverContext: loaded.serverContext, group: group,
+                  logger: logger, admissionGate: admissionGate)
     }
 
     /// The address devices connect to, once started.
@@ -103,6 +110,11 @@ public final class Gateway: Service, Sendable {
         var connectionLogger = logger
         connectionLogger[metadataKey: "conn"] = "\(id)"
         connectionLogger[metadataKey: "remote"] = "\(channel.remoteAddress?.displayText ?? "?")"
+        if let refusal = admissionGate() {
+            connectionLogger.warning("refusing device connection: \(refusal)")
+            channel.close(promise: nil)
+            return
+        }
         connectionLogger.debug("device connection accepted")
         let opened = NIODeadline.now()
         let closedLogger = connectionLogger
