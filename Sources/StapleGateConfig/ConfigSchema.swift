@@ -185,7 +185,7 @@ struct ConfigSchema {
         return text
     }
 
-    private func duration(_ value: YAMLValue) throws(ConfigError) -> Duration {
+    func duration(_ value: YAMLValue) throws(ConfigError) -> Duration {
         // Bare numbers arrive as YAML ints; everything else must be a string such as "10s".
         guard value.node.tagName == .str || value.node.tagName == .int, let text = value.node.scalar?.string else {
             throw value.error("expected a duration, got \(value.kind); use \(ConfigDuration.acceptedForms)")
@@ -196,7 +196,7 @@ struct ConfigSchema {
         return duration
     }
 
-    private func positiveDuration(_ value: YAMLValue) throws(ConfigError) -> Duration {
+    func positiveDuration(_ value: YAMLValue) throws(ConfigError) -> Duration {
         let duration = try duration(value)
         guard duration > .zero else { throw value.error("must be longer than 0") }
         return duration

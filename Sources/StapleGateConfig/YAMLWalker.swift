@@ -65,6 +65,13 @@ struct YAMLValue {
         return value
     }
 
+    func boolean() throws(ConfigError) -> Bool {
+        guard node.tagName == .bool, let value = node.bool else {
+            throw error("expected true or false, got \(node.scalar.map { "\"\($0.string)\"" } ?? kind)")
+        }
+        return value
+    }
+
     /// Describes the node for "expected X, got Y" messages.
     var kind: String {
         switch node {
