@@ -259,10 +259,3 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         }
     }
 }
-
-extension Duration {
-    /// For log fields such as `tls.handshake_ms`.
-    public var milliseconds: Double {
-        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
-    }
-}

@@ -1,2 +1,0 @@
-import XCTest
-final class OCSPPlaceholderTests: XCTestCase { func testBuilds() {} }
