@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "StapleGateConfig",
             dependencies: [
-                "StapleGateTLS", "StapleGateProxy",
+                "StapleGateTLS", "StapleGateProxy", "StapleGateOCSP",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "StapleGateServer",
             dependencies: [
-                "StapleGateTLS", "StapleGateProxy", "StapleGateConfig",
+                "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -95,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "StapleGateCLI",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig",
+                "StapleGateServer", "StapleGateConfig", "StapleGateOCSP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -35,6 +35,9 @@ public enum ConfigLoader {
         let checks = TLSFileChecks(file: path, keyLines: document.keyLines())
         let material = try checks.material(for: configuration.tls)
         let context = try checks.serverContext(for: configuration.tls, material: material)
+        if configuration.stapling.enabled {
+            try checks.staplingTargets(for: context, configuration: configuration.stapling)
+        }
         return LoadedConfiguration(
             configuration: configuration,
             tlsMaterial: material,

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StapleGateOCSP
 import StapleGateProxy
 import StapleGateTLS
 #if canImport(Glibc)
@@ -28,9 +29,9 @@ struct ConfigSchema {
     func configuration(from root: YAMLValue) throws(ConfigError) -> GatewayConfiguration {
         guard case .mapping = root.node else {
             throw ConfigError(file: file, line: root.node.mark?.line,
-                              reason: "expected a mapping with the sections listen, tls, upstream and logging, got \(root.kind)")
+                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory and stapling, got \(root.kind)")
         }
-        let sections = try root.mapping(knownKeys: ["listen", "tls", "upstream", "logging"])
+        let sections = try root.mapping(knownKeys: ["listen", "tls", "upstream", "logging", "state_directory", "stapling"])
         // An optional section left with every key commented out reads as empty: all defaults.
         var listen = ListenConfiguration()
         if let section = sections["listen"], section.node.tagName != .null { listen = try self.listen(section) }
@@ -38,7 +39,12 @@ struct ConfigSchema {
         let upstream = try self.upstream(sections.required("upstream"))
         var logLevel = Logger.Level.info
         if let section = sections["logging"], section.node.tagName != .null { logLevel = try logging(section) }
-        return GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel)
+        var stateDirectory = GatewayConfiguration.defaultStateDirectory
+        if let value = sections["state_directory"] { stateDirectory = try self.stateDirectory(value) }
+        var stapling = StaplingConfiguration()
+        if let section = sections["stapling"], section.node.tagName != .null { stapling = try self.stapling(section) }
+        return GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel,
+                                    stateDirectory: stateDirectory, stapling: stapling)
     }
 
     // MARK: - Sections

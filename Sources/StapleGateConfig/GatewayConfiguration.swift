@@ -1,4 +1,5 @@
 import Logging
+import StapleGateOCSP
 import StapleGateProxy
 import StapleGateTLS
 
@@ -8,12 +9,21 @@ public struct GatewayConfiguration: Sendable {
     public var tls: TLSServerConfiguration
     public var upstream: UpstreamConfiguration
     public var logLevel: Logger.Level
+    /// Where the gateway keeps what must survive a restart (staples, their status).
+    public var stateDirectory: String
+    public var stapling: StaplingConfiguration
 
-    public init(listen: ListenConfiguration, tls: TLSServerConfiguration, upstream: UpstreamConfiguration, logLevel: Logger.Level = .info) {
+    public static let defaultStateDirectory = "/var/lib/staplegate"
+
+    public init(listen: ListenConfiguration, tls: TLSServerConfiguration, upstream: UpstreamConfiguration,
+                logLevel: Logger.Level = .info, stateDirectory: String = defaultStateDirectory,
+                stapling: StaplingConfiguration = StaplingConfiguration()) {
         self.listen = listen
         self.tls = tls
         self.upstream = upstream
         self.logLevel = logLevel
+        self.stateDirectory = stateDirectory
+        self.stapling = stapling
     }
 }
 

@@ -1,3 +1,4 @@
+import StapleGateOCSP
 import StapleGateTLS
 
 /// Loads the files the `tls` section names and builds the `SSL_CTX`, pinning each failure to
@@ -21,6 +22,15 @@ struct TLSFileChecks {
             return try ServerContext(configuration: tls, material: material)
         } catch {
             let key = Self.key(for: error.setting)
+            throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)
+        }
+    }
+
+    func staplingTargets(for context: ServerContext, configuration: StaplingConfiguration) throws(ConfigError) {
+        do {
+            try StaplingService.validate(serverContext: context, configuration: configuration)
+        } catch {
+            let key = "tls.certificates[\(error.certificateIndex)].certificate"
             throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)
         }
     }

@@ -29,7 +29,7 @@ final class ConfigFixtureFiles {
         // The device CA; it also issues the server certificates, which is enough for loading.
         try openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", "ca.key", "-out", "ca.pem", "-days", "365", "-subj", "/CN=Test Device CA")
-        try write("leaf.ext", "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\n")
+        try write("leaf.ext", "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:9/\n")
         try leaf("server", key: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], days: 365, serial: 2)
         try leaf("server2", key: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], days: 365, serial: 3)
         try leaf("rsa", key: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], days: 365, serial: 4)

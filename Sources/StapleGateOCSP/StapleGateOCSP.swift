@@ -1,1 +1,0 @@
-// The OCSP core: CertID, request, response, verification policy, HTTP fetch.

@@ -1,0 +1,258 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import StapleGateTLS
+
+/// Keeps a fresh, verified OCSP response stapled for each of the gateway's certificates:
+/// fetch → verify → install → persist, on the schedule `StapleSchedule` decides. Staples loaded
+/// from the state directory are installed before the listener opens, so even the first
+/// handshake after a start is stapled (nginx staples lazily and misses it).
+public final class StaplingService: Sendable {
+    struct Target: Sendable {
+        let index: Int
+        let leaf: X509Certificate
+        let issuer: X509Certificate
+        let certID: CertID
+        let responderURL: String
+        let policy: StaplingConfiguration.Policy
+    }
+
+    public struct SetupError: Error, CustomStringConvertible, Sendable {
+        /// Position in `TLSServerConfiguration.certificates`.
+        public let certificateIndex: Int
+        public let reason: String
+        public var description: String { reason }
+    }
+
+    private let targets: [Target]
+    private let staples: StapleStore
+    private let configuration: StaplingConfiguration
+    private let client: OCSPHTTPClient
+    private let persistence: StaplePersistence
+    private let logger: Logger
+    private let schedules: NIOLockedValueBox<[StapleSchedule]>
+
+    public init(serverContext: ServerContext, configuration: StaplingConfiguration, persistence: StaplePersistence,
+                client: OCSPHTTPClient, logger: Logger) throws(SetupError) {
+        let targets = try Self.targets(serverContext: serverContext, configuration: configuration)
+        let now = Date()
+        self.targets = targets
+        self.staples = serverContext.staples
+        self.configuration = configuration
+        self.client = client
+        self.persistence = persistence
+        self.logger = logger
+        self.schedules = NIOLockedValueBox(targets.map { _ in StapleSchedule(timing: configuration.timing, now: now) })
+    }
+
+    /// Checks, without starting anything, that every certificate can be stapled: its issuer is in
+    /// its chain file and a responder URL is known. (The config loader calls it, so a certificate
+    /// that cannot be stapled is reported against its key at start, not at the first refresh.)
+    public static func validate(serverContext: ServerContext, configuration: StaplingConfiguration) throws(SetupError) {
+        _ = try targets(serverContext: serverContext, configuration: configuration)
+    }
+
+    static func targets(serverContext: ServerContext, configuration: StaplingConfiguration) throws(SetupError) -> [Target] {
+        var targets: [Target] = []
+        for (index, identity) in serverContext.material.identities.enumerated() {
+            let chainPath = serverContext.configuration.certificates[index].chainPath
+            guard identity.chain.count >= 2 else {
+                throw SetupError(certificateIndex: index, reason: "\(chainPath): stapling needs the issuing CA certificate; append it to the chain file after the server certificate")
+            }
+            guard let url = configuration.responderOverride ?? identity.leaf.ocspResponderURLs.first else {
+                throw SetupError(certificateIndex: index, reason: "\(chainPath): the certificate names no OCSP responder (no AIA OCSP URL); set stapling.responder or stapling.enabled: false")
+            }
+            let certID: CertID
+            do { certID = try CertID(certificate: identity.leaf, issuer: identity.chain[1]) } catch {
+                throw SetupError(certificateIndex: index, reason: "\(chainPath): \(error)")
+            }
+            targets.append(Target(index: index, leaf: identity.leaf, issuer: identity.chain[1], certID: certID,
+                                  responderURL: url, policy: configuration.policy(forMustStaple: identity.leaf.isMustStaple)))
+        }
+        return targets
+    }
+
+    /// Installs staples a previous run persisted that still verify (same certificate, in date).
+    public func loadPersisted(now: Date = Date()) {
+        for target in targets {
+            guard let der = persistence.loadStaple(fingerprint: target.leaf.sha256Fingerprint) else { continue }
+            switch verificationPolicy(for: target).verify(der: der, for: target.certID, now: now) {
+            case let .success(response) where response.status != .unknown:
+                schedules.withLockedValue {
+                    $0[target.index] = StapleSchedule(timing: configuration.timing, now: now, persisted: response)
+                }
+                logger.notice("installed the persisted OCSP staple", metadata: metadata(target, response))
+            case .success:
+                break
+            case let .failure(rejection):
+                logger.info("persisted OCSP staple not used: \(rejection)", metadata: ["certificate": "\(target.leaf.subject)"])
+            }
+            publish(target, now: now)
+        }
+        saveStatus(now: now)
+    }
+
+    /// Refreshes every certificate's staple until the task is cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for target in targets {
+                group.addTask { await self.keepFresh(target) }
+            }
+        }
+    }
+
+    /// Why a new handshake must be refused now (a strict or must policy without a valid staple).
+    public func refusalReason(now: Date = Date()) -> String? {
+        let schedules = self.schedules.withLockedValue { $0 }
+        for target in targets where target.policy != .lenient && schedules[target.index].servable(at: now) == nil {
+            return "no valid OCSP staple held for \(target.leaf.subject) (stapling policy \(target.policy.rawValue))"
+        }
+        return nil
+    }
+
+    public func statuses(now: Date = Date()) -> [StapleStatus] {
+        let schedules = self.schedules.withLockedValue { $0 }
+        return targets.map { StapleStatus(target: $0, schedule: schedules[$0.index], now: now) }
+    }
+
+    // MARK: Refreshing
+
+    private func keepFresh(_ target: Target) async {
+        while !Task.isCancelled {
+            let now = Date()
+            let schedule = schedules.withLockedValue { $0[target.index] }
+            if schedule.nextRefresh <= now {
+                await refresh(target)
+                continue
+            }
+            // Wake for the refresh, or earlier if the staple served now expires before it.
+            let wake = min(schedule.nextRefresh, schedule.servableUntil(now: now) ?? .distantFuture)
+            do { try await Task.sleep(for: .seconds(max(wake.timeIntervalSince(now), 0.01))) } catch { return }
+            publish(target, now: Date())
+            saveStatus(now: Date())
+        }
+    }
+
+    private func refresh(_ target: Target) async {
+        let request: OCSPRequest
+        do { request = try OCSPRequest(certificate: target.leaf, issuer: target.issuer) } catch {
+            record(target) { $0.recordFailure("cannot build the OCSP request: \(error)", now: Date(), jitterDraw: .random(in: -1...1)) }
+            return
+        }
+        let getURL = configuration.fetch.method == .get ? request.getURL(responderURL: target.responderURL) : nil
+        let verdict: Result<VerifiedOCSPResponse, OCSPRejection>
+        do {
+            let result = try await client.fetch(responderURL: target.responderURL, requestDER: request.der,
+                                                getURL: getURL, configuration: configuration.fetch)
+            verdict = verificationPolicy(for: target).verify(der: result.body, for: target.certID, now: Date())
+        } catch {
+            fail(target, reason: "\(error)")
+            return
+        }
+        switch verdict {
+        case let .success(response):
+            record(target) { $0.record(response, now: Date(), jitterDraw: .random(in: -1...1)) }
+            report(response, for: target)
+        case let .failure(rejection):
+            fail(target, reason: rejection.description)
+        }
+    }
+
+    private func fail(_ target: Target, reason: String) {
+        let schedule = record(target) { $0.recordFailure(reason, now: Date(), jitterDraw: .random(in: -1...1)) }
+        let kept = schedule.servable(at: Date()).flatMap(\.nextUpdate).map { "keeping the previous staple until \($0)" }
+            ?? "no staple held"
+        logger.warning("OCSP staple refresh failed: \(reason); \(kept); retry at \(schedule.nextRefresh)", metadata: [
+            "certificate": "\(target.leaf.subject)", "responder": "\(target.responderURL)",
+            "failures": "\(schedule.consecutiveFailures)",
+        ])
+    }
+
+    private func report(_ response: VerifiedOCSPResponse, for target: Target) {
+        switch response.status {
+        case .good:
+            logger.info("OCSP staple refreshed", metadata: metadata(target, response))
+            persist(response, for: target)
+        case .revoked:
+            logger.critical("the OCSP responder says our own certificate is REVOKED; stapling that answer — replace the certificate",
+                            metadata: metadata(target, response))
+            persist(response, for: target)
+        case .unknown:
+            logger.error("the OCSP responder does not know our certificate (status unknown); not stapled",
+                         metadata: metadata(target, response))
+        }
+    }
+
+    @discardableResult
+    private func record(_ target: Target, _ change: (inout StapleSchedule) -> Void) -> StapleSchedule {
+        let schedule = schedules.withLockedValue { schedules -> StapleSchedule in
+            change(&schedules[target.index])
+            return schedules[target.index]
+        }
+        publish(target, now: Date())
+        saveStatus(now: Date())
+        return schedule
+    }
+
+    /// Puts what may be served now into the store the handshakes read.
+    private func publish(_ target: Target, now: Date) {
+        let servable = schedules.withLockedValue { $0[target.index].servable(at: now) }
+        staples.setStaple(servable?.der, forCertificateAt: target.index)
+    }
+
+    private func persist(_ response: VerifiedOCSPResponse, for target: Target) {
+        do { try persistence.saveStaple(response.der, fingerprint: target.leaf.sha256Fingerprint) } catch {
+            logger.error("cannot persist the OCSP staple in \(persistence.directory): \(error)")
+        }
+    }
+
+    private func saveStatus(now: Date) {
+        do { try persistence.saveStatus(statuses(now: now)) } catch {
+            logger.error("cannot write \(persistence.statusFile): \(error)")
+        }
+    }
+
+    private func verificationPolicy(for target: Target) -> OCSPVerificationPolicy {
+        OCSPVerificationPolicy(issuer: target.issuer, clockSkew: configuration.clockSkew)
+    }
+
+    private func metadata(_ target: Target, _ response: VerifiedOCSPResponse) -> Logger.Metadata {
+        [
+            "certificate": "\(target.leaf.subject)", "serial": "\(target.leaf.serialHex)",
+            "ocsp.status": "\(response.status)", "ocsp.this_update": "\(response.thisUpdate)",
+            "ocsp.next_update": "\(response.nextUpdate.map { "\($0)" } ?? "none")",
+            "ocsp.responder": "\(response.responderID)",
+        ]
+    }
+}
+
+extension StapleStatus {
+    init(target: StaplingService.Target, schedule: StapleSchedule, now: Date) {
+        let held = schedule.held
+        var certStatus = "none"
+        var revokedAt: Date?
+        var reason: String?
+        switch held?.status {
+        case .good: certStatus = "good"
+        case let .revoked(at, revocationReason):
+            certStatus = "revoked"
+            revokedAt = at
+            reason = revocationReason?.rawValue
+        case .unknown: certStatus = "unknown"
+        case nil: if schedule.lastOutcome == .notStapledUnknown { certStatus = "unknown" }
+        }
+        var lastResult: String?
+        switch schedule.lastOutcome {
+        case let .stapled(status)?: lastResult = "ok (\(status))"
+        case .notStapledUnknown?: lastResult = "responder answered unknown"
+        case let .failed(reason)?: lastResult = "failed: \(reason)"
+        case nil: lastResult = nil
+        }
+        self.init(subject: target.leaf.subject, serial: target.leaf.serialHex, fingerprint: target.leaf.sha256Fingerprint,
+                  responderURL: target.responderURL, policy: target.policy.rawValue, certStatus: certStatus,
+                  revokedAt: revokedAt, revocationReason: reason, thisUpdate: held?.thisUpdate, nextUpdate: held?.nextUpdate,
+                  producedAt: held?.producedAt, responderID: held?.responderID, serving: schedule.servable(at: now) != nil,
+                  lastFetch: schedule.lastAttempt, lastResult: lastResult, nextRefresh: schedule.nextRefresh,
+                  consecutiveFailures: schedule.consecutiveFailures)
+    }
+}
