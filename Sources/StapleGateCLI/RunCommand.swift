@@ -2,7 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import NIOCore
+import NIOPosix
 import StapleGateConfig
+import StapleGateOCSP
 import StapleGateServer
 
 struct RunCommand: AsyncParsableCommand {
@@ -26,12 +29,19 @@ struct RunCommand: AsyncParsableCommand {
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
 
-        let gateway = Gateway(loaded: loaded, logger: logger)
-        let group = ServiceGroup(
-            services: [gateway],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
+        let eventLoops = MultiThreadedEventLoopGroup.singleton
+        var services: [any Service] = []
+        let stapling = try makeStaplingService(loaded, eventLoops: eventLoops, logger: logger)
+        if let stapling {
+            // Before the listener opens: the first handshake after a start is stapled too.
+            stapling.loadPersisted()
+            await stapling.prime()
+            services.append(StaplingRefresher(stapling: stapling))
+        }
+        let gateway = Gateway(loaded: loaded, group: eventLoops, logger: logger,
+                              admissionGate: { stapling?.refusalReason() })
+        services.append(gateway)
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch let error as Gateway.StartError {
@@ -39,6 +49,16 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
     }
+}
+
+/// The stapling service the configuration asks for, or nil when stapling is off.
+private func makeStaplingService(_ loaded: LoadedConfiguration, eventLoops: EventLoopGroup, logger: Logger) throws -> StaplingService? {
+    let configuration = loaded.configuration
+    guard configuration.stapling.enabled else { return nil }
+    return try StaplingService(
+        serverContext: loaded.serverContext, configuration: configuration.stapling,
+        persistence: StaplePersistence(directory: configuration.stateDirectory),
+        client: OCSPHTTPClient(group: eventLoops), logger: logger)
 }
 
 /// Each device session holds two descriptors (device and broker), so the default soft limit of

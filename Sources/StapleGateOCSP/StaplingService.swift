@@ -92,6 +92,19 @@ public final class StaplingService: Sendable {
         saveStatus(now: now)
     }
 
+    /// Fetches a staple now for every certificate that has no valid one, each attempt bounded
+    /// by the fetch timeout. Called before the listener opens, so the very first handshake is
+    /// stapled whenever the responder answers; a failure only schedules the retry.
+    public func prime() async {
+        let now = Date()
+        let schedules = self.schedules.withLockedValue { $0 }
+        await withTaskGroup(of: Void.self) { group in
+            for target in targets where schedules[target.index].servable(at: now) == nil {
+                group.addTask { await self.refresh(target) }
+            }
+        }
+    }
+
     /// Refreshes every certificate's staple until the task is cancelled.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in

@@ -52,6 +52,8 @@ final class CommandLineTests: GatewayTestCase {
           connect_timeout: 5s
         logging:
           level: info
+        # Beside this file, never in the machine's /var/lib.
+        state_directory: state
 
         """
     }

@@ -1,0 +1,152 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Stapling end to end: the real `staplegate` binary, a real `openssl ocsp` responder and real
+/// `openssl s_client -status` devices.
+final class StaplingTests: GatewayTestCase {
+    private var executable: String!
+    private var responder: OCSPResponder?
+    private var gateways: [ManagedProcess] = []
+
+    override func setUp() async throws {
+        try await super.setUp()
+        executable = try CommandLineTests.findExecutable()
+    }
+
+    override func tearDown() async throws {
+        for gateway in gateways where gateway.isRunning { await gateway.terminate() }
+        await responder?.stop()
+        try await super.tearDown()
+    }
+
+    /// A config for `certificate` (a demo PKI name) with `stapling` lines, its state in `state`.
+    private func writeConfiguration(port: Int, certificate: String = "server", stapling: [String] = [],
+                                    state: TemporaryDirectory) throws -> String {
+        let text = """
+        listen: { address: "127.0.0.1", port: \(port) }
+        tls:
+          certificates:
+            - { certificate: "\(pki.certificate(certificate))", key: "\(pki.key(certificate))" }
+          device_ca: "\(pki.caChain)"
+        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        state_directory: "\(state.file("state"))"
+        stapling:
+        \(stapling.map { "  \($0)\n" }.joined())  retry_min: 1s
+          retry_max: 2s
+
+        """
+        return try state.write("staplegate.yaml", text)
+    }
+
+    private func startGateway(configPath: String, port: Int) async throws -> ManagedProcess {
+        let gateway = try ManagedProcess(executable, ["run", "--config", configPath])
+        gateways.append(gateway)
+        try await gateway.waitForOutput("listening for devices", timeout: .seconds(20))
+        return gateway
+    }
+
+    /// One device handshake asking for a staple; returns everything s_client printed.
+    private func handshakeAskingForStatus(port: Int) async throws -> String {
+        let client = try OpenSSLClient(port: port, pki: pki, device: "device-1", extraArgs: ["-status"])
+        let result = try await client.finish(timeout: .seconds(10))
+        return result.stdout + result.stderr
+    }
+
+    func testTheFirstHandshakeAfterAStartIsStapledWithAVerifiedGoodResponse() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let state = try makeTemporaryDirectory()
+        let gateway = try await startGateway(configPath: try writeConfiguration(port: port, state: state), port: port)
+
+        let output = try await handshakeAskingForStatus(port: port)
+
+        XCTAssertTrue(output.contains("OCSP Response Status: successful"), output)
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+        XCTAssertTrue(output.contains("Responder Id: CN = StapleGate Demo OCSP Signer"), output)
+        XCTAssertTrue(gateway.stderr.contains("OCSP staple refreshed"), gateway.output)
+        let status = try String(contentsOfFile: state.file("state/ocsp-status.json"), encoding: .utf8)
+        XCTAssertTrue(status.contains("\"certStatus\" : \"good\""), status)
+        XCTAssertTrue(status.contains("\"serving\" : true"), status)
+    }
+
+    func testWithStaplingOffNoStapleIsSent() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["enabled: false"], state: try makeTemporaryDirectory())
+        _ = try await startGateway(configPath: path, port: port)
+
+        let output = try await handshakeAskingForStatus(port: port)
+
+        XCTAssertTrue(output.contains("OCSP response: no response sent"), output)
+        XCTAssertFalse(output.contains("Cert Status"), output)
+    }
+
+    func testAPersistedStapleIsServedAtOnceAfterARestartWhileTheResponderIsDown() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let state = try makeTemporaryDirectory()
+        let path = try writeConfiguration(port: port, state: state)
+        let first = try await startGateway(configPath: path, port: port)
+        let firstOutput = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(firstOutput.contains("Cert Status: good"), firstOutput)
+        first.signal(SIGTERM)
+        let exit = try await first.waitForExit(timeout: .seconds(10))
+        XCTAssertEqual(exit, .exited(0), first.output)
+
+        await responder?.stop()
+        responder = nil
+        let second = try await startGateway(configPath: path, port: port)
+        let output = try await handshakeAskingForStatus(port: port)
+
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+        XCTAssertTrue(second.stderr.contains("installed the persisted OCSP staple"), second.output)
+    }
+
+    func testNothingIsStapledWhileTheResponderIsDownAndNothingWasPersisted() async throws {
+        let port = try FreePort.next()
+        let gateway = try await startGateway(configPath: try writeConfiguration(port: port, state: try makeTemporaryDirectory()), port: port)
+
+        let output = try await handshakeAskingForStatus(port: port)
+
+        XCTAssertTrue(output.contains("OCSP response: no response sent"), output)
+        XCTAssertTrue(output.contains("Verification: OK") || output.contains("Verify return code: 0"), "lenient: still served\n\(output)")
+        XCTAssertTrue(gateway.stderr.contains("OCSP staple refresh failed: cannot connect to the responder"), gateway.output)
+    }
+
+    func testStrictPolicyRefusesHandshakesUntilAStapleArrivesThenServesThem() async throws {
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["policy: strict"], state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+
+        let refused = try OpenSSLClient(port: port, pki: pki, device: "device-1", extraArgs: ["-status"])
+        _ = try await refused.waitUntilRefused()
+        try await gateway.waitForOutput("refusing device connection: no valid OCSP staple held", timeout: .seconds(5))
+
+        responder = try await OCSPResponder.start(pki: pki)
+        try await gateway.waitForOutput("OCSP staple refreshed", timeout: .seconds(15))
+        let output = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+    }
+
+    func testARevokedServerCertificateIsStapledAsRevokedAfterTheNextRefresh() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        // server-rsa only: revoking it leaves the other tests' server certificate alone.
+        let path = try writeConfiguration(port: port, certificate: "server-rsa", stapling: ["max_refresh_interval: 1s"],
+                                          state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+        let before = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(before.contains("Cert Status: good"), before)
+
+        try await pki.revoke("server-rsa", reason: "keyCompromise")
+
+        var output = ""
+        try await waitUntil(timeout: .seconds(20), pollEvery: .milliseconds(250), "a revoked staple", details: { output + gateway.output }) {
+            output = try await handshakeAskingForStatus(port: port)
+            return output.contains("Cert Status: revoked")
+        }
+        XCTAssertTrue(output.contains("Revocation Reason: keyCompromise"), output)
+        XCTAssertTrue(gateway.stderr.contains("our own certificate is REVOKED"), gateway.output)
+    }
+}
