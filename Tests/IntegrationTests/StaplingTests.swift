@@ -68,6 +68,25 @@ final class StaplingTests: GatewayTestCase {
         let status = try String(contentsOfFile: state.file("state/ocsp-status.json"), encoding: .utf8)
         XCTAssertTrue(status.contains("\"certStatus\" : \"good\""), status)
         XCTAssertTrue(status.contains("\"serving\" : true"), status)
+
+        // What an operator reads: `staplegate ocsp status`.
+        let configPath = state.file("staplegate.yaml")
+        let shown = try await ManagedProcess(executable, ["ocsp", "status", "--config", configPath]).commandResult(timeout: .seconds(20))
+        XCTAssertEqual(shown.status, .exited(0), "\(shown)")
+        XCTAssertTrue(shown.stdout.contains("cert status:   good, stapled"), shown.stdout)
+        XCTAssertTrue(shown.stdout.contains("responder:     \(pki.ocspURL)"), shown.stdout)
+        XCTAssertTrue(shown.stdout.contains("failures:      0 in a row"), shown.stdout)
+        let asJSON = try await ManagedProcess(executable, ["ocsp", "status", "--state-dir", state.file("state"), "--json"])
+            .commandResult(timeout: .seconds(20))
+        let decoded = try JSONSerialization.jsonObject(with: Data(asJSON.stdout.utf8)) as? [[String: Any]]
+        XCTAssertEqual(decoded?.first?["certStatus"] as? String, "good", asJSON.stdout)
+    }
+
+    func testOCSPStatusSaysSoWhenTheGatewayKeepsNoState() async throws {
+        let empty = try makeTemporaryDirectory()
+        let shown = try await ManagedProcess(executable, ["ocsp", "status", "--state-dir", empty.file("none")]).commandResult(timeout: .seconds(20))
+        XCTAssertEqual(shown.status, .exited(1), "\(shown)")
+        XCTAssertTrue(shown.stderr.contains("no OCSP status in"), shown.stderr)
     }
 
     func testWithStaplingOffNoStapleIsSent() async throws {
