@@ -1,4 +1,5 @@
 import Foundation
+import StapleGateTLS
 import TestSupport
 import XCTest
 
@@ -21,13 +22,15 @@ final class StaplingTests: GatewayTestCase {
     }
 
     /// A config for `certificate` (a demo PKI name) with `stapling` lines, its state in `state`.
-    private func writeConfiguration(port: Int, certificate: String = "server", stapling: [String] = [],
-                                    state: TemporaryDirectory) throws -> String {
+    private func writeConfiguration(port: Int, certificate: String = "server", also: String? = nil, stapling: [String] = [],
+                                    state: TemporaryDirectory, pki: TestPKI? = nil) throws -> String {
+        let pki = pki ?? self.pki!
+        let second = also.map { "\n    - { certificate: \"\(pki.certificate($0))\", key: \"\(pki.key($0))\" }" } ?? ""
         let text = """
         listen: { address: "127.0.0.1", port: \(port) }
         tls:
           certificates:
-            - { certificate: "\(pki.certificate(certificate))", key: "\(pki.key(certificate))" }
+            - { certificate: "\(pki.certificate(certificate))", key: "\(pki.key(certificate))" }\(second)
           device_ca: "\(pki.caChain)"
         upstream: { address: 127.0.0.1, port: \(broker.port!) }
         state_directory: "\(state.file("state"))"
@@ -47,8 +50,8 @@ final class StaplingTests: GatewayTestCase {
     }
 
     /// One device handshake asking for a staple; returns everything s_client printed.
-    private func handshakeAskingForStatus(port: Int) async throws -> String {
-        let client = try OpenSSLClient(port: port, pki: pki, device: "device-1", extraArgs: ["-status"])
+    private func handshakeAskingForStatus(port: Int, extraArgs: [String] = [], pki: TestPKI? = nil) async throws -> String {
+        let client = try OpenSSLClient(port: port, pki: pki ?? self.pki, device: "device-1", extraArgs: ["-status"] + extraArgs)
         let result = try await client.finish(timeout: .seconds(10))
         return result.stdout + result.stderr
     }
@@ -149,23 +152,71 @@ final class StaplingTests: GatewayTestCase {
     }
 
     func testARevokedServerCertificateIsStapledAsRevokedAfterTheNextRefresh() async throws {
-        responder = try await OCSPResponder.start(pki: pki)
+        // A PKI of its own: revoking its server certificate must not touch the other tests'.
+        let ownPKI = try TestPKI.make()
+        defer { ownPKI.remove() }
+        responder = try await OCSPResponder.start(pki: ownPKI)
         let port = try FreePort.next()
-        // server-rsa only: revoking it leaves the other tests' server certificate alone.
-        let path = try writeConfiguration(port: port, certificate: "server-rsa", stapling: ["max_refresh_interval: 1s"],
-                                          state: try makeTemporaryDirectory())
+        let path = try writeConfiguration(port: port, stapling: ["max_refresh_interval: 1s"],
+                                          state: try makeTemporaryDirectory(), pki: ownPKI)
         let gateway = try await startGateway(configPath: path, port: port)
-        let before = try await handshakeAskingForStatus(port: port)
+        let before = try await handshakeAskingForStatus(port: port, pki: ownPKI)
         XCTAssertTrue(before.contains("Cert Status: good"), before)
 
-        try await pki.revoke("server-rsa", reason: "keyCompromise")
+        try await ownPKI.revoke("server", reason: "keyCompromise")
 
         var output = ""
         try await waitUntil(timeout: .seconds(20), pollEvery: .milliseconds(250), "a revoked staple", details: { output + gateway.output }) {
-            output = try await handshakeAskingForStatus(port: port)
+            output = try await handshakeAskingForStatus(port: port, pki: ownPKI)
             return output.contains("Cert Status: revoked")
         }
         XCTAssertTrue(output.contains("Revocation Reason: keyCompromise"), output)
         XCTAssertTrue(gateway.stderr.contains("our own certificate is REVOKED"), gateway.output)
+    }
+
+    func testAMustStapleCertificateDefaultsToRefusingHandshakesWithoutAStaple() async throws {
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, certificate: "server-muststaple", state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+
+        let refused = try OpenSSLClient(port: port, pki: pki, device: "device-1", extraArgs: ["-status"])
+        _ = try await refused.waitUntilRefused()
+        try await gateway.waitForOutput("(stapling policy must)", timeout: .seconds(5))
+
+        responder = try await OCSPResponder.start(pki: pki)
+        try await gateway.waitForOutput("OCSP staple refreshed", timeout: .seconds(15))
+        let output = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+    }
+
+    func testAMisbehavingResponderIsRejectedWithItsReasonAndTheGoodStapleIsKept() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["max_refresh_interval: 1s"], state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+        let first = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(first.contains("Cert Status: good"), first)
+
+        for (arguments, reason) in [(["-badsig"], "response signature invalid"), (["-resp_no_certs"], "signer certificate not found")] {
+            await responder?.stop()
+            try await responder?.start(extraArguments: arguments)
+            try await gateway.waitForOutput("OCSP staple refresh failed: \(reason)", timeout: .seconds(15))
+            let output = try await handshakeAskingForStatus(port: port)
+            XCTAssertTrue(output.contains("Cert Status: good"), "the previous good staple is still served\n\(output)")
+        }
+    }
+
+    func testECDSAAndRSACertificatesEachGetTheirOwnStaple() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, also: "server-rsa", state: try makeTemporaryDirectory())
+        _ = try await startGateway(configPath: path, port: port)
+
+        for (name, cipher) in [("server", "ECDHE-ECDSA-AES128-GCM-SHA256"), ("server-rsa", "ECDHE-RSA-AES128-GCM-SHA256")] {
+            let serial = try PEMFile.certificateChain(at: pki.certificate(name))[0].serialHex
+            let output = try await handshakeAskingForStatus(port: port, extraArgs: ["-tls1_2", "-cipher", cipher])
+            XCTAssertTrue(output.contains("Cert Status: good"), output)
+            XCTAssertTrue(output.contains("Serial Number: \(serial)"), "\(name)'s own staple\n\(output)")
+        }
     }
 }
