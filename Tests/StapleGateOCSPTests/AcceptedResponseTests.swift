@@ -5,21 +5,7 @@ import TestSupport
 import XCTest
 
 /// Responses a correct responder gives, each accepted with the status and fields it carries.
-final class AcceptedResponseTests: XCTestCase {
-    static var fixture: OCSPFixture!
-    var fixture: OCSPFixture { Self.fixture }
-
-    override class func setUp() {
-        super.setUp()
-        fixture = try! OCSPFixture()
-    }
-
-    override class func tearDown() {
-        fixture?.remove()
-        fixture = nil
-        super.tearDown()
-    }
-
+final class AcceptedResponseTests: OCSPFixtureTestCase {
     func testGoodFromTheDelegatedSigner() throws {
         let request = try fixture.request("device-1")
         let before = Date().addingTimeInterval(-2)

@@ -5,21 +5,7 @@ import TestSupport
 import XCTest
 
 /// CertIDs and requests built by us, checked against what the openssl CLI makes of them.
-final class CertIDAndRequestTests: XCTestCase {
-    static var fixture: OCSPFixture!
-    var fixture: OCSPFixture { Self.fixture }
-
-    override class func setUp() {
-        super.setUp()
-        fixture = try! OCSPFixture()
-    }
-
-    override class func tearDown() {
-        fixture?.remove()
-        fixture = nil
-        super.tearDown()
-    }
-
+final class CertIDAndRequestTests: OCSPFixtureTestCase {
     func testTheSameCertificateGivesEqualCertIDsWithEqualHashes() throws {
         let first = try fixture.certID("device-1")
         let second = try CertID(certificate: fixture.certificate("device-1"), issuer: fixture.certificate("issuing-ca"))

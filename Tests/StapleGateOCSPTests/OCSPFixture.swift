@@ -111,3 +111,20 @@ extension Result {
         }
     }
 }
+
+/// Test cases sharing one `OCSPFixture` (PKI and scratch folder) per class.
+class OCSPFixtureTestCase: XCTestCase {
+    nonisolated(unsafe) private static var shared: OCSPFixture?
+    var fixture: OCSPFixture { Self.shared! }
+
+    override class func setUp() {
+        super.setUp()
+        shared = try! OCSPFixture()
+    }
+
+    override class func tearDown() {
+        shared?.remove()
+        shared = nil
+        super.tearDown()
+    }
+}

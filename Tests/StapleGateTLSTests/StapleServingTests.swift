@@ -9,30 +9,17 @@ import XCTest
 /// The serving half of stapling: whatever bytes the store holds for the certificate a handshake
 /// presents are what a client that asked for a status receives, and nothing when the store is
 /// empty. (Fetching and verifying those bytes is the OCSP core's job, tested there.)
-final class StapleServingTests: XCTestCase {
-    static var pki: TestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        pki = try! TestPKI.make()
-    }
-
-    override class func tearDown() {
-        pki.remove()
-        pki = nil
-        super.tearDown()
-    }
-
+final class StapleServingTests: SharedPKITestCase {
     private func makeContext(_ identities: [String]) throws -> ServerContext {
         try ServerContext(configuration: TLSServerConfiguration(
-            certificates: identities.map { .init(chainPath: Self.pki.path("\($0).pem"), keyPath: Self.pki.path("\($0).key")) },
-            deviceCABundlePath: Self.pki.path("ca-chain.pem")))
+            certificates: identities.map { .init(chainPath: pki.path("\($0).pem"), keyPath: pki.path("\($0).key")) },
+            deviceCABundlePath: pki.path("ca-chain.pem")))
     }
 
     /// A full handshake between a fresh in-memory client and a fresh server handler.
     private func handshake(_ context: ServerContext, requestStaple: Bool = true, tls12Ciphers: String? = nil) throws -> InMemoryTLSClient {
         let client = InMemoryTLSClient(
-            caFile: Self.pki.path("ca-chain.pem"), certificate: Self.pki.path("device-1.pem"), key: Self.pki.path("device-1.key"),
+            caFile: pki.path("ca-chain.pem"), certificate: pki.path("device-1.pem"), key: pki.path("device-1.key"),
             maxVersion: tls12Ciphers == nil ? nil : TLS1_2_VERSION, tls12Ciphers: tls12Ciphers, requestStaple: requestStaple)
         let channel = EmbeddedChannel(handler: try OpenSSLServerHandler(context: context, logger: Logger(label: "test")))
         defer { _ = try? channel.finish() }

@@ -3,22 +3,9 @@ import TestSupport
 import XCTest
 
 /// The certificate facts stapling relies on, checked against what the openssl CLI says.
-final class X509CertificateTests: XCTestCase {
-    static var pki: TestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        pki = try! TestPKI.make()
-    }
-
-    override class func tearDown() {
-        pki.remove()
-        pki = nil
-        super.tearDown()
-    }
-
+final class X509CertificateTests: SharedPKITestCase {
     private func leaf(_ name: String) throws -> X509Certificate {
-        try PEMFile.certificateChain(at: Self.pki.path("\(name).pem"))[0]
+        try PEMFile.certificateChain(at: pki.path("\(name).pem"))[0]
     }
 
     private func openssl(_ arguments: [String]) throws -> String {
@@ -35,16 +22,16 @@ final class X509CertificateTests: XCTestCase {
     }
 
     func testResponderURLsComeFromTheAIAExtension() throws {
-        XCTAssertEqual(try leaf("server").ocspResponderURLs, [Self.pki.ocspURL])
+        XCTAssertEqual(try leaf("server").ocspResponderURLs, [pki.ocspURL])
         XCTAssertEqual(try leaf("device-noaia").ocspResponderURLs, [])
     }
 
     func testFingerprintAndSerialMatchTheOpenSSLCLI() throws {
         let certificate = try leaf("server")
-        let fingerprint = try openssl(["x509", "-in", Self.pki.path("server.pem"), "-noout", "-fingerprint", "-sha256"])
+        let fingerprint = try openssl(["x509", "-in", pki.path("server.pem"), "-noout", "-fingerprint", "-sha256"])
         XCTAssertTrue(fingerprint.replacingOccurrences(of: ":", with: "").lowercased().contains(certificate.sha256Fingerprint), fingerprint)
         XCTAssertEqual(certificate.sha256Fingerprint.count, 64)
-        let serial = try openssl(["x509", "-in", Self.pki.path("server.pem"), "-noout", "-serial"])
+        let serial = try openssl(["x509", "-in", pki.path("server.pem"), "-noout", "-serial"])
         XCTAssertTrue(serial.contains("serial=\(certificate.serialHex)"), serial)
     }
 }
