@@ -27,6 +27,13 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // libmosquitto, as devices use it: the device simulator connects through it.
+        .systemLibrary(
+            name: "CMosquitto",
+            path: "Sources/CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
         // OpenSSL API that exists only as C macros (SSL_CTX_set_mode, SSL_set_tlsext_*, ...).
         .target(
             name: "CStapleGateShim",
@@ -92,10 +99,19 @@ let package = Package(
             path: "Sources/StapleGateServer",
             swiftSettings: strictSwift
         ),
+        // A device on libmosquitto with OCSP required: what operators run to check a deployment.
+        .target(
+            name: "StapleGateSimulator",
+            dependencies: [
+                "CMosquitto", "COpenSSL", "CStapleGateShim", "StapleGateTLS", "StapleGateOCSP",
+            ],
+            path: "Sources/StapleGateSimulator",
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "StapleGateCLI",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateOCSP",
+                "StapleGateServer", "StapleGateConfig", "StapleGateOCSP", "StapleGateSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

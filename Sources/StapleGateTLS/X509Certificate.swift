@@ -13,7 +13,7 @@ public final class X509Certificate: @unchecked Sendable {
     }
 
     /// Adds a reference to a certificate OpenSSL owns (e.g. the peer's) and wraps it.
-    init(borrowing pointer: OpaquePointer) {
+    package init(borrowing pointer: OpaquePointer) {
         X509_up_ref(pointer)
         self.pointer = pointer
     }

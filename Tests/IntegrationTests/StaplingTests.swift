@@ -219,4 +219,42 @@ final class StaplingTests: GatewayTestCase {
             XCTAssertTrue(output.contains("Serial Number: \(serial)"), "\(name)'s own staple\n\(output)")
         }
     }
+
+    // MARK: The device simulator (libmosquitto with MOSQ_OPT_TLS_OCSP_REQUIRED)
+
+    private func simulate(port: Int, _ extra: [String] = []) async throws -> CommandResult {
+        try await ManagedProcess(executable, [
+            "simulate", "--port", "\(port)", "--cafile", pki.caChain,
+            "--cert", pki.certificate("device-1"), "--key", pki.key("device-1"), "--client-id", "sim-\(port)",
+        ] + extra).commandResult(timeout: .seconds(30))
+    }
+
+    func testTheSimulatorConnectsWithOCSPRequiredAndReportsTheStaple() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        _ = try await startGateway(configPath: try writeConfiguration(port: port, state: try makeTemporaryDirectory()), port: port)
+
+        let result = try await simulate(port: port)
+
+        XCTAssertEqual(result.status, .exited(0), "\(result)")
+        XCTAssertTrue(result.stdout.contains("stapled OCSP response: good for serial"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("responder CN=StapleGate Demo OCSP Signer"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("received it back"), result.stdout)
+    }
+
+    func testTheSimulatorFailsAgainstAGatewayThatDoesNotStaple() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["enabled: false"], state: try makeTemporaryDirectory())
+        _ = try await startGateway(configPath: path, port: port)
+
+        let required = try await simulate(port: port)
+        XCTAssertEqual(required.status, .exited(1), "\(required)")
+        XCTAssertTrue(required.stderr.contains("OCSP stapling is required"), required.stderr)
+
+        // Negative control: the same gateway serves a device that does not require a staple.
+        let relaxed = try await simulate(port: port, ["--no-ocsp-required"])
+        XCTAssertEqual(relaxed.status, .exited(0), "\(relaxed)")
+        XCTAssertTrue(relaxed.stdout.contains("stapled OCSP response: none"), relaxed.stdout)
+    }
 }
