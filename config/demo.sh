@@ -81,6 +81,7 @@ upstream:
   port: $broker_port
 logging:
   level: info
+state_directory: state
 YAML
 "$bin" check-config --config "$demo/staplegate.yaml"
 "$bin" run --config "$demo/staplegate.yaml" >"$demo/staplegate.log" 2>&1 &
@@ -114,14 +115,22 @@ step "a device from an untrusted CA is refused in the handshake (openssl s_clien
 openssl s_client -connect "127.0.0.1:$gateway_port" -CAfile "$pki/ca-chain.pem" -brief \
     -cert "$pki/device-rogue.pem" -key "$pki/device-rogue.key" </dev/null 2>&1 | grep -i alert | sed 's/^/  /' || true
 
+step "a device that requires an OCSP staple (libmosquitto, MOSQ_OPT_TLS_OCSP_REQUIRED): staplegate simulate"
+"$bin" simulate --host localhost --port "$gateway_port" --cafile "$pki/ca-chain.pem" \
+    --cert "$pki/device-2.pem" --key "$pki/device-2.key" --client-id device-2 | sed 's/^/  /'
+
+step "the staple the gateway holds: staplegate ocsp status"
+"$bin" ocsp status --config "$demo/staplegate.yaml" | sed 's/^/  /'
+
 cat <<TXT
 
 The stack is up. Try it yourself (from $root):
   mosquitto_sub -h 127.0.0.1 -p $broker_port -t 'demo/#' -v
   mosquitto_pub -h localhost -p $gateway_port --cafile .demo/pki/ca-chain.pem \\
       --cert .demo/pki/device-2.pem --key .demo/pki/device-2.key -t demo/device-2 -m hi
-  openssl s_client -connect 127.0.0.1:$gateway_port -CAfile .demo/pki/ca-chain.pem \\
-      -cert .demo/pki/device-2.pem -key .demo/pki/device-2.key -brief </dev/null
+  openssl s_client -connect 127.0.0.1:$gateway_port -CAfile .demo/pki/ca-chain.pem -status \\
+      -cert .demo/pki/device-2.pem -key .demo/pki/device-2.key </dev/null | grep -A3 'OCSP Response Status'
+  .build/release/staplegate ocsp status --config .demo/staplegate.yaml
 Logs: .demo/staplegate.log, .demo/mosquitto.log, .demo/ocsp.log.  Press Ctrl-C to stop everything.
 TXT
 wait

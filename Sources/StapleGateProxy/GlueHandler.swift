@@ -106,7 +106,7 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.info("\(side) connection error: \(error)")
+        logger.info("\(side) connection error: \(ProxySessionHandler.describe(error))")
         context.close(promise: nil)
     }
 

@@ -35,7 +35,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             switch result {
             case let .success(upstream):
                 self.logger.info("connected to broker \(endpoint)", metadata: [
-                    "upstream.connect_ms": "\(Double((NIODeadline.now() - started).nanoseconds) / 1e6)",
+                    "upstream.connect_ms": "\(Double((NIODeadline.now() - started).nanoseconds / 1000) / 1000)",
                 ])
                 self.join(context: context, upstream: upstream)
             case let .failure(error):

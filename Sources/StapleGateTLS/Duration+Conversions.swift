@@ -6,6 +6,6 @@ extension Duration {
         TimeInterval(components.seconds) + TimeInterval(components.attoseconds) / 1e18
     }
 
-    /// For log fields such as `tls.handshake_ms`.
-    public var milliseconds: Double { timeInterval * 1000 }
+    /// For log fields such as `tls.handshake_ms`: to the microsecond, without float noise.
+    public var milliseconds: Double { (timeInterval * 1_000_000).rounded() / 1000 }
 }
