@@ -130,6 +130,18 @@ public final class StaplingService: Sendable {
 
     // MARK: Refreshing
 
+    /// Refreshes every certificate now, whatever the schedule says (tests drive the service with it).
+    func refreshAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            for target in targets { group.addTask { await self.refresh(target) } }
+        }
+    }
+
+    /// Re-applies the serving rule at `now`: what is no longer valid is withdrawn.
+    func republish(now: Date) {
+        for target in targets { publish(target, now: now) }
+    }
+
     private func keepFresh(_ target: Target) async {
         while !Task.isCancelled {
             let now = Date()
