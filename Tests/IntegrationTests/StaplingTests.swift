@@ -92,6 +92,18 @@ final class StaplingTests: GatewayTestCase {
         XCTAssertTrue(shown.stderr.contains("no OCSP status in"), shown.stderr)
     }
 
+    func testRFC5019GetRequestsAreUsedWhenConfigured() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["method: get"], state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+
+        let output = try await handshakeAskingForStatus(port: port)
+
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+        XCTAssertTrue(gateway.stderr.contains("OCSP staple refreshed"), gateway.output)
+    }
+
     func testWithStaplingOffNoStapleIsSent() async throws {
         responder = try await OCSPResponder.start(pki: pki)
         let port = try FreePort.next()
