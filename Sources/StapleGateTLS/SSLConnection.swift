@@ -10,6 +10,10 @@ final class SSLConnection {
     private let ssl: OpaquePointer
     private let networkIn: OpaquePointer
     private let networkOut: OpaquePointer
+    /// Kept alive as long as this connection: OpenSSL's callbacks (e.g. stapling) reach the
+    /// context through an unretained pointer, which must not dangle mid-handshake after a reload
+    /// has replaced the context.
+    private let context: ServerContext
 
     enum HandshakeResult {
         case complete
@@ -38,6 +42,7 @@ final class SSLConnection {
         self.ssl = ssl
         self.networkIn = networkIn
         self.networkOut = networkOut
+        self.context = context
     }
 
     deinit { SSL_free(ssl) }

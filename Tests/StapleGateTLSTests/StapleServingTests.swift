@@ -75,4 +75,18 @@ final class StapleServingTests: SharedPKITestCase {
         XCTAssertFalse(ecdsaClient.serverPresentedRSA)
         XCTAssertEqual(ecdsaClient.receivedStaple, [0xEC])
     }
+
+    func testAConnectionKeepsItsContextAliveForTheStaplingCallback() throws {
+        weak var released: ServerContext?
+        var handler: OpenSSLServerHandler?
+        do {
+            let context = try makeContext(["server"])
+            released = context
+            handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
+        }
+        XCTAssertNotNil(released, "a replaced context must outlive the handshakes still using it")
+        XCTAssertNotNil(handler)
+        handler = nil
+        XCTAssertNil(released, "and be freed with its last connection")
+    }
 }
