@@ -269,4 +269,62 @@ final class StaplingTests: GatewayTestCase {
         XCTAssertEqual(relaxed.status, .exited(0), "\(relaxed)")
         XCTAssertTrue(relaxed.stdout.contains("stapled OCSP response: none"), relaxed.stdout)
     }
+
+    // MARK: A real Mosquitto bridge with bridge_require_ocsp
+
+    /// A second Mosquitto bridging `bridge/#` to the gateway as device-1, requiring a staple.
+    private func startBridge(toGatewayPort gatewayPort: Int) async throws -> (ManagedProcess, Int) {
+        let folder = try makeTemporaryDirectory()
+        chmod(folder.path, 0o755)
+        // Mosquitto drops root for user mosquitto before it reads the bridge key.
+        let key = try folder.write("bridge.key", try Data(contentsOf: URL(fileURLWithPath: pki.key("device-1"))))
+        try FileManager.default.setAttributes([.ownerAccountName: "mosquitto", .posixPermissions: 0o600], ofItemAtPath: key)
+        let port = try FreePort.next()
+        let configuration = try folder.write("bridge.conf", """
+        listener \(port) 127.0.0.1
+        allow_anonymous true
+        log_dest stderr
+        log_type all
+        connection gateway
+        address localhost:\(gatewayPort)
+        bridge_cafile \(pki.caChain)
+        bridge_certfile \(pki.certificate("device-1"))
+        bridge_keyfile \(key)
+        bridge_require_ocsp true
+        topic bridge/# out 1
+
+        """)
+        let bridge = try ManagedProcess("mosquitto", ["-c", configuration])
+        gateways.append(bridge)
+        return (bridge, port)
+    }
+
+    func testAMosquittoBridgeRequiringOCSPConnectsThroughTheGatewayAndRelays() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let port = try FreePort.next()
+        _ = try await startGateway(configPath: try writeConfiguration(port: port, state: try makeTemporaryDirectory()), port: port)
+        let topic = "bridge/\(uniqueTopic("ocsp"))"
+        let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: topic)
+
+        let (bridge, bridgePort) = try await startBridge(toGatewayPort: port)
+        try await bridge.waitForOutput("OCSP: SSL certificate status: good", timeout: .seconds(15))
+        try await bridge.waitForOutput("Received CONNACK", timeout: .seconds(15))
+        let published = try await ManagedProcess("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(bridgePort)", "-t", topic,
+                                                                  "-m", "over the bridge", "-q", "1"]).commandResult(timeout: .seconds(15))
+        XCTAssertEqual(published.status, .exited(0), "\(published)")
+
+        let messages = try await subscriber.waitForMessages(1)
+        XCTAssertEqual(messages.map(\.payload), ["over the bridge"])
+    }
+
+    func testAMosquittoBridgeRequiringOCSPRefusesAGatewayThatDoesNotStaple() async throws {
+        let port = try FreePort.next()
+        let path = try writeConfiguration(port: port, stapling: ["enabled: false"], state: try makeTemporaryDirectory())
+        _ = try await startGateway(configPath: path, port: port)
+
+        let (bridge, _) = try await startBridge(toGatewayPort: port)
+
+        try await bridge.waitForOutput("OCSP: no response", timeout: .seconds(15))
+        XCTAssertFalse(bridge.stderr.contains("Received CONNACK"), bridge.output)
+    }
 }
