@@ -32,9 +32,9 @@ final class SSLConnection {
     }
 
     init?(context: ServerContext) {
-        guard let ssl = context.makeSSL(),
-              let networkIn = BIO_new(BIO_s_mem()),
-              let networkOut = BIO_new(BIO_s_mem()) else { return nil }
+        guard let ssl = context.makeSSL() else { return nil }
+        guard let networkIn = BIO_new(BIO_s_mem()) else { SSL_free(ssl); return nil }
+        guard let networkOut = BIO_new(BIO_s_mem()) else { BIO_free(networkIn); SSL_free(ssl); return nil }
         // An empty input BIO must mean "wait for more", never end-of-stream.
         _ = sg_BIO_set_mem_eof_return(networkIn, -1)
         SSL_set_bio(ssl, networkIn, networkOut)  // the SSL now owns both BIOs

@@ -26,7 +26,7 @@ final class OCSPHTTPClientTests: XCTestCase {
     override class func tearDown() {
         if case let .success(responder)? = responder {
             responder.stop()
-            XCTAssertTrue(responder.process.processGroupIsGone, "openssl ocsp left workers behind")
+            XCTAssertTrue(responder.responder.processGroupIsGone, "openssl ocsp left workers behind")
         }
         responder = nil
         super.tearDown()
@@ -398,21 +398,6 @@ final class OCSPHTTPClientTests: XCTestCase {
         XCTAssertTrue(result.status.succeeded, "\(check.commandLine)\n\(check.output)", file: file, line: line)
         XCTAssertTrue(result.stdout.contains("Cert Status: good"), check.output, file: file, line: line)
         XCTAssertTrue(check.output.contains("Response verify OK"), check.output, file: file, line: line)
-    }
-
-    static func acceptsTCP(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
     }
 
     /// The request line and headers as text lines, and the body.

@@ -10,13 +10,13 @@ import XCTest
 final class OpenSSLResponder {
     let pki: TestPKI
     let scratch: TemporaryDirectory
-    let process: ManagedProcess
+    let responder: OCSPResponder
     let requestDER: [UInt8]
 
-    private init(pki: TestPKI, scratch: TemporaryDirectory, process: ManagedProcess, requestDER: [UInt8]) {
+    private init(pki: TestPKI, scratch: TemporaryDirectory, responder: OCSPResponder, requestDER: [UInt8]) {
         self.pki = pki
         self.scratch = scratch
-        self.process = process
+        self.responder = responder
         self.requestDER = requestDER
     }
 
@@ -25,26 +25,12 @@ final class OpenSSLResponder {
     /// Blocking (class-level setUp). Returns once the responder accepts TCP connections.
     static func start() throws -> OpenSSLResponder {
         let pki = try TestPKI.make()
-        var process: ManagedProcess?
+        var responder: OCSPResponder?
         var scratchDirectory: TemporaryDirectory?
         do {
             let scratch = try TemporaryDirectory(prefix: "ocsp-http")
             scratchDirectory = scratch
-            let port = pki.ocspPort
-            let responder = try ManagedProcess("openssl", [
-                "ocsp", "-index", pki.path("index.txt"), "-CA", pki.path("issuing-ca.pem"),
-                "-rsigner", pki.path("ocsp-signer.pem"), "-rkey", pki.path("ocsp-signer.key"),
-                "-port", "\(port)", "-nmin", "5", "-multi", "2",
-            ])
-            responder.killProcessGroupAtExit()
-            process = responder
-            try waitUntilBlocking(timeout: .seconds(10), "openssl ocsp to accept connections on port \(port)",
-                                  details: { responder.output }) {
-                guard responder.isRunning else {
-                    throw Failure(description: "\(responder.commandLine): exited (\(responder.exitStatus!))\n\(responder.output)")
-                }
-                return OCSPHTTPClientTests.acceptsTCP(port: port)
-            }
+            responder = try OCSPResponder.startBlocking(pki: pki)
 
             let requestFile = scratch.file("request.der")
             let makeRequest = try ManagedProcess("openssl", [
@@ -55,9 +41,9 @@ final class OpenSSLResponder {
                 throw Failure(description: "\(makeRequest.commandLine) failed\n\(makeRequest.output)")
             }
             let requestDER = try [UInt8](Data(contentsOf: URL(fileURLWithPath: requestFile)))
-            return OpenSSLResponder(pki: pki, scratch: scratch, process: responder, requestDER: requestDER)
+            return OpenSSLResponder(pki: pki, scratch: scratch, responder: responder!, requestDER: requestDER)
         } catch {
-            process?.terminateProcessGroupBlocking()
+            responder?.stopBlocking()
             scratchDirectory?.remove()
             pki.remove()
             throw error
@@ -67,7 +53,7 @@ final class OpenSSLResponder {
     /// SIGTERM to its process group (see `terminateProcessGroup`): about two seconds, as
     /// openssl sleeps one second after a worker dies and one more before exiting.
     func stop() {
-        process.terminateProcessGroupBlocking()
+        responder.stopBlocking()
         scratch.remove()
         pki.remove()
     }

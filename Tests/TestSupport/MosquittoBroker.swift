@@ -159,7 +159,8 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     // MARK: Probes
 
-    static func acceptsTCP(port: Int) -> Bool {
+    /// Whether something accepts TCP connections on 127.0.0.1:`port` right now.
+    public static func acceptsTCP(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }

@@ -7,6 +7,11 @@ public final class OCSPResponder: @unchecked Sendable {
     public let pki: TestPKI
     public var port: Int { pki.ocspPort }
     private var process: ManagedProcess?
+    /// The last process started, kept after a stop so a test can check nothing was left behind.
+    private var lastLaunched: ManagedProcess?
+
+    /// True once every process of the last launch (parent and `-multi` workers) has exited.
+    public var processGroupIsGone: Bool { lastLaunched?.processGroupIsGone ?? true }
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
@@ -17,11 +22,26 @@ public final class OCSPResponder: @unchecked Sendable {
         return responder
     }
 
+    /// The blocking twin of `start(pki:)`, for class-level setUp.
+    public static func startBlocking(pki: TestPKI, extraArguments: [String] = []) throws -> OCSPResponder {
+        let responder = OCSPResponder(pki: pki)
+        let process = try responder.launch(extraArguments)
+        try waitUntilBlocking(timeout: .seconds(10), "openssl ocsp to accept connections on port \(responder.port)",
+                              details: { process.output }) { try responder.isListening(process) }
+        return responder
+    }
+
     private init(pki: TestPKI) {
         self.pki = pki
     }
 
     public func start(extraArguments: [String] = []) async throws {
+        let process = try launch(extraArguments)
+        try await waitUntil(timeout: .seconds(10), "openssl ocsp to accept connections on port \(port)",
+                            details: { process.output }) { try self.isListening(process) }
+    }
+
+    private func launch(_ extraArguments: [String]) throws -> ManagedProcess {
         let process = try ManagedProcess("openssl", [
             "ocsp", "-index", pki.path("index.txt"), "-CA", pki.path("issuing-ca.pem"),
             "-rsigner", pki.path("ocsp-signer.pem"), "-rkey", pki.path("ocsp-signer.key"),
@@ -29,17 +49,25 @@ public final class OCSPResponder: @unchecked Sendable {
         ] + extraArguments)
         process.killProcessGroupAtExit()
         self.process = process
-        let port = self.port
-        try await waitUntil(timeout: .seconds(10), "openssl ocsp to accept connections on port \(port)", details: { process.output }) {
-            guard process.isRunning else { throw Failure(description: "openssl ocsp exited\n\(process.output)") }
-            return (try? RawTCPClient(port: port).closeSocket()) != nil
-        }
+        lastLaunched = process
+        return process
+    }
+
+    private func isListening(_ process: ManagedProcess) throws -> Bool {
+        guard process.isRunning else { throw Failure(description: "openssl ocsp exited\n\(process.output)") }
+        return MosquittoBroker.acceptsTCP(port: port)
     }
 
     /// Stops it (its whole process group: `-multi` workers hold the port too) and waits until the
     /// port is free.
     public func stop() async {
         await process?.terminateProcessGroup()
+        process = nil
+    }
+
+    /// The blocking twin of `stop()`.
+    public func stopBlocking() {
+        process?.terminateProcessGroupBlocking()
         process = nil
     }
 }
