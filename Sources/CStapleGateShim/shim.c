@@ -44,3 +44,4 @@ int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length) {
 }
 long sg_SSL_set_tlsext_status_type(SSL *ssl, int type) { return SSL_set_tlsext_status_type(ssl, type); }
 long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der) { return SSL_get_tlsext_status_ocsp_resp(ssl, der); }
+long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }

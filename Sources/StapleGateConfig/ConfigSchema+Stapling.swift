@@ -1,9 +1,10 @@
 import Foundation
 import StapleGateOCSP
+import StapleGateTLS
 
 extension ConfigSchema {
     static let staplingKeys = [
-        "enabled", "policy", "responder", "method", "timeout", "max_response_size",
+        "enabled", "policy", "responder", "ca_bundle", "method", "timeout", "max_response_size",
         "max_refresh_interval", "retry_min", "retry_max", "clock_skew",
     ]
 
@@ -19,6 +20,14 @@ extension ConfigSchema {
             stapling.policy = policy
         }
         if let value = keys["responder"] { stapling.responderOverride = try responderURL(value) }
+        if let value = keys["ca_bundle"] {
+            let path = try filePath(value)
+            do {
+                stapling.fetch.trust = try ClientTLSContext(caBundleAt: path)
+            } catch {
+                throw value.error(error.description)
+            }
+        }
         if let value = keys["method"] {
             let text = try value.string()
             guard let method = OCSPFetchConfiguration.Method(rawValue: text) else {

@@ -3,10 +3,11 @@
 public enum OCSPFetchError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The URL (as given) is not an `http://` or `https://` URL we can use.
     case invalidURL(String)
-    /// The URL's scheme (lowercased), e.g. "https": a valid scheme this client does not speak yet.
-    case unsupportedScheme(String)
     /// The TCP connection could not be made; the reason as the system states it ("connection refused").
     case connectFailed(String)
+    /// The TLS handshake with an https:// responder failed; OpenSSL's reason and, when the
+    /// responder's certificate is what failed, the verifier's words ("hostname mismatch").
+    case tlsFailed(String)
     /// The whole exchange (connect, send, full response) did not finish in time.
     case timedOut(after: Duration)
     /// The responder answered with an HTTP status other than 200.
@@ -24,10 +25,10 @@ public enum OCSPFetchError: Error, Sendable, Equatable, CustomStringConvertible 
         switch self {
         case let .invalidURL(url):
             return "not an http:// or https:// URL: \(url)"
-        case let .unsupportedScheme(scheme):
-            return "\(scheme):// responders are not supported yet"
         case let .connectFailed(reason):
             return "cannot connect to the responder: \(reason)"
+        case let .tlsFailed(reason):
+            return "TLS with the responder failed: \(reason)"
         case let .timedOut(after):
             return "responder timed out after \(Self.format(after))"
         case let .httpStatus(status):

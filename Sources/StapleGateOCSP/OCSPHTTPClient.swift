@@ -1,9 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StapleGateTLS
 
 /// How one OCSP request is sent.
 public struct OCSPFetchConfiguration: Sendable, Equatable {
@@ -19,11 +21,21 @@ public struct OCSPFetchConfiguration: Sendable, Equatable {
     public var timeout: Duration = .seconds(5)
     /// Cap on the response body; a responder that announces or sends more is cut off at once.
     public var maximumResponseBytes: Int = 4096
+    /// Whom an https:// responder's certificate must chain to: a configured CA bundle, or by
+    /// default the system trust store. Unused for http://.
+    public var trust: ClientTLSContext = .systemTrust
 
-    public init(method: Method = .post, timeout: Duration = .seconds(5), maximumResponseBytes: Int = 4096) {
+    public init(method: Method = .post, timeout: Duration = .seconds(5), maximumResponseBytes: Int = 4096,
+                trust: ClientTLSContext = .systemTrust) {
         self.method = method
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
+        self.trust = trust
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.method == rhs.method && lhs.timeout == rhs.timeout
+            && lhs.maximumResponseBytes == rhs.maximumResponseBytes && lhs.trust === rhs.trust
     }
 }
 
@@ -40,8 +52,9 @@ public struct OCSPFetchResult: Sendable {
     public let url: String
 }
 
-/// Moves OCSP requests and responses over plain HTTP/1.1, one connection per exchange
-/// (`Connection: close`), on NIO. Only moves bytes: building and verifying OCSP is elsewhere.
+/// Moves OCSP requests and responses over HTTP/1.1, plain or over TLS (our own OpenSSL handler
+/// in the client role), one connection per exchange (`Connection: close`), on NIO. Only moves
+/// bytes: building and verifying OCSP is elsewhere.
 /// Logs nothing; every failure is an `OCSPFetchError` for the caller to log.
 public final class OCSPHTTPClient: Sendable {
     private let group: any EventLoopGroup
@@ -198,6 +211,10 @@ private final class OCSPHTTPExchange {
         limits.maxHeaderFieldCount = 100
         do {
             let pipeline = channel.pipeline.syncOperations
+            if target.usesTLS {
+                try pipeline.addHandler(OpenSSLClientHandler(context: configuration.trust, serverName: target.host,
+                                                             logger: Self.silentLogger))
+            }
             try pipeline.addHTTPClientHandlers(decoderLimitConfiguration: limits)
             try pipeline.addHandler(OCSPHTTPResponseCollector(maximumBodyBytes: configuration.maximumResponseBytes,
                                                               promise: responsePromise))
@@ -218,6 +235,10 @@ private final class OCSPHTTPExchange {
         }
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
     }
+
+    /// The TLS handler's failures reach the caller as `OCSPFetchError.tlsFailed`; its log lines
+    /// would only repeat them.
+    private static let silentLogger = Logger(label: "staplegate.ocsp.tls", factory: { _ in SwiftLogNoOpLogHandler() })
 
     private func finish(_ result: Result<OCSPHTTPResponse, OCSPFetchError>) {
         let channel: Channel?
@@ -250,14 +271,16 @@ private final class OCSPHTTPExchange {
     }
 }
 
-/// Where an http:// URL points, parsed by hand (RFC 3986's authority and path; no userinfo).
+/// Where an http:// or https:// URL points, parsed by hand (RFC 3986's authority and path; no userinfo).
 struct OCSPHTTPTarget: Sendable, Equatable {
-    /// Without brackets for IPv6 literals: what to connect to.
+    /// Without brackets for IPv6 literals: what to connect to, and the name the TLS server's
+    /// certificate must carry.
     let host: String
     let port: Int
+    let usesTLS: Bool
     /// Path and query as given (already percent-encoded), "/" when empty.
     let requestTarget: String
-    /// `host`, bracketed if IPv6, with `:port` unless 80.
+    /// `host`, bracketed if IPv6, with `:port` unless it is the scheme's default.
     let hostHeader: String
 
     init(parsing url: String) throws(OCSPFetchError) {
@@ -265,10 +288,9 @@ struct OCSPHTTPTarget: Sendable, Equatable {
         // No spaces, controls or non-ASCII anywhere: such a URL is not usable as a request target.
         guard !url.isEmpty, url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }),
               let separator = url.range(of: "://") else { throw invalid }
-        let scheme = url[..<separator.lowerBound].lowercased()
-        switch scheme {
-        case "http": break
-        case "https": throw .unsupportedScheme("https")
+        switch url[..<separator.lowerBound].lowercased() {
+        case "http": usesTLS = false
+        case "https": usesTLS = true
         default: throw invalid
         }
         var rest = url[separator.upperBound...]
@@ -305,7 +327,8 @@ struct OCSPHTTPTarget: Sendable, Equatable {
             isIPv6 = false
         }
         guard !host.isEmpty else { throw invalid }
-        var port = 80
+        let defaultPort = usesTLS ? 443 : 80
+        var port = defaultPort
         if let portText, !portText.isEmpty {
             guard portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
                   let number = Int(portText), (1...65535).contains(number) else { throw invalid }
@@ -315,6 +338,6 @@ struct OCSPHTTPTarget: Sendable, Equatable {
         self.port = port
         requestTarget = pathAndQuery.isEmpty ? "/" : (pathAndQuery.hasPrefix("?") ? "/" + pathAndQuery : String(pathAndQuery))
         let hostPart = isIPv6 ? "[\(host)]" : String(host)
-        hostHeader = port == 80 ? hostPart : "\(hostPart):\(port)"
+        hostHeader = port == defaultPort ? hostPart : "\(hostPart):\(port)"
     }
 }

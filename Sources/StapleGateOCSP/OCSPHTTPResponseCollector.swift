@@ -3,6 +3,7 @@ import Glibc
 #endif
 import NIOCore
 import NIOHTTP1
+import StapleGateTLS
 
 /// What came back from the responder: a 200 with an OCSP content type and the whole body.
 struct OCSPHTTPResponse: Sendable {
@@ -101,6 +102,15 @@ final class OCSPHTTPResponseCollector: ChannelInboundHandler, RemovableChannelHa
                 refuse(.malformedHTTP("\(error)"), context: context)
             }
         }
+    }
+
+    /// An https:// responder whose handshake failed: the TLS handler closes next, and its reason
+    /// is the one worth reporting (not "closed without answering").
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case let .handshakeFailed(reason)? = event as? TLSEvent {
+            refuse(.tlsFailed(reason), context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -30,10 +31,12 @@ public final class StaplingService: Sendable {
     private let client: OCSPHTTPClient
     private let persistence: StaplePersistence
     private let logger: Logger
+    private let metrics: StaplingMetrics
     private let schedules: NIOLockedValueBox<[StapleSchedule]>
 
     public init(serverContext: ServerContext, configuration: StaplingConfiguration, persistence: StaplePersistence,
-                client: OCSPHTTPClient, logger: Logger) throws(SetupError) {
+                client: OCSPHTTPClient, logger: Logger,
+                metricsFactory: any MetricsFactory = MetricsSystem.factory) throws(SetupError) {
         let targets = try Self.targets(serverContext: serverContext, configuration: configuration)
         let now = Date()
         self.targets = targets
@@ -42,6 +45,7 @@ public final class StaplingService: Sendable {
         self.client = client
         self.persistence = persistence
         self.logger = logger
+        self.metrics = StaplingMetrics(factory: metricsFactory)
         self.schedules = NIOLockedValueBox(targets.map { _ in StapleSchedule(timing: configuration.timing, now: now) })
     }
 
@@ -184,6 +188,7 @@ public final class StaplingService: Sendable {
     }
 
     private func fail(_ target: Target, reason: String) {
+        metrics.countRefresh(serial: target.leaf.serialHex, result: .failed)
         let schedule = record(target) { $0.recordFailure(reason, now: Date(), jitterDraw: .random(in: -1...1)) }
         let kept = schedule.servable(at: Date()).flatMap(\.nextUpdate).map { "keeping the previous staple until \($0)" }
             ?? "no staple held"
@@ -196,13 +201,16 @@ public final class StaplingService: Sendable {
     private func report(_ response: VerifiedOCSPResponse, for target: Target) {
         switch response.status {
         case .good:
+            metrics.countRefresh(serial: target.leaf.serialHex, result: .good)
             logger.info("OCSP staple refreshed", metadata: metadata(target, response))
             persist(response, for: target)
         case .revoked:
+            metrics.countRefresh(serial: target.leaf.serialHex, result: .revoked)
             logger.critical("the OCSP responder says our own certificate is REVOKED; stapling that answer — replace the certificate",
                             metadata: metadata(target, response))
             persist(response, for: target)
         case .unknown:
+            metrics.countRefresh(serial: target.leaf.serialHex, result: .unknown)
             logger.error("the OCSP responder does not know our certificate (status unknown); not stapled",
                          metadata: metadata(target, response))
         }
@@ -231,8 +239,11 @@ public final class StaplingService: Sendable {
         }
     }
 
+    /// After every change and check: the status file `ocsp status` reads, and the metrics.
     private func saveStatus(now: Date) {
-        do { try persistence.saveStatus(statuses(now: now)) } catch {
+        let statuses = statuses(now: now)
+        for status in statuses { metrics.update(status, now: now) }
+        do { try persistence.saveStatus(statuses) } catch {
             logger.error("cannot write \(persistence.statusFile): \(error)")
         }
     }

@@ -2,18 +2,29 @@ import COpenSSL
 import CStapleGateShim
 import NIOCore
 
-/// One OpenSSL `SSL` in the server role, driven over two memory BIOs: ciphertext from the device
-/// is pushed into `networkIn`, ciphertext for the device is pulled out of `networkOut`. It never
-/// touches a socket, so the channel handler above it decides when bytes move (NIOSSLHandler's shape).
+/// One OpenSSL `SSL`, driven over two memory BIOs: ciphertext from the peer is pushed into
+/// `networkIn`, ciphertext for the peer is pulled out of `networkOut`. It never touches a socket,
+/// so the channel handler above it decides when bytes move (NIOSSLHandler's shape).
 /// Not thread-safe: it lives on its channel's event loop.
 final class SSLConnection {
+    enum Role {
+        /// Device connections: we accept, the device presents a client certificate.
+        case server
+        /// Connections we open (HTTPS OCSP responders): we verify the server's certificate and name.
+        case client
+
+        /// Who is at the other end, in log and error messages.
+        var peerNoun: String { self == .server ? "device" : "server" }
+    }
+
+    let role: Role
     private let ssl: OpaquePointer
     private let networkIn: OpaquePointer
     private let networkOut: OpaquePointer
-    /// Kept alive as long as this connection: OpenSSL's callbacks (e.g. stapling) reach the
-    /// context through an unretained pointer, which must not dangle mid-handshake after a reload
-    /// has replaced the context.
-    private let context: ServerContext
+    /// The context this `SSL` came from, kept alive as long as this connection: OpenSSL's
+    /// callbacks (e.g. stapling) reach it through an unretained pointer, which must not dangle
+    /// mid-handshake after a reload has replaced the context.
+    private let context: AnyObject
 
     enum HandshakeResult {
         case complete
@@ -31,14 +42,28 @@ final class SSLConnection {
         case failed(OpenSSLError)
     }
 
-    init?(context: ServerContext) {
+    convenience init?(context: ServerContext) {
         guard let ssl = context.makeSSL() else { return nil }
+        self.init(ssl: ssl, role: .server, context: context)
+    }
+
+    convenience init?(context: ClientTLSContext, serverName: String) {
+        guard let ssl = context.makeSSL(serverName: serverName) else { return nil }
+        self.init(ssl: ssl, role: .client, context: context)
+    }
+
+    /// Takes ownership of `ssl`.
+    private init?(ssl: OpaquePointer, role: Role, context: AnyObject) {
         guard let networkIn = BIO_new(BIO_s_mem()) else { SSL_free(ssl); return nil }
         guard let networkOut = BIO_new(BIO_s_mem()) else { BIO_free(networkIn); SSL_free(ssl); return nil }
         // An empty input BIO must mean "wait for more", never end-of-stream.
         _ = sg_BIO_set_mem_eof_return(networkIn, -1)
         SSL_set_bio(ssl, networkIn, networkOut)  // the SSL now owns both BIOs
-        SSL_set_accept_state(ssl)
+        switch role {
+        case .server: SSL_set_accept_state(ssl)
+        case .client: SSL_set_connect_state(ssl)
+        }
+        self.role = role
         self.ssl = ssl
         self.networkIn = networkIn
         self.networkOut = networkOut
@@ -47,7 +72,7 @@ final class SSLConnection {
 
     deinit { SSL_free(ssl) }
 
-    /// Hands ciphertext received from the device to OpenSSL.
+    /// Hands ciphertext received from the peer to OpenSSL.
     func receive(_ buffer: ByteBuffer) {
         buffer.withUnsafeReadableBytes { bytes in
             guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
@@ -96,14 +121,14 @@ final class SSLConnection {
         return result == 1 ? nil : failure(operation: "SSL_write")
     }
 
-    /// Queues close_notify. Our side only: MQTT sessions never wait for the peer's.
+    /// Queues close_notify. Our side only: neither MQTT sessions nor OCSP fetches wait for the peer's.
     func shutdown() {
         ERR_clear_error()
         _ = SSL_shutdown(ssl)
         ERR_clear_error()
     }
 
-    /// Ciphertext waiting to go to the device, if any.
+    /// Ciphertext waiting to go to the peer, if any.
     func pendingOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
         let pending = Int(BIO_ctrl_pending(networkOut))
         guard pending > 0 else { return nil }
@@ -130,12 +155,12 @@ final class SSLConnection {
     }
 
     /// The error queue plus, when chain verification is what failed, the verifier's own words
-    /// ("certificate has expired", "unable to get local issuer certificate", ...).
+    /// ("certificate has expired", "unable to get local issuer certificate", "hostname mismatch", ...).
     private func failure(operation: String) -> OpenSSLError {
         let verifyResult = SSL_get_verify_result(ssl)
         var extra: [String] = []
         if verifyResult != X509_V_OK {
-            extra.append("device certificate: \(String(cString: X509_verify_cert_error_string(verifyResult)))")
+            extra.append("\(role.peerNoun) certificate: \(String(cString: X509_verify_cert_error_string(verifyResult)))")
         }
         return OpenSSLError.drain(operation: operation, extra: extra)
     }

@@ -232,6 +232,45 @@ final class StaplingTests: GatewayTestCase {
         }
     }
 
+    // MARK: An https:// responder (a real TLS front, socat, before openssl ocsp)
+
+    func testAnHTTPSResponderIsTrustedThroughTheConfiguredCABundle() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let front = try await SocatListener.tlsFront(certificate: pki.certificate("server"), key: pki.key("server"),
+                                                     forwardingTo: pki.ocspPort)
+        defer { Task { await front.stop() } }
+        let port = try FreePort.next()
+        let url = "https://localhost:\(front.port)/ocsp"
+        let state = try makeTemporaryDirectory()
+        let path = try writeConfiguration(port: port, stapling: ["responder: \(url)", "ca_bundle: \(pki.path("root-ca.pem"))"],
+                                          state: state)
+        let gateway = try await startGateway(configPath: path, port: port)
+
+        let output = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(output.contains("Cert Status: good"), output)
+        XCTAssertTrue(gateway.stderr.contains("OCSP staple refreshed"), gateway.output)
+        let shown = try await ManagedProcess(executable, ["ocsp", "status", "--state-dir", state.file("state")])
+            .commandResult(timeout: .seconds(20))
+        XCTAssertTrue(shown.stdout.contains("responder:     \(url)"), shown.stdout)
+    }
+
+    func testAnHTTPSResponderOutsideTheCABundleIsNotStapledAndTheLogSaysWhy() async throws {
+        responder = try await OCSPResponder.start(pki: pki)
+        let front = try await SocatListener.tlsFront(certificate: pki.certificate("server"), key: pki.key("server"),
+                                                     forwardingTo: pki.ocspPort)
+        defer { Task { await front.stop() } }
+        let port = try FreePort.next()
+        let path = try writeConfiguration(
+            port: port, stapling: ["responder: https://localhost:\(front.port)/", "ca_bundle: \(pki.path("rogue-ca.pem"))"],
+            state: try makeTemporaryDirectory())
+        let gateway = try await startGateway(configPath: path, port: port)
+
+        try await gateway.waitForOutput("OCSP staple refresh failed: TLS with the responder failed", timeout: .seconds(15))
+        XCTAssertTrue(gateway.stderr.contains("server certificate: unable to get local issuer certificate"), gateway.output)
+        let output = try await handshakeAskingForStatus(port: port)
+        XCTAssertTrue(output.contains("OCSP response: no response sent"), output)
+    }
+
     // MARK: The device simulator (libmosquitto with MOSQ_OPT_TLS_OCSP_REQUIRED)
 
     private func simulate(port: Int, _ extra: [String] = []) async throws -> CommandResult {

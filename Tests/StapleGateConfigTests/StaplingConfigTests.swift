@@ -31,13 +31,17 @@ final class StaplingConfigTests: ConfigTestCase {
           retry_min: 2s
           retry_max: 1m
           clock_skew: 30s
+          ca_bundle: ca.pem
         """
         let configuration = try load(text).configuration
         let stapling = configuration.stapling
         XCTAssertEqual(configuration.stateDirectory, pki.path("state"))
         XCTAssertEqual(stapling.policy, .strict)
         XCTAssertEqual(stapling.responderOverride, "http://127.0.0.1:8080/ocsp")
-        XCTAssertEqual(stapling.fetch, OCSPFetchConfiguration(method: .get, timeout: .seconds(2), maximumResponseBytes: 8192))
+        XCTAssertEqual(stapling.fetch.method, .get)
+        XCTAssertEqual(stapling.fetch.timeout, .seconds(2))
+        XCTAssertEqual(stapling.fetch.maximumResponseBytes, 8192)
+        XCTAssertEqual(stapling.fetch.trust.trustDescription, "CA bundle \(pki.path("ca.pem"))")
         XCTAssertEqual(stapling.timing.maximumInterval, .seconds(1800))
         XCTAssertEqual(stapling.timing.minimumRetryDelay, .seconds(2))
         XCTAssertEqual(stapling.timing.maximumRetryDelay, .seconds(60))
@@ -54,6 +58,9 @@ final class StaplingConfigTests: ConfigTestCase {
             ("max_response_size: 10", "stapling.max_response_size", "between 512 and 1048576"),
             ("retry_min: 1m\n  retry_max: 10s", "stapling.retry_max", "not be shorter than retry_min"),
             ("max_refresh_intreval: 1h", "stapling.max_refresh_intreval", "did you mean \"max_refresh_interval\""),
+            ("ca_bundle: missing.pem", "stapling.ca_bundle", "missing.pem: no such file"),
+            ("ca_bundle: server-leaf.pem", "stapling.ca_bundle", "is not a CA certificate"),
+            ("ca_bundle: server.key", "stapling.ca_bundle", "contains no PEM certificate"),
         ]
         for (body, key, reason) in cases {
             let text = yaml() + "stapling:\n  \(body)\n"

@@ -306,14 +306,6 @@ final class OCSPHTTPClientTests: XCTestCase {
         XCTAssertEqual(error?.description, "cannot connect to the responder: connection refused")
     }
 
-    func testHTTPSIsNotSupportedYet() async throws {
-        let error = await fetchError("https://ocsp.example.com/")
-        XCTAssertEqual(error, .unsupportedScheme("https"))
-        XCTAssertEqual(error?.description, "https:// responders are not supported yet")
-        let upper = await fetchError("HTTPS://ocsp.example.com/")
-        XCTAssertEqual(upper, .unsupportedScheme("https"))
-    }
-
     func testInvalidURLsAreRefused() async throws {
         for url in ["ftp://x", "not a url", "", "http://", "http://:80/", "http://host:0/", "http://host:65536/",
                     "http://host:8o/", "http://[::1/", "http://[::1]x/", "http://::1/", "http://user@host/",
@@ -346,6 +338,15 @@ final class OCSPHTTPClientTests: XCTestCase {
         XCTAssertEqual([parsed.host, "\(parsed.port)", parsed.requestTarget], ["host", "80", "/?q"])
         parsed = try target("http://host?q")
         XCTAssertEqual(parsed.requestTarget, "/?q")
+        XCTAssertFalse(parsed.usesTLS)
+        parsed = try target("HTTPS://ocsp.example.com/ocsp")
+        XCTAssertEqual([parsed.host, "\(parsed.port)", parsed.requestTarget, parsed.hostHeader],
+                       ["ocsp.example.com", "443", "/ocsp", "ocsp.example.com"])
+        XCTAssertTrue(parsed.usesTLS)
+        parsed = try target("https://ocsp.example.com:8443")
+        XCTAssertEqual([parsed.host, "\(parsed.port)", parsed.hostHeader], ["ocsp.example.com", "8443", "ocsp.example.com:8443"])
+        parsed = try target("https://ocsp.example.com:80/")
+        XCTAssertEqual(parsed.hostHeader, "ocsp.example.com:80")
     }
 
     func testIPv6LiteralResponder() async throws {

@@ -50,4 +50,7 @@ int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length);
 long sg_SSL_set_tlsext_status_type(SSL *ssl, int type);
 long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der);
 
+// Client role (HTTPS OCSP responders): the name sent as SNI.
+long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
+
 #endif

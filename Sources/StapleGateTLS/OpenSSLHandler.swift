@@ -1,12 +1,14 @@
 import Logging
 import NIOCore
 
-/// Terminates TLS for one device connection with OpenSSL. Ciphertext in from the channel,
-/// plaintext on to the next handler; plaintext writes out, ciphertext to the channel.
+/// Runs TLS with OpenSSL on one connection: ciphertext in from the channel, plaintext on to the
+/// next handler; plaintext writes out, ciphertext to the channel. `OpenSSLServerHandler` (devices)
+/// and `OpenSSLClientHandler` (HTTPS OCSP responders) differ only in how their `SSL` is made and
+/// who speaks first, as NIOSSL's server and client handlers do.
 ///
 /// Everything runs on the channel's event loop, so there are no locks. The connection moves
 /// through `State` one way only: idle → handshaking → established → closed.
-public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
     public typealias OutboundIn = ByteBuffer
@@ -17,7 +19,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         /// `receivedBytes`: whether the peer has sent anything at all, to tell a TLS failure
         /// from a bare TCP probe (health checks, port scans) that connects and leaves.
         case handshaking(startedAt: NIODeadline, receivedBytes: Bool)
-        /// `inputClosed`: the device sent close_notify or FIN. `outputClosed`: we sent close_notify.
+        /// `inputClosed`: the peer sent close_notify or FIN. `outputClosed`: we sent close_notify.
         case established(inputClosed: Bool, outputClosed: Bool)
         case closed
     }
@@ -32,11 +34,10 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     /// Writes issued before the handshake finished, sent once it has.
     private var writesAwaitingHandshake: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var logger: Logger
+    /// "device" or "server", in what is logged and reported.
+    private var peer: String { connection.role.peerNoun }
 
-    public init(context: ServerContext, logger: Logger) throws(SetupError) {
-        guard let connection = SSLConnection(context: context) else {
-            throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new"))
-        }
+    init(connection: SSLConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
     }
@@ -44,17 +45,17 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     // MARK: Lifecycle
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { beginHandshake() }
+        if context.channel.isActive { beginHandshake(context: context) }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        beginHandshake()
+        beginHandshake(context: context)
         context.fireChannelActive()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
         if case let .handshaking(_, receivedBytes) = state {
-            let reason = receivedBytes ? "device disconnected during the TLS handshake" : "connection closed before any TLS data"
+            let reason = receivedBytes ? "\(peer) disconnected during the TLS handshake" : "connection closed before any TLS data"
             logger.log(level: receivedBytes ? .info : .debug, "\(reason)")
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         }
@@ -63,12 +64,15 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         context.fireChannelInactive()
     }
 
-    private func beginHandshake() {
-        if case .idle = state { state = .handshaking(startedAt: .now(), receivedBytes: false) }
+    private func beginHandshake(context: ChannelHandlerContext) {
+        guard case .idle = state else { return }
+        state = .handshaking(startedAt: .now(), receivedBytes: false)
+        // A client speaks first: its ClientHello goes out as soon as the connection is up.
+        if connection.role == .client { advanceHandshake(context: context) }
     }
 
-    private func noteHandshakeBytesReceived() {
-        beginHandshake()
+    private func noteHandshakeBytesReceived(context: ChannelHandlerContext) {
+        beginHandshake(context: context)
         if case let .handshaking(startedAt, false) = state { state = .handshaking(startedAt: startedAt, receivedBytes: true) }
     }
 
@@ -78,7 +82,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         let ciphertext = unwrapInboundIn(data)
         switch state {
         case .idle, .handshaking:
-            noteHandshakeBytesReceived()
+            noteHandshakeBytesReceived(context: context)
             connection.receive(ciphertext)
             advanceHandshake(context: context)
         case .established(inputClosed: false, _):
@@ -102,7 +106,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         case .idle, .handshaking(_, receivedBytes: false):
             failHandshake(context: context, reason: "connection closed before any TLS data", level: .debug)
         case .handshaking(_, receivedBytes: true):
-            failHandshake(context: context, reason: "device closed its side during the TLS handshake")
+            failHandshake(context: context, reason: "\(peer) closed its side during the TLS handshake")
         case let .established(inputClosed: false, outputClosed):
             // FIN without close_notify: for a byte-stream proxy this is still an end of input.
             state = .established(inputClosed: true, outputClosed: outputClosed)
@@ -128,8 +132,9 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
                 resumed: connection.sessionReused,
                 duration: .nanoseconds((NIODeadline.now() - startedAt).nanoseconds),
                 deviceCertificate: connection.peerCertificate)
-            logger[metadataKey: "device"] = "\(summary.deviceIdentity)"
-            logger.info("TLS handshake completed", metadata: [
+            if connection.role == .server { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
+            // A device's handshake is an event operators follow; our own fetches' are routine.
+            logger.log(level: connection.role == .server ? .info : .debug, "TLS handshake completed", metadata: [
                 "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
                 "tls.resumed": "\(summary.resumed)",
                 "tls.handshake_ms": "\(summary.duration.milliseconds)",
@@ -176,10 +181,10 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         case .closeNotify:
             guard case let .established(inputClosed: false, outputClosed) = state else { return }
             state = .established(inputClosed: true, outputClosed: outputClosed)
-            logger.debug("device sent close_notify")
+            logger.debug("\(peer) sent close_notify")
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         case let .failed(error):
-            logger.warning("TLS error from device: \(error)")
+            logger.warning("TLS error from \(peer): \(error)")
             state = .closed
             closeAfterSendingPendingOutput(context: context)
         }
@@ -215,7 +220,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
 
     private func encryptAndWrite(context: ChannelHandlerContext, plaintext: ByteBuffer, promise: EventLoopPromise<Void>?) {
         if let error = connection.write(plaintext) {
-            logger.warning("TLS error while encrypting for the device: \(error)")
+            logger.warning("TLS error while encrypting for the \(peer): \(error)")
             promise?.fail(error)
             state = .closed
             context.close(promise: nil)
@@ -248,7 +253,7 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
     }
 
     /// Sends what OpenSSL queued (typically an alert naming the reason) before closing, so the
-    /// device learns why, e.g. "unknown ca" or "certificate expired".
+    /// peer learns why, e.g. "unknown ca" or "certificate expired".
     private func closeAfterSendingPendingOutput(context: ChannelHandlerContext) {
         guard let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) else {
             context.close(promise: nil)
@@ -257,5 +262,27 @@ public final class OpenSSLServerHandler: ChannelDuplexHandler, RemovableChannelH
         context.writeAndFlush(wrapOutboundOut(ciphertext)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+    }
+}
+
+/// TLS for one device connection, from the gateway's shared `ServerContext`.
+public final class OpenSSLServerHandler: OpenSSLHandler {
+    public init(context: ServerContext, logger: Logger) throws(SetupError) {
+        guard let connection = SSLConnection(context: context) else {
+            throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new"))
+        }
+        super.init(connection: connection, logger: logger)
+    }
+}
+
+/// TLS for a connection we open, e.g. to an HTTPS OCSP responder. The handshake starts as soon
+/// as the channel is active; it fails unless the server's certificate chains to `context`'s
+/// trust and is valid for `serverName` (a DNS name or an IP address literal).
+public final class OpenSSLClientHandler: OpenSSLHandler {
+    public init(context: ClientTLSContext, serverName: String, logger: Logger) throws(SetupError) {
+        guard let connection = SSLConnection(context: context, serverName: serverName) else {
+            throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new / SSL_set1_host"))
+        }
+        super.init(connection: connection, logger: logger)
     }
 }
