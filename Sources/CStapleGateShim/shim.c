@@ -45,3 +45,6 @@ int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length) {
 long sg_SSL_set_tlsext_status_type(SSL *ssl, int type) { return SSL_set_tlsext_status_type(ssl, type); }
 long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der) { return SSL_get_tlsext_status_ocsp_resp(ssl, der); }
 long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }
+long sg_SSL_set_mode(SSL *ssl, long mode) { return SSL_set_mode(ssl, mode); }
+long sg_SSL_clear_mode(SSL *ssl, long mode) { return SSL_clear_mode(ssl, mode); }
+int sg_SSL_get_ex_new_index(void) { return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }

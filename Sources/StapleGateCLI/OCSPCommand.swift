@@ -6,8 +6,8 @@ import StapleGateOCSP
 struct OCSPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocsp",
-        abstract: "Inspect OCSP state kept by the running gateway.",
-        subcommands: [OCSPStatusCommand.self]
+        abstract: "Inspect and act on the OCSP state of the running gateway.",
+        subcommands: [OCSPStatusCommand.self, OCSPCacheCommand.self, OCSPRecheckCommand.self]
     )
 }
 

@@ -7,6 +7,7 @@ import NIOPosix
 import StapleGateConfig
 import StapleGateOCSP
 import StapleGateServer
+import StapleGateTLS
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,16 +32,24 @@ struct RunCommand: AsyncParsableCommand {
 
         let eventLoops = MultiThreadedEventLoopGroup.singleton
         var services: [any Service] = []
-        let stapling = try makeStaplingService(loaded, eventLoops: eventLoops, logger: logger)
+        let checker = makeDeviceStatusChecker(loaded, eventLoops: eventLoops, logger: logger)
+        let serverContext = try checker.map { try loaded.serverContext.with(deviceCertificateGate: $0) } ?? loaded.serverContext
+        let stapling = try makeStaplingService(loaded, serverContext: serverContext, eventLoops: eventLoops, logger: logger)
         if let stapling {
             // Before the listener opens: the first handshake after a start is stapled too.
             stapling.loadPersisted()
             await stapling.prime()
             services.append(StaplingRefresher(stapling: stapling))
         }
-        let gateway = Gateway(loaded: loaded, group: eventLoops, logger: logger,
-                              admissionGate: { stapling?.refusalReason() })
+        let liveSessions = LiveSessions()
+        let gateway = Gateway(configuration: loaded.configuration, serverContext: serverContext, group: eventLoops,
+                              logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions)
         services.append(gateway)
+        let monitor = checker.map { SessionRevocationMonitor(checker: $0, sessions: liveSessions, logger: logger) }
+        if let monitor { services.append(monitor) }
+        let routes = ControlRoutes(checker: checker, monitor: monitor)
+        services.append(ControlSocket(path: loaded.configuration.controlSocketPath, group: eventLoops, logger: logger,
+                                      handler: { await routes.handle($0) }))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
@@ -52,11 +61,12 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 /// The stapling service the configuration asks for, or nil when stapling is off.
-private func makeStaplingService(_ loaded: LoadedConfiguration, eventLoops: EventLoopGroup, logger: Logger) throws -> StaplingService? {
+private func makeStaplingService(_ loaded: LoadedConfiguration, serverContext: ServerContext, eventLoops: EventLoopGroup,
+                                 logger: Logger) throws -> StaplingService? {
     let configuration = loaded.configuration
     guard configuration.stapling.enabled else { return nil }
     return try StaplingService(
-        serverContext: loaded.serverContext, configuration: configuration.stapling,
+        serverContext: serverContext, configuration: configuration.stapling,
         persistence: StaplePersistence(directory: configuration.stateDirectory),
         client: OCSPHTTPClient(group: eventLoops), logger: logger)
 }
@@ -73,4 +83,32 @@ enum OpenFileLimit {
             logger.info("raised the open-files limit from \(previous) to \(limit.rlim_max)")
         }
     }
+}
+
+/// The device checker the configuration asks for (nil when OCSP is off for every device CA),
+/// with its cache filled from the state directory so that known devices reconnect without a
+/// responder request after a restart.
+private func makeDeviceStatusChecker(_ loaded: LoadedConfiguration, eventLoops: EventLoopGroup, logger: Logger) -> DeviceStatusChecker? {
+    let configuration = loaded.configuration.deviceOCSP
+    guard configuration.defaultPolicy.enabled || configuration.overrides.contains(where: \.policy.enabled) else {
+        logger.notice("device OCSP checks are off")
+        return nil
+    }
+    let path = loaded.configuration.deviceOCSPCachePath
+    var store: OCSPCacheStore?
+    do { store = try OCSPCacheStore(path: path) } catch {
+        logger.error("\(error); device statuses are cached in memory only")
+    }
+    let cache = OCSPStatusCache(capacity: configuration.cacheCapacity, store: store)
+    do {
+        let loadedCount = try cache.loadPersisted(now: Date())
+        logger.notice("device OCSP checks on", metadata: [
+            "cached_statuses_loaded": "\(loadedCount)", "cache": "\(path)",
+            "unreachable": "\(configuration.defaultPolicy.unreachable.rawValue)",
+        ])
+    } catch {
+        logger.error("cannot read the persisted device statuses in \(path): \(error)")
+    }
+    return DeviceStatusChecker(configuration: configuration, deviceCAs: loaded.serverContext.material.deviceCAs,
+                               client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger)
 }

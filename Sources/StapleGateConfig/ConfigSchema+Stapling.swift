@@ -20,23 +20,7 @@ extension ConfigSchema {
             stapling.policy = policy
         }
         if let value = keys["responder"] { stapling.responderOverride = try responderURL(value) }
-        if let value = keys["ca_bundle"] {
-            let path = try filePath(value)
-            do {
-                stapling.fetch.trust = try ClientTLSContext(caBundleAt: path)
-            } catch {
-                throw value.error(error.description)
-            }
-        }
-        if let value = keys["method"] {
-            let text = try value.string()
-            guard let method = OCSPFetchConfiguration.Method(rawValue: text) else {
-                throw value.error("must be post or get, not \"\(text)\"")
-            }
-            stapling.fetch.method = method
-        }
-        if let value = keys["timeout"] { stapling.fetch.timeout = try positiveDuration(value) }
-        if let value = keys["max_response_size"] { stapling.fetch.maximumResponseBytes = try value.integer(in: 512...1_048_576) }
+        try fetchSettings(keys, into: &stapling.fetch)
         if let value = keys["max_refresh_interval"] { stapling.timing.maximumInterval = try positiveDuration(value) }
         if let value = keys["retry_min"] { stapling.timing.minimumRetryDelay = try positiveDuration(value) }
         if let value = keys["retry_max"] {
@@ -49,7 +33,30 @@ extension ConfigSchema {
         return stapling
     }
 
-    private func responderURL(_ value: YAMLValue) throws(ConfigError) -> String {
+    /// Shared with `device_ocsp` (top level and per_ca).
+    /// The keys of an OCSP fetch, shared by `stapling` and `device_ocsp`: the trust for an
+    /// https:// responder, the method, the timeout and the response cap.
+    func fetchSettings(_ keys: YAMLMapping, into fetch: inout OCSPFetchConfiguration) throws(ConfigError) {
+        if let value = keys["ca_bundle"] {
+            let path = try filePath(value)
+            do {
+                fetch.trust = try ClientTLSContext(caBundleAt: path)
+            } catch {
+                throw value.error(error.description)
+            }
+        }
+        if let value = keys["method"] {
+            let text = try value.string()
+            guard let method = OCSPFetchConfiguration.Method(rawValue: text) else {
+                throw value.error("must be post or get, not \"\(text)\"")
+            }
+            fetch.method = method
+        }
+        if let value = keys["timeout"] { fetch.timeout = try positiveDuration(value) }
+        if let value = keys["max_response_size"] { fetch.maximumResponseBytes = try value.integer(in: 512...1_048_576) }
+    }
+
+    func responderURL(_ value: YAMLValue) throws(ConfigError) -> String {
         let text = try value.string()
         guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(),
               scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else {

@@ -29,9 +29,11 @@ struct ConfigSchema {
     func configuration(from root: YAMLValue) throws(ConfigError) -> GatewayConfiguration {
         guard case .mapping = root.node else {
             throw ConfigError(file: file, line: root.node.mark?.line,
-                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory and stapling, got \(root.kind)")
+                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling and device_ocsp, got \(root.kind)")
         }
-        let sections = try root.mapping(knownKeys: ["listen", "tls", "upstream", "logging", "state_directory", "stapling"])
+        let sections = try root.mapping(knownKeys: [
+            "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp",
+        ])
         // An optional section left with every key commented out reads as empty: all defaults.
         var listen = ListenConfiguration()
         if let section = sections["listen"], section.node.tagName != .null { listen = try self.listen(section) }
@@ -43,8 +45,12 @@ struct ConfigSchema {
         if let value = sections["state_directory"] { stateDirectory = try self.stateDirectory(value) }
         var stapling = StaplingConfiguration()
         if let section = sections["stapling"], section.node.tagName != .null { stapling = try self.stapling(section) }
+        var deviceOCSP = DeviceOCSPConfiguration()
+        if let section = sections["device_ocsp"], section.node.tagName != .null {
+            deviceOCSP = try self.deviceOCSP(section, deviceCA: tls.deviceCABundlePath, deviceCALine: root.keyLines()["tls.device_ca"])
+        }
         return GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel,
-                                    stateDirectory: stateDirectory, stapling: stapling)
+                                    stateDirectory: stateDirectory, stapling: stapling, deviceOCSP: deviceOCSP)
     }
 
     // MARK: - Sections

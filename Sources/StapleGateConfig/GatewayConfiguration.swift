@@ -12,18 +12,22 @@ public struct GatewayConfiguration: Sendable {
     /// Where the gateway keeps what must survive a restart (staples, their status).
     public var stateDirectory: String
     public var stapling: StaplingConfiguration
+    /// OCSP checks of device certificates during the handshake.
+    public var deviceOCSP: DeviceOCSPConfiguration
 
     public static let defaultStateDirectory = "/var/lib/staplegate"
 
     public init(listen: ListenConfiguration, tls: TLSServerConfiguration, upstream: UpstreamConfiguration,
                 logLevel: Logger.Level = .info, stateDirectory: String = defaultStateDirectory,
-                stapling: StaplingConfiguration = StaplingConfiguration()) {
+                stapling: StaplingConfiguration = StaplingConfiguration(),
+                deviceOCSP: DeviceOCSPConfiguration = DeviceOCSPConfiguration()) {
         self.listen = listen
         self.tls = tls
         self.upstream = upstream
         self.logLevel = logLevel
         self.stateDirectory = stateDirectory
         self.stapling = stapling
+        self.deviceOCSP = deviceOCSP
     }
 }
 

@@ -163,27 +163,14 @@ public final class StaplingService: Sendable {
     }
 
     private func refresh(_ target: Target) async {
-        let request: OCSPRequest
-        do { request = try OCSPRequest(certificate: target.leaf, issuer: target.issuer) } catch {
-            record(target) { $0.recordFailure("cannot build the OCSP request: \(error)", now: Date(), jitterDraw: .random(in: -1...1)) }
-            return
-        }
-        let getURL = configuration.fetch.method == .get ? request.getURL(responderURL: target.responderURL) : nil
-        let verdict: Result<VerifiedOCSPResponse, OCSPRejection>
-        do {
-            let result = try await client.fetch(responderURL: target.responderURL, requestDER: request.der,
-                                                getURL: getURL, configuration: configuration.fetch)
-            verdict = verificationPolicy(for: target).verify(der: result.body, for: target.certID, now: Date())
-        } catch {
-            fail(target, reason: "\(error)")
-            return
-        }
-        switch verdict {
-        case let .success(response):
+        let query = OCSPQuery(client: client, fetch: configuration.fetch, clockSkew: configuration.clockSkew, nonce: false)
+        switch await query.ask(about: target.leaf, issuer: target.issuer, responderURL: target.responderURL) {
+        case let .success(answer):
+            let response = answer.response
             record(target) { $0.record(response, now: Date(), jitterDraw: .random(in: -1...1)) }
             report(response, for: target)
-        case let .failure(rejection):
-            fail(target, reason: rejection.description)
+        case let .failure(failure):
+            fail(target, reason: failure.description)
         }
     }
 

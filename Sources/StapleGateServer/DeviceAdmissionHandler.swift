@@ -10,10 +10,15 @@ final class DeviceAdmissionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     private let upstream: UpstreamConfiguration
     private var logger: Logger
+    /// Where admitted sessions are recorded, so a later revocation can reach them.
+    private let liveSessions: LiveSessions?
+    private let connectionID: UInt64
 
-    init(upstream: UpstreamConfiguration, logger: Logger) {
+    init(upstream: UpstreamConfiguration, logger: Logger, liveSessions: LiveSessions? = nil, connectionID: UInt64 = 0) {
         self.upstream = upstream
         self.logger = logger
+        self.liveSessions = liveSessions
+        self.connectionID = connectionID
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -31,6 +36,10 @@ final class DeviceAdmissionHandler: ChannelInboundHandler, RemovableChannelHandl
             logger.error("cannot start the proxy session: \(error)")
             context.close(promise: nil)
             return
+        }
+        if let liveSessions, let certificate = summary.deviceCertificate {
+            liveSessions.admitted(context.channel, certificate: certificate, identity: summary.deviceIdentity,
+                                  connectionID: connectionID)
         }
         context.fireUserInboundEventTriggered(event)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

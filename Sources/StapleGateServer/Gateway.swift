@@ -19,6 +19,8 @@ public final class Gateway: Service, Sendable {
     /// Asked for every accepted connection: a reason to refuse it before any TLS work (e.g. a
     /// strict stapling policy with no valid staple held), or nil to go ahead.
     private let admissionGate: @Sendable () -> String?
+    /// Sessions admitted to the broker, by certificate (for rechecks of live sessions).
+    public let liveSessions: LiveSessions
 
     private struct ListenerState {
         var channel: Channel?
@@ -37,9 +39,10 @@ public final class Gateway: Service, Sendable {
     ///   down by the gateway.
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
                 group: EventLoopGroup? = nil, logger: Logger,
-                admissionGate: @escaping @Sendable () -> String? = { nil }) {
+                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions()) {
         self.configuration = configuration
         self.admissionGate = admissionGate
+        self.liveSessions = liveSessions
         self.serverContext = serverContext
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.ownsGroup = group == nil
@@ -130,7 +133,8 @@ public final class Gateway: Service, Sendable {
         try channel.pipeline.syncOperations.addHandlers([
             tls,
             HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger),
-            DeviceAdmissionHandler(upstream: configuration.upstream, logger: connectionLogger),
+            DeviceAdmissionHandler(upstream: configuration.upstream, logger: connectionLogger,
+                                   liveSessions: liveSessions, connectionID: id),
         ])
     }
 }

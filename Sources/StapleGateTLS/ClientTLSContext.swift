@@ -32,6 +32,18 @@ public final class ClientTLSContext: @unchecked Sendable {
         self.init(trustedCAs: try PEMFile.caBundle(at: path), bundlePath: path)
     }
 
+    /// Presents `chain` (leaf first) and `key` when the server asks for a client certificate:
+    /// a responder behind mutual TLS, or a device in tests. Throws when OpenSSL refuses the pair.
+    public func useClientCertificate(chain: [X509Certificate], key: PrivateKey) throws(OpenSSLError) {
+        let intermediates = sg_sk_X509_new_null()
+        for certificate in chain.dropFirst() { _ = sg_sk_X509_push(intermediates, certificate.pointer) }
+        defer { sg_sk_X509_free(intermediates) }
+        ERR_clear_error()
+        guard let leaf = chain.first, SSL_CTX_use_cert_and_key(context, leaf.pointer, key.pointer, intermediates, 1) == 1 else {
+            throw OpenSSLError.drain(operation: "SSL_CTX_use_cert_and_key")
+        }
+    }
+
     /// Shared by every responder without a bundle of its own.
     public static let systemTrust = ClientTLSContext()
 

@@ -19,6 +19,9 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         /// `receivedBytes`: whether the peer has sent anything at all, to tell a TLS failure
         /// from a bare TCP probe (health checks, port scans) that connects and leaves.
         case handshaking(startedAt: NIODeadline, receivedBytes: Bool)
+        /// The handshake is paused inside OpenSSL until the `DeviceCertificateGate` has judged
+        /// the device's chain (e.g. an OCSP request); bytes arriving meanwhile are only buffered.
+        case awaitingVerdict(startedAt: NIODeadline)
         /// `inputClosed`: the peer sent close_notify or FIN. `outputClosed`: we sent close_notify.
         case established(inputClosed: Bool, outputClosed: Bool)
         case closed
@@ -54,7 +57,11 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        if case let .handshaking(_, receivedBytes) = state {
+        if case .awaitingVerdict = state {
+            let reason = "\(peer) disconnected while its certificate was being checked"
+            logger.info("\(reason)")
+            context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
+        } else if case let .handshaking(_, receivedBytes) = state {
             let reason = receivedBytes ? "\(peer) disconnected during the TLS handshake" : "connection closed before any TLS data"
             logger.log(level: receivedBytes ? .info : .debug, "\(reason)")
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
@@ -85,6 +92,8 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             noteHandshakeBytesReceived(context: context)
             connection.receive(ciphertext)
             advanceHandshake(context: context)
+        case .awaitingVerdict:
+            connection.receive(ciphertext)  // read once the verdict resumes the handshake
         case .established(inputClosed: false, _):
             connection.receive(ciphertext)
             decryptReceived(context: context)
@@ -105,7 +114,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .idle, .handshaking(_, receivedBytes: false):
             failHandshake(context: context, reason: "connection closed before any TLS data", level: .debug)
-        case .handshaking(_, receivedBytes: true):
+        case .handshaking(_, receivedBytes: true), .awaitingVerdict:
             failHandshake(context: context, reason: "\(peer) closed its side during the TLS handshake")
         case let .established(inputClosed: false, outputClosed):
             // FIN without close_notify: for a byte-stream proxy this is still an end of input.
@@ -117,12 +126,24 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func advanceHandshake(context: ChannelHandlerContext) {
-        guard case let .handshaking(startedAt, _) = state else { return }
+        let startedAt: NIODeadline
+        switch state {
+        case let .handshaking(started, _): startedAt = started
+        case let .awaitingVerdict(started):
+            startedAt = started
+            state = .handshaking(startedAt: started, receivedBytes: true)
+        case .idle, .established, .closed: return
+        }
         switch connection.handshake() {
         case .wantRead:
             sendPendingOutput(context: context)
+        case let .paused(question):
+            sendPendingOutput(context: context)
+            if let question { answer(question, startedAt: startedAt, context: context) }
         case let .failed(error):
-            failHandshake(context: context, reason: error.description)
+            var reason = error.description
+            if case let .reject(_, why)? = connection.lastVerdict { reason += ": \(why)" }
+            failHandshake(context: context, reason: reason)
         case .complete:
             state = .established(inputClosed: false, outputClosed: false)
             sendPendingOutput(context: context)
@@ -131,14 +152,17 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 cipher: connection.cipher,
                 resumed: connection.sessionReused,
                 duration: .nanoseconds((NIODeadline.now() - startedAt).nanoseconds),
-                deviceCertificate: connection.peerCertificate)
+                deviceCertificate: connection.peerCertificate,
+                certificateCheck: connection.lastVerdict?.reason)
             if connection.role == .server { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
-            // A device's handshake is an event operators follow; our own fetches' are routine.
-            logger.log(level: connection.role == .server ? .info : .debug, "TLS handshake completed", metadata: [
+            var metadata: Logger.Metadata = [
                 "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
                 "tls.resumed": "\(summary.resumed)",
                 "tls.handshake_ms": "\(summary.duration.milliseconds)",
-            ])
+            ]
+            if let check = summary.certificateCheck { metadata["device.check"] = "\(check)" }
+            // A device's handshake is an event operators follow; our own fetches' are routine.
+            logger.log(level: connection.role == .server ? .info : .debug, "TLS handshake completed", metadata: metadata)
             context.fireUserInboundEventTriggered(TLSEvent.handshakeCompleted(summary))
             flushWritesAwaitingHandshake(context: context)
             // Application data can arrive in the same read as the client's Finished.
@@ -146,9 +170,40 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Gives the paused handshake its answer: at once when the gate has one (cache hit,
+    /// resumption), otherwise once `verdict(for:)` returns, back on this event loop.
+    private func answer(_ question: SSLConnection.DeviceQuestion, startedAt: NIODeadline, context: ChannelHandlerContext) {
+        guard let gate = connection.gate else { return }
+        switch question {
+        case let .resumption(certificate):
+            connection.answerResumption(allowed: gate.allowsResumption(of: certificate))
+            advanceHandshake(context: context)
+        case let .chain(chain):
+            if let verdict = gate.immediateVerdict(for: chain) {
+                connection.answer(verdict)
+                advanceHandshake(context: context)
+                return
+            }
+            state = .awaitingVerdict(startedAt: startedAt)
+            let eventLoop = context.eventLoop
+            let handler = NIOLoopBound(self, eventLoop: eventLoop)
+            let boundContext = NIOLoopBound(context, eventLoop: eventLoop)
+            Task {
+                let verdict = await gate.verdict(for: chain)
+                eventLoop.execute { handler.value.receive(verdict, context: boundContext.value) }
+            }
+        }
+    }
+
+    private func receive(_ verdict: DeviceCertificateVerdict, context: ChannelHandlerContext) {
+        guard case .awaitingVerdict = state else { return }  // closed meanwhile (timeout, device gone)
+        connection.answer(verdict)
+        advanceHandshake(context: context)
+    }
+
     private func failHandshake(context: ChannelHandlerContext, reason: String, level: Logger.Level = .warning) {
         switch state {
-        case .idle, .handshaking: break
+        case .idle, .handshaking, .awaitingVerdict: break
         case .established, .closed: return
         }
         state = .closed
@@ -195,7 +250,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let plaintext = unwrapOutboundIn(data)
         switch state {
-        case .idle, .handshaking:
+        case .idle, .handshaking, .awaitingVerdict:
             writesAwaitingHandshake.append((plaintext, promise))
         case .established(_, outputClosed: true):
             promise?.fail(ChannelError.outputClosed)

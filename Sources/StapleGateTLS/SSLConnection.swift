@@ -25,11 +25,27 @@ final class SSLConnection {
     /// callbacks (e.g. stapling) reach it through an unretained pointer, which must not dangle
     /// mid-handshake after a reload has replaced the context.
     private let context: AnyObject
+    /// Present when device certificates are judged during the handshake.
+    let gate: (any DeviceCertificateGate)?
+    private let verdictSlot: HandshakeVerdictSlot?
+    /// The gate's last verdict on the device's chain, for the log.
+    private(set) var lastVerdict: DeviceCertificateVerdict?
 
     enum HandshakeResult {
         case complete
         case wantRead
+        /// The handshake is paused until the gate's verdict is given with `answer` (see
+        /// `HandshakeVerdictSlot`). The question comes once; nil on later calls while it waits.
+        case paused(DeviceQuestion?)
         case failed(OpenSSLError)
+    }
+
+    /// What a paused handshake asks the `DeviceCertificateGate`.
+    enum DeviceQuestion {
+        /// The device's verified chain, leaf first: may the handshake finish?
+        case chain([X509Certificate])
+        /// A session ticket for this device certificate: may it be resumed?
+        case resumption(X509Certificate)
     }
 
     enum ReadResult {
@@ -44,16 +60,16 @@ final class SSLConnection {
 
     convenience init?(context: ServerContext) {
         guard let ssl = context.makeSSL() else { return nil }
-        self.init(ssl: ssl, role: .server, context: context)
+        self.init(ssl: ssl, role: .server, context: context, gate: context.deviceCertificateGate)
     }
 
     convenience init?(context: ClientTLSContext, serverName: String) {
         guard let ssl = context.makeSSL(serverName: serverName) else { return nil }
-        self.init(ssl: ssl, role: .client, context: context)
+        self.init(ssl: ssl, role: .client, context: context, gate: nil)
     }
 
     /// Takes ownership of `ssl`.
-    private init?(ssl: OpaquePointer, role: Role, context: AnyObject) {
+    private init?(ssl: OpaquePointer, role: Role, context: AnyObject, gate: (any DeviceCertificateGate)?) {
         guard let networkIn = BIO_new(BIO_s_mem()) else { SSL_free(ssl); return nil }
         guard let networkOut = BIO_new(BIO_s_mem()) else { BIO_free(networkIn); SSL_free(ssl); return nil }
         // An empty input BIO must mean "wait for more", never end-of-stream.
@@ -68,9 +84,30 @@ final class SSLConnection {
         self.networkIn = networkIn
         self.networkOut = networkOut
         self.context = context
+        self.gate = gate
+        if gate != nil {
+            let slot = HandshakeVerdictSlot()
+            verdictSlot = slot
+            // Unretained: the slot lives exactly as long as this connection, which frees the SSL.
+            SSL_set_ex_data(ssl, HandshakeVerdictSlot.exDataIndex, Unmanaged.passUnretained(slot).toOpaque())
+            // Only the handshake runs in async jobs; the mode is cleared once it is done, so
+            // reads and writes of an established session pay nothing for it.
+            _ = sg_SSL_set_mode(ssl, Int(SSL_MODE_ASYNC))
+        } else {
+            verdictSlot = nil
+        }
     }
 
-    deinit { SSL_free(ssl) }
+    deinit {
+        // A job paused for a verdict still holds its stack: resume it with a refusal so it ends.
+        if let verdictSlot, verdictSlot.holdsPausedJob {
+            verdictSlot.phase = .answered(X509_V_ERR_OCSP_VERIFY_NEEDED)
+            ERR_clear_error()
+            _ = SSL_do_handshake(ssl)
+            ERR_clear_error()
+        }
+        SSL_free(ssl)
+    }
 
     /// Hands ciphertext received from the peer to OpenSSL.
     func receive(_ buffer: ByteBuffer) {
@@ -84,13 +121,50 @@ final class SSLConnection {
     func handshake() -> HandshakeResult {
         ERR_clear_error()
         let result = SSL_do_handshake(ssl)
-        if result == 1 { return .complete }
+        if result == 1 {
+            if verdictSlot != nil { _ = sg_SSL_clear_mode(ssl, Int(SSL_MODE_ASYNC)) }
+            return .complete
+        }
         switch SSL_get_error(ssl, result) {
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
             return .wantRead
+        case SSL_ERROR_WANT_ASYNC:
+            return .paused(takeQuestion())
         default:
             return .failed(failure(operation: "SSL_do_handshake"))
         }
+    }
+
+    /// Hands the paused job's question to the caller, once.
+    private func takeQuestion() -> DeviceQuestion? {
+        guard let verdictSlot else { return nil }
+        switch verdictSlot.phase {
+        case let .awaitingChainVerdict(stack?):
+            verdictSlot.phase = .asked
+            // get1_chain took a reference to each certificate: the wrappers take them over.
+            let chain = (0..<sg_sk_X509_num(stack)).compactMap { sg_sk_X509_value(stack, $0).map(X509Certificate.init(taking:)) }
+            sg_sk_X509_free(stack)
+            return .chain(chain)
+        case let .awaitingResumptionVerdict(certificate?):
+            verdictSlot.phase = .asked
+            return .resumption(X509Certificate(taking: certificate))
+        default:
+            return nil
+        }
+    }
+
+    /// The gate's verdict on the chain; the next `handshake()` resumes with it.
+    func answer(_ verdict: DeviceCertificateVerdict) {
+        lastVerdict = verdict
+        switch verdict {
+        case .accept: verdictSlot?.phase = .answered(1)
+        case let .reject(refusal, _): verdictSlot?.phase = .answered(refusal.verifyError)
+        }
+    }
+
+    /// Whether the session ticket may be used; the next `handshake()` resumes with it.
+    func answerResumption(allowed: Bool) {
+        verdictSlot?.phase = .answered(allowed ? 1 : 0)
     }
 
     /// Decrypts into the free space of `buffer` (which must have some).

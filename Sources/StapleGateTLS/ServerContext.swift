@@ -22,8 +22,11 @@ public final class ServerContext: @unchecked Sendable {
     public let material: TLSMaterial
     /// What each certificate's handshakes staple; empty until the stapling service fills it.
     public let staples: StapleStore
+    /// Judges each device's verified chain inside the handshake (device OCSP), when set.
+    public let deviceCertificateGate: (any DeviceCertificateGate)?
 
-    public init(configuration: TLSServerConfiguration, material: TLSMaterial) throws(TLSSettingError) {
+    public init(configuration: TLSServerConfiguration, material: TLSMaterial,
+                deviceCertificateGate: (any DeviceCertificateGate)? = nil) throws(TLSSettingError) {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             fatalError("SSL_CTX_new failed: \(OpenSSLError.drain(operation: "SSL_CTX_new"))")
         }
@@ -31,8 +34,15 @@ public final class ServerContext: @unchecked Sendable {
         self.configuration = configuration
         self.material = material
         self.staples = StapleStore(certificateCount: material.identities.count)
+        self.deviceCertificateGate = deviceCertificateGate
         try configure()
         installStatusCallback()
+        if deviceCertificateGate != nil { installDeviceCertificateGate() }
+    }
+
+    /// The same configuration and material, with `gate` judging device certificates.
+    public func with(deviceCertificateGate gate: any DeviceCertificateGate) throws(TLSSettingError) -> ServerContext {
+        try ServerContext(configuration: configuration, material: material, deviceCertificateGate: gate)
     }
 
     deinit { SSL_CTX_free(context) }
@@ -95,6 +105,14 @@ public final class ServerContext: @unchecked Sendable {
             SSL_CTX_add_client_CA(context, ca.pointer)
         }
         ERR_clear_error()  // a CA listed twice in the bundle is harmless
+    }
+
+    private func installDeviceCertificateGate() {
+        SSL_CTX_set_cert_verify_callback(context, HandshakeVerdictSlot.certificateVerifyCallback, nil)
+        // Every resumption goes through a ticket, whose callback asks the gate. OpenSSL's
+        // server-side session cache would resume TLS 1.2 session ids without asking: off.
+        _ = sg_SSL_CTX_set_session_cache_mode(context, Int(SSL_SESS_CACHE_OFF))
+        _ = SSL_CTX_set_session_ticket_cb(context, nil, HandshakeVerdictSlot.ticketDecryptCallback, nil)
     }
 
     private func applyServerIdentities() throws(TLSSettingError) {

@@ -13,6 +13,8 @@ public struct TLSHandshakeSummary: Sendable {
     public let duration: Duration
     /// The verified device certificate (always present: a client certificate is required).
     public let deviceCertificate: X509Certificate?
+    /// What the `DeviceCertificateGate` found ("OCSP good (cached)"), when one judged the device.
+    public let certificateCheck: String?
 
     /// The name logs and traces use for the device until a richer identity is known.
     public var deviceIdentity: String {

@@ -54,6 +54,8 @@ final class CommandLineTests: GatewayTestCase {
           level: info
         # Beside this file, never in the machine's /var/lib.
         state_directory: state
+        # No OCSP responder runs for these tests (DeviceRevocationTests cover device checks).
+        device_ocsp: { enabled: false }
 
         """
     }

@@ -42,7 +42,12 @@ final class ConfigFixtureFiles {
         try openssl("genpkey", "-algorithm", "ed25519", "-out", "ed25519.key")
         try openssl("req", "-x509", "-key", "ed25519.key", "-subj", "/CN=Ed25519 Server", "-days", "30", "-out", "ed25519.pem")
 
+        // A second CA, not in the device CA bundle (ca.pem) unless a test configures two-cas.pem.
+        try openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "365", "-subj", "/CN=Other Device CA")
+
         try concatenate(["ca.pem", "server-leaf.pem"], into: "ca-with-leaf.pem")
+        try concatenate(["ca.pem", "other-ca.pem"], into: "two-cas.pem")
         try write("garbage.pem", "-----BEGIN CERTIFICATE-----\nthis is not base64 at all!\n-----END CERTIFICATE-----\n")
         try write("notes.txt", "just some text, no PEM in here\n")
         try write("empty.pem", "")

@@ -50,6 +50,12 @@ int sg_SSL_staple_copy(SSL *ssl, const unsigned char *der, long length);
 long sg_SSL_set_tlsext_status_type(SSL *ssl, int type);
 long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der);
 
+// Device certificate checks during the handshake (SSL_MODE_ASYNC + ASYNC_pause_job): the mode
+// per connection, and an ex_data slot tying an SSL to its connection's verdict slot.
+long sg_SSL_set_mode(SSL *ssl, long mode);
+long sg_SSL_clear_mode(SSL *ssl, long mode);
+int sg_SSL_get_ex_new_index(void);
+
 // Client role (HTTPS OCSP responders): the name sent as SNI.
 long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 

@@ -1,0 +1,39 @@
+import Foundation
+
+extension CachedOCSPStatus {
+    /// One cache entry as `staplegate ocsp cache` shows it and the control socket sends it.
+    public struct Listing: Codable, Sendable, Equatable {
+        public var serial: String
+        public var subject: String
+        /// good, revoked, unknown or failed.
+        public var status: String
+        public var revokedAt: Date?
+        public var revocationReason: String?
+        /// For failed lookups: why.
+        public var failure: String?
+        public var thisUpdate: Date?
+        public var nextUpdate: Date?
+        public var checkedAt: Date
+        public var expiresAt: Date
+        public var responder: String
+    }
+
+    public var listing: Listing {
+        var listing = Listing(serial: certID.serialHex, subject: subject, status: "good", checkedAt: checkedAt,
+                              expiresAt: expiresAt, responder: responderURL)
+        listing.thisUpdate = thisUpdate
+        listing.nextUpdate = nextUpdate
+        switch outcome {
+        case .good: break
+        case let .revoked(at, reason):
+            listing.status = "revoked"
+            listing.revokedAt = at
+            listing.revocationReason = reason?.rawValue
+        case .unknown: listing.status = "unknown"
+        case let .failed(why):
+            listing.status = "failed"
+            listing.failure = why
+        }
+        return listing
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+
+/// What the device-status cache remembers about one certificate (keyed by its CertID): the
+/// verified answer, or a recent failure to get one.
+public struct CachedOCSPStatus: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable {
+        case good
+        case revoked(at: Date, reason: RevocationReason?)
+        case unknown
+        /// No verified answer could be had (responder down, timed out, invalid answer): the
+        /// reason in words. Kept only for `failureCacheLifetime`.
+        case failed(String)
+    }
+
+    public var certID: CertID
+    public var outcome: Outcome
+    /// From the verified response; nil for failures.
+    public var thisUpdate: Date?
+    public var nextUpdate: Date?
+    /// When the responder was asked.
+    public var checkedAt: Date
+    /// When this entry stops being used: min(checkedAt + cache lifetime, nextUpdate) for an
+    /// answer, checkedAt + failure lifetime for a failure.
+    public var expiresAt: Date
+    public var responderURL: String
+    /// The device certificate's subject, for listings.
+    public var subject: String
+
+    public init(certID: CertID, outcome: Outcome, thisUpdate: Date?, nextUpdate: Date?, checkedAt: Date,
+                expiresAt: Date, responderURL: String, subject: String) {
+        self.certID = certID
+        self.outcome = outcome
+        self.thisUpdate = thisUpdate
+        self.nextUpdate = nextUpdate
+        self.checkedAt = checkedAt
+        self.expiresAt = expiresAt
+        self.responderURL = responderURL
+        self.subject = subject
+    }
+
+    public var isFailure: Bool {
+        if case .failed = outcome { return true }
+        return false
+    }
+}

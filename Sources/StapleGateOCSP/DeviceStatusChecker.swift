@@ -1,0 +1,213 @@
+import CoreMetrics
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import StapleGateTLS
+
+/// Judges device certificates against OCSP for the TLS engine (`DeviceCertificateGate`): from
+/// the status cache when it can, otherwise by asking the responder in the certificate's AIA
+/// extension (or the configured override), one request per certificate however many devices
+/// connect with it at once (single flight), at most `maximumRequestsInFlight` requests at a time.
+public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
+    private let configuration: DeviceOCSPConfiguration
+    private let client: OCSPHTTPClient
+    public let cache: OCSPStatusCache
+    private let limiter: OCSPRequestLimiter
+    private let lookups = NIOLockedValueBox<[CertID: Task<CachedOCSPStatus, Never>]>([:])
+    /// CA certificates that may issue device certificates: the device CA bundle, plus
+    /// intermediates seen in verified chains. Needed to recheck a certificate known only from a
+    /// resumed session or a live session.
+    private let issuers: NIOLockedValueBox<[X509Certificate]>
+    private let logger: Logger
+    private let metrics: DeviceOCSPMetrics
+
+    public init(configuration: DeviceOCSPConfiguration, deviceCAs: [X509Certificate], client: OCSPHTTPClient,
+                cache: OCSPStatusCache, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+        self.configuration = configuration
+        self.client = client
+        self.cache = cache
+        self.limiter = OCSPRequestLimiter(maximum: configuration.maximumRequestsInFlight)
+        self.issuers = NIOLockedValueBox(deviceCAs)
+        self.logger = logger
+        self.metrics = DeviceOCSPMetrics(factory: metricsFactory)
+    }
+
+    /// The requests in flight and waiting now (for status and tests).
+    public var requestsInFlight: Int { limiter.inFlight }
+    public var requestsQueued: Int { limiter.queued }
+
+    // MARK: DeviceCertificateGate
+
+    public func immediateVerdict(for chain: [X509Certificate]) -> DeviceCertificateVerdict? {
+        let plan = DeviceCheckPlan(chain: chain, configuration: configuration)
+        guard plan.policy.enabled else { return .accept(note: "OCSP check off for this CA") }
+        var findings: [DeviceCheckFinding] = []
+        for check in plan.checks {
+            guard let url = check.responderURL else {
+                findings.append(.noResponder(check))
+                continue
+            }
+            guard let cached = cache.lookup(check.certID, now: Date()) else {
+                metrics.cacheMiss()
+                return nil
+            }
+            metrics.cacheHit()
+            findings.append(.status(check, cached, url: url, cached: true))
+        }
+        return conclude(findings, policy: plan.policy)
+    }
+
+    public func verdict(for chain: [X509Certificate]) async -> DeviceCertificateVerdict {
+        let plan = DeviceCheckPlan(chain: chain, configuration: configuration)
+        guard plan.policy.enabled else { return .accept(note: "OCSP check off for this CA") }
+        learnIssuers(from: chain)
+        let findings = await withTaskGroup(of: (Int, DeviceCheckFinding).self) { group in
+            for (position, check) in plan.checks.enumerated() {
+                group.addTask {
+                    guard let url = check.responderURL else { return (position, .noResponder(check)) }
+                    if let cached = self.cache.lookup(check.certID, now: Date()) {
+                        return (position, .status(check, cached, url: url, cached: true))
+                    }
+                    let status = await self.lookUp(check, responderURL: url, fetch: plan.policy.fetch)
+                    return (position, .status(check, status, url: url, cached: false))
+                }
+            }
+            var ordered: [(Int, DeviceCheckFinding)] = []
+            for await finding in group { ordered.append(finding) }
+            return ordered.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        return conclude(findings, policy: plan.policy)
+    }
+
+    public func allowsResumption(of certificate: X509Certificate) -> Bool {
+        guard let issuer = issuer(of: certificate) else { return false }
+        let plan = DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration)
+        guard plan.policy.enabled else { return true }
+        // Intermediates are not in a session ticket: scope "chain" needs a full handshake.
+        guard plan.policy.scope == .leaf, let check = plan.checks.first else { return false }
+        guard check.responderURL != nil else { return plan.policy.noResponder == .allow }
+        // Only a fresh "good" resumes; anything else is decided by a full handshake.
+        return cache.lookup(check.certID, now: Date())?.outcome == .good
+    }
+
+    // MARK: Rechecks (live sessions, `staplegate ocsp recheck`)
+
+    /// Asks the responder again now, whatever the cache holds (joining a request already in
+    /// flight), and returns the verdict a new connection would get. Nil when the certificate's
+    /// issuer is unknown, so it cannot be asked about.
+    public func recheck(_ certificate: X509Certificate) async -> (DeviceCertificateVerdict, CachedOCSPStatus?)? {
+        guard let issuer = issuer(of: certificate) else { return nil }
+        let plan = DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration)
+        guard plan.policy.enabled else { return (.accept(note: "OCSP check off for this CA"), nil) }
+        guard let check = plan.checks.first, let url = check.responderURL else {
+            return (conclude([.noResponder(plan.checks[0])], policy: plan.policy), nil)
+        }
+        let status = await lookUp(check, responderURL: url, fetch: plan.policy.fetch)
+        return (conclude([.status(check, status, url: url, cached: false)], policy: plan.policy), status)
+    }
+
+    /// What the cache holds for `certificate`, expired or not (nil when nothing, or when its
+    /// issuer is unknown).
+    public func cachedStatus(of certificate: X509Certificate) -> CachedOCSPStatus? {
+        guard let issuer = issuer(of: certificate), let certID = try? CertID(certificate: certificate, issuer: issuer) else {
+            return nil
+        }
+        return cache.peek(certID)
+    }
+
+    // MARK: Asking the responder
+
+    /// One request per CertID at a time: concurrent callers share the task in flight.
+    private func lookUp(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration) async -> CachedOCSPStatus {
+        let task = lookups.withLockedValue { lookups -> Task<CachedOCSPStatus, Never> in
+            if let running = lookups[check.certID] { return running }
+            let task = Task {
+                let status = await self.query(check, responderURL: responderURL, fetch: fetch)
+                // Cached before the task is forgotten, so a caller arriving in between hits the cache.
+                self.lookups.withLockedValue { _ = $0.removeValue(forKey: check.certID) }
+                return status
+            }
+            lookups[check.certID] = task
+            return task
+        }
+        return await task.value
+    }
+
+    private func query(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration) async -> CachedOCSPStatus {
+        let query = OCSPQuery(client: client, fetch: fetch, clockSkew: configuration.clockSkew, nonce: configuration.nonce)
+        metrics.requestQueued(limiter)
+        let result = await limiter.run {
+            self.metrics.requestStarted(self.limiter)
+            return await query.ask(about: check.certificate, issuer: check.issuer, responderURL: responderURL)
+        }
+        metrics.requestFinished(limiter)
+        let now = Date()
+        let status: CachedOCSPStatus
+        switch result {
+        case let .success(answer):
+            let response = answer.response
+            metrics.responderLatency(answer.latency)
+            let outcome: CachedOCSPStatus.Outcome
+            switch response.status {
+            case .good: outcome = .good
+            case let .revoked(at, reason): outcome = .revoked(at: at, reason: reason)
+            case .unknown: outcome = .unknown
+            }
+            var expires = now.addingTimeInterval(configuration.cacheLifetime.timeInterval)
+            if let nextUpdate = response.nextUpdate { expires = min(expires, nextUpdate) }
+            status = CachedOCSPStatus(certID: check.certID, outcome: outcome, thisUpdate: response.thisUpdate,
+                                      nextUpdate: response.nextUpdate, checkedAt: now, expiresAt: expires,
+                                      responderURL: responderURL, subject: check.certificate.subject)
+            logger.info("OCSP answer for a device certificate", metadata: [
+                "device": "\(check.certificate.commonName ?? check.certificate.subject)", "serial": "\(check.certID.serialHex)",
+                "ocsp.status": "\(response.status)", "ocsp.responder": "\(answer.url)",
+                "ocsp.latency_ms": "\(answer.latency.milliseconds)",
+                "ocsp.next_update": "\(response.nextUpdate.map { "\($0)" } ?? "none")",
+            ])
+        case let .failure(failure):
+            status = CachedOCSPStatus(certID: check.certID, outcome: .failed(failure.description), thisUpdate: nil,
+                                      nextUpdate: nil, checkedAt: now,
+                                      expiresAt: now.addingTimeInterval(configuration.failureCacheLifetime.timeInterval),
+                                      responderURL: responderURL, subject: check.certificate.subject)
+            logger.warning("OCSP check of a device certificate failed: \(failure)", metadata: [
+                "device": "\(check.certificate.commonName ?? check.certificate.subject)", "serial": "\(check.certID.serialHex)",
+                "ocsp.responder": "\(responderURL)",
+            ])
+        }
+        // A failure with no failure lifetime is not remembered: the next device asks again.
+        if !status.isFailure || configuration.failureCacheLifetime > .zero { cache.insert(status) }
+        metrics.cacheSize(cache.count)
+        return status
+    }
+
+    // MARK: Verdicts
+
+    private func conclude(_ findings: [DeviceCheckFinding], policy: DeviceOCSPConfiguration.CAPolicy) -> DeviceCertificateVerdict {
+        var notes: [String] = []
+        for finding in findings {
+            let verdict = finding.verdict(policy: policy)
+            metrics.lookup(finding.resultLabel)
+            switch verdict {
+            case .reject: return verdict
+            case let .accept(note): notes.append(note)
+            }
+        }
+        return .accept(note: notes.joined(separator: "; "))
+    }
+
+    // MARK: Issuers
+
+    private func learnIssuers(from chain: [X509Certificate]) {
+        let intermediates = chain.dropFirst().filter(\.isCA)
+        guard !intermediates.isEmpty else { return }
+        issuers.withLockedValue { known in
+            for certificate in intermediates where !known.contains(where: { $0.sha256Fingerprint == certificate.sha256Fingerprint }) {
+                known.append(certificate)
+            }
+        }
+    }
+
+    private func issuer(of certificate: X509Certificate) -> X509Certificate? {
+        issuers.withLockedValue { known in known.first { (try? CertID(certificate: certificate, issuer: $0)) != nil } }
+    }
+}

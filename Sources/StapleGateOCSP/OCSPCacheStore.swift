@@ -1,0 +1,258 @@
+import Dispatch
+import Foundation
+import GRDB
+import NIOConcurrencyHelpers
+
+/// A failure to open or read the persisted device-status cache. The message names the file,
+/// because the operator's fix (permissions, disk, a stray file) is about that file.
+public struct OCSPCacheStoreError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// The device-status cache on disk (`<state_directory>/ocsp-cache.sqlite`), so that a restart
+/// does not send every reconnecting device to the responder at once.
+///
+/// Only verified answers are kept: a failure says nothing about the certificate, and after a
+/// restart the last verified answer (while it lasts) is worth more than "the responder was down".
+///
+/// Writes never block the caller, who may be on an event loop in the middle of a handshake: they
+/// are queued, and one writer applies whatever accumulated in a single transaction, in order.
+public final class OCSPCacheStore: Sendable {
+    public let path: String
+
+    private let database: DatabasePool
+    private let writer: DispatchQueue
+    private let state = NIOLockedValueBox(WriterState())
+
+    private enum Operation: Sendable {
+        case upsert(CachedOCSPStatus)
+        case delete(serialHex: String)
+    }
+
+    private struct WriterState: Sendable {
+        var pending: [Operation] = []
+        /// Whether a drain is already queued on `writer`: it will pick up what is added meanwhile.
+        var drainQueued = false
+        var writeErrorCount = 0
+        var lastWriteError: String?
+    }
+
+    /// Opens (or creates) the database at `path`, creating its folder if needed.
+    public init(path: String) throws {
+        self.path = path
+        let folder = (path as NSString).deletingLastPathComponent
+        do {
+            if !folder.isEmpty {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            }
+            // A DatabasePool is in WAL mode: the handshake-time reads at startup and the writer
+            // never wait for each other.
+            database = try DatabasePool(path: path)
+            try Self.migrator.migrate(database)
+        } catch {
+            throw OCSPCacheStoreError("cannot open the OCSP cache \(path): \(Self.describe(error))")
+        }
+        writer = DispatchQueue(label: "staplegate.ocsp-cache-writer")
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("device_ocsp_status") { db in
+            try db.create(table: "device_ocsp_status") { t in
+                // The CertID: what a response is about, so what an answer is keyed by.
+                t.column("issuer_name_hash", .blob).notNull()
+                t.column("issuer_key_hash", .blob).notNull()
+                t.column("serial", .blob).notNull()
+                t.primaryKey(["issuer_name_hash", "issuer_key_hash", "serial"])
+                // Operators name certificates by serial (`staplegate ocsp forget <serial>`).
+                t.column("serial_hex", .text).notNull().indexed()
+                t.column("outcome", .text).notNull()
+                t.column("revoked_at", .datetime)
+                t.column("revocation_reason", .text)
+                t.column("this_update", .datetime)
+                t.column("next_update", .datetime)
+                t.column("checked_at", .datetime).notNull()
+                t.column("expires_at", .datetime).notNull().indexed()
+                t.column("responder_url", .text).notNull()
+                t.column("subject", .text).notNull()
+            }
+        }
+        return migrator
+    }
+
+    // MARK: Writes (queued)
+
+    /// Queues an upsert of `status`; failures are ignored (see the type's comment).
+    public func save(_ status: CachedOCSPStatus) {
+        guard !status.isFailure else { return }
+        enqueue(.upsert(status))
+    }
+
+    /// Queues the deletion of every row for this serial (any issuer), case-insensitively.
+    public func delete(serialHex: String) {
+        enqueue(.delete(serialHex: serialHex.uppercased()))
+    }
+
+    /// Blocks until everything queued before the call is written (or failed to be).
+    public func flush() {
+        // The writer queue is serial: a drain run here comes after any drain queued before it.
+        writer.sync { drain() }
+    }
+
+    /// How many batches failed to be written since the store was opened.
+    public var writeErrorCount: Int { state.withLockedValue { $0.writeErrorCount } }
+
+    /// The last write failure in words, for the caller to log; nil if none happened.
+    public var lastWriteError: String? { state.withLockedValue { $0.lastWriteError } }
+
+    private func enqueue(_ operation: Operation) {
+        let mustQueueDrain = state.withLockedValue { state -> Bool in
+            state.pending.append(operation)
+            guard !state.drainQueued else { return false }
+            state.drainQueued = true
+            return true
+        }
+        if mustQueueDrain {
+            writer.async { self.drain() }
+        }
+    }
+
+    /// Runs on `writer` only: one transaction for everything pending, then expired rows go.
+    private func drain() {
+        let batch = state.withLockedValue { state -> [Operation] in
+            state.drainQueued = false
+            defer { state.pending.removeAll(keepingCapacity: true) }
+            return state.pending
+        }
+        do {
+            try database.write { db in
+                for operation in batch {
+                    switch operation {
+                    case .upsert(let status):
+                        try Self.upsert(status, db)
+                    case .delete(let serialHex):
+                        try db.execute(sql: "DELETE FROM device_ocsp_status WHERE serial_hex = ?",
+                                       arguments: [serialHex])
+                    }
+                }
+                // An expired row would never be loaded again: keep the file from growing with
+                // every device that ever connected.
+                try db.execute(sql: "DELETE FROM device_ocsp_status WHERE expires_at <= ?", arguments: [Date()])
+            }
+        } catch {
+            // The in-memory cache still answers; only the restart warm-up loses these answers.
+            let message = "cannot write the OCSP cache \(path): \(Self.describe(error))"
+            state.withLockedValue { state in
+                state.writeErrorCount += 1
+                state.lastWriteError = message
+            }
+        }
+    }
+
+    private static func upsert(_ status: CachedOCSPStatus, _ db: Database) throws {
+        let row = PersistedOutcome(status.outcome)
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO device_ocsp_status (issuer_name_hash, issuer_key_hash, serial, serial_hex, outcome,
+                revoked_at, revocation_reason, this_update, next_update, checked_at, expires_at,
+                responder_url, subject)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (issuer_name_hash, issuer_key_hash, serial) DO UPDATE SET
+                serial_hex = excluded.serial_hex, outcome = excluded.outcome,
+                revoked_at = excluded.revoked_at, revocation_reason = excluded.revocation_reason,
+                this_update = excluded.this_update, next_update = excluded.next_update,
+                checked_at = excluded.checked_at, expires_at = excluded.expires_at,
+                responder_url = excluded.responder_url, subject = excluded.subject
+            """)
+        let id = status.certID
+        let arguments: StatementArguments = [
+            Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber), id.serialHex,
+            row.text, row.revokedAt, row.reason, status.thisUpdate, status.nextUpdate,
+            status.checkedAt, status.expiresAt, status.responderURL, status.subject,
+        ]
+        try statement.execute(arguments: arguments)
+    }
+
+    // MARK: Reads
+
+    /// Every row still valid at `now`, most recently checked first. Reads whatever the writer
+    /// has committed: call `flush()` first to include queued writes.
+    public func loadAll(notExpiredAt now: Date) throws -> [CachedOCSPStatus] {
+        do {
+            return try database.read { db in
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT * FROM device_ocsp_status WHERE expires_at > ? ORDER BY checked_at DESC
+                    """, arguments: [now])
+                return rows.compactMap(Self.status(from:))
+            }
+        } catch {
+            throw OCSPCacheStoreError("cannot read the OCSP cache \(path): \(Self.describe(error))")
+        }
+    }
+
+    /// Nil for a row this version cannot interpret (an outcome or reason written by a newer
+    /// one): better to ask the responder again than to guess.
+    private static func status(from row: Row) -> CachedOCSPStatus? {
+        let outcome: CachedOCSPStatus.Outcome
+        switch row["outcome"] as String? {
+        case "good":
+            outcome = .good
+        case "unknown":
+            outcome = .unknown
+        case "revoked":
+            guard let revokedAt = row["revoked_at"] as Date? else { return nil }
+            var reason: RevocationReason?
+            if let text = row["revocation_reason"] as String? {
+                guard let known = RevocationReason(rawValue: text) else { return nil }
+                reason = known
+            }
+            outcome = .revoked(at: revokedAt, reason: reason)
+        default:
+            return nil
+        }
+        guard let nameHash = row["issuer_name_hash"] as Data?,
+              let keyHash = row["issuer_key_hash"] as Data?,
+              let serial = row["serial"] as Data?,
+              let checkedAt = row["checked_at"] as Date?,
+              let expiresAt = row["expires_at"] as Date? else { return nil }
+        let certID = CertID(issuerNameHash: [UInt8](nameHash), issuerKeyHash: [UInt8](keyHash),
+                            serialNumber: [UInt8](serial))
+        return CachedOCSPStatus(certID: certID, outcome: outcome,
+                                thisUpdate: row["this_update"], nextUpdate: row["next_update"],
+                                checkedAt: checkedAt, expiresAt: expiresAt,
+                                responderURL: row["responder_url"] ?? "", subject: row["subject"] ?? "")
+    }
+
+    /// GRDB's DatabaseError description already carries the SQLite message and code.
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError { return error.message ?? "\(error)" }
+        return error.localizedDescription
+    }
+}
+
+/// The outcome columns of a row. `.failed` never gets here (`save` filters it).
+private struct PersistedOutcome {
+    let text: String
+    let revokedAt: Date?
+    let reason: String?
+
+    init(_ outcome: CachedOCSPStatus.Outcome) {
+        switch outcome {
+        case .good: self.init(text: "good")
+        case .unknown: self.init(text: "unknown")
+        case .revoked(let at, let reason): self.init(text: "revoked", revokedAt: at, reason: reason?.rawValue)
+        case .failed: preconditionFailure("failures are not persisted")
+        }
+    }
+
+    private init(text: String, revokedAt: Date? = nil, reason: String? = nil) {
+        self.text = text
+        self.revokedAt = revokedAt
+        self.reason = reason
+    }
+}

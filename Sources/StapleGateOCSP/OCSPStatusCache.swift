@@ -1,0 +1,203 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The device-status cache: the last answer (or recent failure) per device certificate, so that a
+/// device reconnecting every few seconds does not cost a responder round trip each time.
+///
+/// It is read on event loop threads during TLS handshakes, so a lookup is a hash lookup plus a few
+/// index updates under a lock: a bounded LRU made of a dictionary into an array of nodes linked
+/// by index (no per-entry allocation, no scan). Least recently used entries go first when full,
+/// which keeps the devices that actually connect.
+///
+/// With a store, verified answers are also written to disk (without blocking: see
+/// `OCSPCacheStore`), and `loadPersisted(now:)` warms the cache at startup.
+public final class OCSPStatusCache: Sendable {
+    public let capacity: Int
+    public let store: OCSPCacheStore?
+    private let lru: NIOLockedValueBox<LRU>
+
+    public init(capacity: Int, store: OCSPCacheStore? = nil) {
+        precondition(capacity > 0, "the OCSP status cache needs room for at least one entry")
+        self.capacity = capacity
+        self.store = store
+        lru = NIOLockedValueBox(LRU(capacity: capacity))
+    }
+
+    /// The entry for `certID` if it is still valid at `now` (it then becomes the most recently
+    /// used). An entry that expired is dropped: the caller is about to ask the responder anyway.
+    public func lookup(_ certID: CertID, now: Date) -> CachedOCSPStatus? {
+        lru.withLockedValue { lru in
+            guard let slot = lru.slots[certID], let status = lru.nodes[slot].status else { return nil }
+            guard status.expiresAt > now else {
+                lru.remove(slot: slot)
+                return nil
+            }
+            lru.moveToNewest(slot)
+            return status
+        }
+    }
+
+    /// The entry for `certID` even if expired, without making it more recently used: background
+    /// rechecks look at what they refresh without keeping it alive.
+    public func peek(_ certID: CertID) -> CachedOCSPStatus? {
+        lru.withLockedValue { lru in
+            lru.slots[certID].flatMap { lru.nodes[$0].status }
+        }
+    }
+
+    /// Stores `status` as the newest entry for its CertID, evicting the least recently used one
+    /// when full. Answers are also persisted; a failure replaces the entry in memory only, so the
+    /// store keeps the last verified answer for the next start.
+    public func insert(_ status: CachedOCSPStatus) {
+        lru.withLockedValue { lru in
+            lru.put(status)
+            // Queued while holding the lock (it only appends to the store's buffer), so that two
+            // inserts for the same certificate reach the disk in the order they reached memory.
+            if !status.isFailure { store?.save(status) }
+        }
+    }
+
+    /// Forgets every entry for this serial, whatever its issuer, in memory and on disk (the
+    /// operator names a device by the serial `openssl x509 -serial` shows, in either case).
+    @discardableResult
+    public func remove(serialHex: String) -> [CachedOCSPStatus] {
+        let wanted = serialHex.uppercased()
+        return lru.withLockedValue { lru in
+            var removed: [CachedOCSPStatus] = []
+            var slot = lru.newest
+            while slot != LRU.none {
+                let older = lru.nodes[slot].older
+                if let status = lru.nodes[slot].status, status.certID.serialHex == wanted {
+                    removed.append(status)
+                    lru.remove(slot: slot)
+                }
+                slot = older
+            }
+            store?.delete(serialHex: wanted)
+            return removed
+        }
+    }
+
+    /// Every entry, expired or not, most recently used first (for listings).
+    public func entries() -> [CachedOCSPStatus] {
+        lru.withLockedValue { lru in
+            var result: [CachedOCSPStatus] = []
+            result.reserveCapacity(lru.slots.count)
+            var slot = lru.newest
+            while slot != LRU.none {
+                if let status = lru.nodes[slot].status { result.append(status) }
+                slot = lru.nodes[slot].older
+            }
+            return result
+        }
+    }
+
+    public var count: Int {
+        lru.withLockedValue { $0.slots.count }
+    }
+
+    /// Fills the cache from the store with the answers still valid at `now`, the most recently
+    /// checked becoming the most recently used, up to the capacity. Meant for startup: an entry
+    /// already in memory that is at least as recent as the stored one is kept. Returns how many
+    /// entries were loaded (0 without a store).
+    public func loadPersisted(now: Date) throws -> Int {
+        guard let store else { return 0 }
+        // Newest first, so the prefix is what an LRU of this capacity would have kept.
+        let stored = try store.loadAll(notExpiredAt: now).prefix(capacity)
+        return lru.withLockedValue { lru in
+            var loaded = 0
+            // Oldest first, so that the most recently checked ends up the most recently used.
+            for status in stored.reversed() {
+                if let slot = lru.slots[status.certID], let current = lru.nodes[slot].status,
+                   current.checkedAt >= status.checkedAt {
+                    continue
+                }
+                lru.put(status)
+                loaded += 1
+            }
+            return loaded
+        }
+    }
+}
+
+/// The LRU proper, only ever touched under the cache's lock. Nodes live in one array and link to
+/// each other by index; freed slots are reused, so after warm-up nothing is allocated per insert
+/// beyond the dictionary's own storage.
+private struct LRU: Sendable {
+    static let none = -1
+
+    struct Node: Sendable {
+        /// Nil in a free slot, so that a removed entry's arrays are released at once.
+        var status: CachedOCSPStatus?
+        var newer: Int
+        var older: Int
+    }
+
+    let capacity: Int
+    var nodes: [Node] = []
+    var slots: [CertID: Int] = [:]
+    var freeSlots: [Int] = []
+    var newest = LRU.none
+    var oldest = LRU.none
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        // Bounded by the capacity, so reserve it once rather than growing under the lock.
+        let initial = min(capacity, 4096)
+        nodes.reserveCapacity(initial)
+        slots.reserveCapacity(initial)
+    }
+
+    /// Replaces or adds `status` as the newest entry, evicting the oldest ones beyond capacity.
+    mutating func put(_ status: CachedOCSPStatus) {
+        if let slot = slots[status.certID] {
+            nodes[slot].status = status
+            moveToNewest(slot)
+            return
+        }
+        while slots.count >= capacity, oldest != LRU.none {
+            remove(slot: oldest)
+        }
+        let slot: Int
+        if let reused = freeSlots.popLast() {
+            slot = reused
+            nodes[slot] = Node(status: status, newer: LRU.none, older: LRU.none)
+        } else {
+            slot = nodes.count
+            nodes.append(Node(status: status, newer: LRU.none, older: LRU.none))
+        }
+        slots[status.certID] = slot
+        linkAsNewest(slot)
+    }
+
+    mutating func moveToNewest(_ slot: Int) {
+        guard slot != newest else { return }
+        unlink(slot)
+        linkAsNewest(slot)
+    }
+
+    mutating func remove(slot: Int) {
+        guard let status = nodes[slot].status else { return }
+        unlink(slot)
+        slots[status.certID] = nil
+        nodes[slot].status = nil
+        freeSlots.append(slot)
+    }
+
+    private mutating func linkAsNewest(_ slot: Int) {
+        nodes[slot].newer = LRU.none
+        nodes[slot].older = newest
+        if newest != LRU.none { nodes[newest].newer = slot }
+        newest = slot
+        if oldest == LRU.none { oldest = slot }
+    }
+
+    private mutating func unlink(_ slot: Int) {
+        let newer = nodes[slot].newer
+        let older = nodes[slot].older
+        if newer != LRU.none { nodes[newer].older = older } else { newest = older }
+        if older != LRU.none { nodes[older].newer = newer } else { oldest = newer }
+        nodes[slot].newer = LRU.none
+        nodes[slot].older = LRU.none
+    }
+}

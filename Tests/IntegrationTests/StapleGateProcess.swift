@@ -1,0 +1,66 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// The real `staplegate run` binary with a configuration written for the test: listening on a
+/// free port, forwarding to `broker`, trusting the PKI's CA chain, keeping its state in its own
+/// folder. Extra YAML sections (`stapling`, `device_ocsp`, …) are passed as text.
+final class StapleGateProcess {
+    let port: Int
+    let configPath: String
+    let stateDirectory: String
+    let process: ManagedProcess
+
+    var output: String { process.output }
+
+    /// - Parameters:
+    ///   - sections: top-level YAML sections, e.g. "device_ocsp:\n  timeout: 1s".
+    ///   - deviceCA: the device CA bundle (default: the PKI's ca-chain.pem).
+    ///   - directory: where the config and the state go; reused across a restart.
+    static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
+                      deviceCA: String? = nil, port: Int? = nil, stapling: Bool = false) async throws -> StapleGateProcess {
+        let port = try port ?? FreePort.next()
+        let state = directory.file("state")
+        var text = """
+        listen: { address: "127.0.0.1", port: \(port) }
+        tls:
+          certificates:
+            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
+          device_ca: "\(deviceCA ?? pki.caChain)"
+        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        state_directory: "\(state)"
+        logging: { level: debug }
+
+        """
+        if !stapling { text += "stapling: { enabled: false }\n" }
+        text += sections.joined(separator: "\n") + "\n"
+        let configPath = try directory.write("staplegate.yaml", text)
+        let executable = try CommandLineTests.findExecutable()
+        let process = try ManagedProcess(executable, ["run", "--config", configPath])
+        try await process.waitForOutput("listening for devices", timeout: .seconds(20))
+        return StapleGateProcess(port: port, configPath: configPath, stateDirectory: state, process: process)
+    }
+
+    private init(port: Int, configPath: String, stateDirectory: String, process: ManagedProcess) {
+        self.port = port
+        self.configPath = configPath
+        self.stateDirectory = stateDirectory
+        self.process = process
+    }
+
+    /// SIGTERM, and waits for the exit.
+    func stop() async {
+        await process.terminate()
+    }
+
+    func waitForOutput(_ text: String, timeout: Duration = .seconds(15)) async throws {
+        try await process.waitForOutput(text, timeout: timeout)
+    }
+
+    /// Runs `staplegate <arguments>` (e.g. ["ocsp", "recheck", "--serial", …]) against this
+    /// gateway's state directory.
+    func command(_ arguments: [String], timeout: Duration = .seconds(20)) async throws -> CommandResult {
+        let executable = try CommandLineTests.findExecutable()
+        return try await ManagedProcess(executable, arguments + ["--state-dir", stateDirectory]).commandResult(timeout: timeout)
+    }
+}

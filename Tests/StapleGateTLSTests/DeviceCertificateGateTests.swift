@@ -1,0 +1,225 @@
+import COpenSSL
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+@testable import StapleGateTLS
+import TestSupport
+import XCTest
+
+/// The handshake pauses inside OpenSSL (SSL_MODE_ASYNC + ASYNC_pause_job) until the gate has
+/// judged the device's chain, then finishes or fails with the alert the verdict calls for.
+/// A real OpenSSL client over memory BIOs on one side, the handler in a thread-safe testing
+/// channel on the other (verdicts arrive from another task, as they do from an OCSP request).
+final class DeviceCertificateGateTests: XCTestCase {
+    static var pki: TestPKI!
+
+    override class func setUp() {
+        super.setUp()
+        pki = try! TestPKI.make()
+    }
+
+    override class func tearDown() {
+        pki.remove()
+        pki = nil
+        super.tearDown()
+    }
+
+    private var channel: NIOAsyncTestingChannel!
+    private var recorder: ThreadSafeEventRecorder!
+
+    private func makeChannel(gate: ScriptedGate) async throws {
+        let context = try ServerContext(configuration: TLSServerConfiguration(
+            certificates: [.init(chainPath: Self.pki.path("server.pem"), keyPath: Self.pki.path("server.key"))],
+            deviceCABundlePath: Self.pki.path("ca-chain.pem"))).with(deviceCertificateGate: gate)
+        recorder = ThreadSafeEventRecorder()
+        let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
+        channel = NIOAsyncTestingChannel()
+        let recorder = self.recorder!
+        try await channel.pipeline.addHandlers([handler, recorder]).get()
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+    }
+
+    override func tearDown() async throws {
+        _ = try? await channel?.finish()
+    }
+
+    private func client(_ device: String = "device-1") -> InMemoryTLSClient {
+        InMemoryTLSClient(caFile: Self.pki.path("ca-chain.pem"), certificate: Self.pki.path("\(device).pem"),
+                          key: Self.pki.path("\(device).key"))
+    }
+
+    /// Moves bytes both ways until neither side has anything more to say.
+    @discardableResult
+    private func pump(_ client: InMemoryTLSClient) async throws -> InMemoryTLSClient.Step {
+        var step = client.handshake()
+        for _ in 0..<20 {
+            let toServer = client.outgoing()
+            if !toServer.isEmpty { try await channel.writeInbound(channel.allocator.buffer(bytes: toServer)) }
+            var toClient: [UInt8] = []
+            while let buffer = try await channel.readOutbound(as: ByteBuffer.self) { toClient += buffer.readableBytesView }
+            client.incoming(toClient)
+            step = client.handshake()
+            if toServer.isEmpty, toClient.isEmpty { break }
+        }
+        return step
+    }
+
+    /// In TLS 1.3 the client is done once it sent its Finished; the server's verdict on its
+    /// certificate reaches it as an alert on its first read.
+    private func refusal(after step: InMemoryTLSClient.Step, _ device: InMemoryTLSClient) -> String? {
+        if case let .failed(reason) = step { return reason }
+        if case let .failed(reason) = device.read() { return reason }
+        return nil
+    }
+
+    func testAnImmediateAcceptFinishesTheHandshakeWithTheGatesNote() async throws {
+        let gate = ScriptedGate(immediate: .accept(note: "OCSP good (cached)"))
+        try await makeChannel(gate: gate)
+        let device = client()
+
+        let step = try await pump(device)
+
+        XCTAssertEqual(step, .done)
+        XCTAssertEqual(recorder.completed?.certificateCheck, "OCSP good (cached)")
+        XCTAssertEqual(gate.askedChains, [["device-1", "StapleGate Demo Issuing CA", "StapleGate Demo Root CA"]],
+                       "the verified chain, leaf first, reaches the gate once")
+    }
+
+    func testARevokedVerdictSendsTheCertificateRevokedAlert() async throws {
+        try await makeChannel(gate: ScriptedGate(immediate: .reject(.revoked, reason: "revoked at noon, reason keyCompromise")))
+        let device = client()
+
+        let step = try await pump(device)
+
+        guard let reason = refusal(after: step, device) else { return XCTFail("the device was let in") }
+        XCTAssertTrue(reason.contains("certificate revoked"), reason)
+        XCTAssertNil(recorder.completed)
+        let failure = try XCTUnwrap(recorder.failureReason)
+        XCTAssertTrue(failure.contains("device certificate: certificate revoked: revoked at noon, reason keyCompromise"), failure)
+    }
+
+    func testOtherRefusalsSendCertificateUnknown() async throws {
+        try await makeChannel(gate: ScriptedGate(immediate: .reject(.statusUnavailable, reason: "responder timed out after 5 s")))
+        let device = client()
+        let step = try await pump(device)
+
+        guard let reason = refusal(after: step, device) else { return XCTFail("the device was let in") }
+        XCTAssertTrue(reason.contains("certificate unknown"), reason)
+        XCTAssertTrue(recorder.failureReason?.contains("responder timed out after 5 s") ?? false, recorder.failureReason ?? "nil")
+    }
+
+    func testTheHandshakeWaitsForAVerdictThatTakesTime() async throws {
+        let gate = ScriptedGate(immediate: nil)
+        try await makeChannel(gate: gate)
+        let device = client()
+
+        try await pump(device)
+        try await waitUntil(timeout: .seconds(5), "the gate to be asked") { gate.askedChains.count == 1 }
+        XCTAssertNil(recorder.completed, "the server has not finished its side")
+        XCTAssertEqual(device.read(), .wantRead, "nothing reaches the device meanwhile")
+        XCTAssertNil(recorder.failureReason)
+
+        gate.release(.accept(note: "OCSP good (from http://responder)"))
+        try await waitUntil(timeout: .seconds(5), "the handshake to complete") { self.recorder.completed != nil }
+        let step = try await pump(device)
+
+        XCTAssertEqual(step, .done)
+        XCTAssertEqual(recorder.completed?.certificateCheck, "OCSP good (from http://responder)")
+        // Application data flows once admitted: the async mode is off for the established session.
+        device.write(Array("ping".utf8))
+        try await channel.writeInbound(channel.allocator.buffer(bytes: device.outgoing()))
+        try await waitUntil(timeout: .seconds(5), "plaintext to arrive") { self.recorder.receivedText == "ping" }
+    }
+
+    func testALateRefusalAlsoSendsItsAlert() async throws {
+        let gate = ScriptedGate(immediate: nil)
+        try await makeChannel(gate: gate)
+        let device = client()
+        try await pump(device)
+        try await waitUntil(timeout: .seconds(5), "the gate to be asked") { gate.askedChains.count == 1 }
+
+        gate.release(.reject(.revoked, reason: "revoked (asked the responder)"))
+        try await waitUntil(timeout: .seconds(5), "the handshake to fail") { self.recorder.failureReason != nil }
+        let step = try await pump(device)
+
+        guard let reason = refusal(after: step, device) else { return XCTFail("the device was let in") }
+        XCTAssertTrue(reason.contains("certificate revoked"), reason)
+    }
+
+    func testADeviceThatLeavesWhileItsVerdictIsAwaitedIsForgotten() async throws {
+        let gate = ScriptedGate(immediate: nil)
+        try await makeChannel(gate: gate)
+        try await pump(client())
+        try await waitUntil(timeout: .seconds(5), "the gate to be asked") { gate.askedChains.count == 1 }
+
+        channel.pipeline.fireChannelInactive()  // the device's side went away (not our close)
+        try await waitUntil(timeout: .seconds(5), "the handler to report the device gone") { self.recorder.failureReason != nil }
+        XCTAssertTrue(recorder.failureReason?.contains("disconnected while its certificate was being checked") ?? false,
+                      recorder.failureReason ?? "nil")
+        // The verdict arriving afterwards finds the connection gone and changes nothing.
+        gate.release(.accept(note: "too late"))
+        try await Task.yield()
+        XCTAssertNil(recorder.completed)
+    }
+}
+
+/// A gate answering from a script: `immediate`, or (when nil) whatever `release` sends later.
+final class ScriptedGate: DeviceCertificateGate, @unchecked Sendable {
+    private let immediate: DeviceCertificateVerdict?
+    private let asked = NIOLockedValueBox<[[String]]>([])
+    private let verdicts: AsyncStream<DeviceCertificateVerdict>
+    private let continuation: AsyncStream<DeviceCertificateVerdict>.Continuation
+
+    init(immediate: DeviceCertificateVerdict?) {
+        self.immediate = immediate
+        (verdicts, continuation) = AsyncStream.makeStream()
+    }
+
+    /// The CN (or subject) of each certificate of each chain asked about.
+    var askedChains: [[String]] { asked.withLockedValue { $0 } }
+
+    func release(_ verdict: DeviceCertificateVerdict) { continuation.yield(verdict) }
+
+    func immediateVerdict(for chain: [X509Certificate]) -> DeviceCertificateVerdict? {
+        asked.withLockedValue { $0.append(chain.map { $0.commonName ?? $0.subject }) }
+        return immediate
+    }
+
+    func verdict(for chain: [X509Certificate]) async -> DeviceCertificateVerdict {
+        for await verdict in verdicts { return verdict }
+        return .reject(.statusUnavailable, reason: "no verdict")
+    }
+
+    func allowsResumption(of certificate: X509Certificate) -> Bool { false }
+}
+
+/// What the TLS handler reports, readable from the test while the channel's loop writes it.
+final class ThreadSafeEventRecorder: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private struct Events {
+        var completed: TLSHandshakeSummary?
+        var failureReason: String?
+        var received: [UInt8] = []
+    }
+    private let events = NIOLockedValueBox(Events())
+
+    var completed: TLSHandshakeSummary? { events.withLockedValue { $0.completed } }
+    var failureReason: String? { events.withLockedValue { $0.failureReason } }
+    var receivedText: String? {
+        events.withLockedValue { $0.received.isEmpty ? nil : String(decoding: $0.received, as: UTF8.self) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        events.withLockedValue { $0.received += buffer.readableBytesView }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let TLSEvent.handshakeCompleted(summary): events.withLockedValue { $0.completed = summary }
+        case let TLSEvent.handshakeFailed(reason): events.withLockedValue { $0.failureReason = reason }
+        default: break
+        }
+    }
+}
