@@ -16,9 +16,12 @@ public final class OCSPResponder: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     /// `extraArguments` such as ["-badsig"] or ["-resp_no_certs"] make it misbehave.
-    public static func start(pki: TestPKI, extraArguments: [String] = []) async throws -> OCSPResponder {
+    /// `clockOffset` (a libfaketime relative offset such as "-1h", "+2d") runs it with
+    /// libfaketime preloaded, so its thisUpdate / nextUpdate are that far off: with "-1h" (and
+    /// `-nmin 5`) every answer it gives expired 55 minutes ago.
+    public static func start(pki: TestPKI, extraArguments: [String] = [], clockOffset: String? = nil) async throws -> OCSPResponder {
         let responder = OCSPResponder(pki: pki)
-        try await responder.start(extraArguments: extraArguments)
+        try await responder.start(extraArguments: extraArguments, clockOffset: clockOffset)
         return responder
     }
 
@@ -35,14 +38,24 @@ public final class OCSPResponder: @unchecked Sendable {
         self.pki = pki
     }
 
-    public func start(extraArguments: [String] = []) async throws {
-        let process = try launch(extraArguments)
+    public func start(extraArguments: [String] = [], clockOffset: String? = nil) async throws {
+        let process = try launch(extraArguments, clockOffset: clockOffset)
         try await waitUntil(timeout: .seconds(10), "openssl ocsp to accept connections on port \(port)",
                             details: { process.output }) { try self.isListening(process) }
     }
 
-    private func launch(_ extraArguments: [String]) throws -> ManagedProcess {
-        let process = try ManagedProcess("openssl", [
+    private func launch(_ extraArguments: [String], clockOffset: String? = nil) throws -> ManagedProcess {
+        // Not the `faketime` command: it forks openssl as its child, which then leads a process
+        // group of its own that `stop()` would not reach. `env` execs openssl itself, and the
+        // -multi workers inherit the preload.
+        var wrapper = ["openssl"]
+        if let clockOffset {
+            guard let library = Self.libfaketime else {
+                throw Failure(description: "libfaketime.so.1 not found (Debian package faketime / libfaketime)")
+            }
+            wrapper = ["env", "LD_PRELOAD=\(library)", "FAKETIME=\(clockOffset)", "openssl"]
+        }
+        let process = try ManagedProcess(wrapper[0], Array(wrapper.dropFirst()) + [
             "ocsp", "-index", pki.path("index.txt"), "-CA", pki.path("issuing-ca.pem"),
             "-rsigner", pki.path("ocsp-signer.pem"), "-rkey", pki.path("ocsp-signer.key"),
             "-port", "\(port)", "-nmin", "5", "-multi", "2",
@@ -53,9 +66,20 @@ public final class OCSPResponder: @unchecked Sendable {
         return process
     }
 
+    /// Where Debian (any architecture) and a source install put the library.
+    private static var libfaketime: String? {
+        var candidates = ["/usr/local/lib/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
+        if let triplets = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib") {
+            candidates += triplets.filter { $0.hasSuffix("-linux-gnu") }.map { "/usr/lib/\($0)/faketime/libfaketime.so.1" }
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// Ready once it printed "ACCEPT [::]:PORT", which it does after binding. Not probed with a
+    /// TCP connect: an empty connection would hold one of its two workers for good.
     private func isListening(_ process: ManagedProcess) throws -> Bool {
         guard process.isRunning else { throw Failure(description: "openssl ocsp exited\n\(process.output)") }
-        return MosquittoBroker.acceptsTCP(port: port)
+        return process.stdout.contains("ACCEPT") || process.stderr.contains("ACCEPT")
     }
 
     /// Stops it (its whole process group: `-multi` workers hold the port too) and waits until the

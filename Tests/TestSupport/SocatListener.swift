@@ -24,6 +24,16 @@ public final class SocatListener: @unchecked Sendable {
         try await start { port in ["TCP-LISTEN:\(port),reuseaddr,fork", "SYSTEM:printf '%s' '\(text)'"] }
     }
 
+    /// Sends the bytes of the file at `path` (e.g. a whole HTTP response with a binary DER body)
+    /// to every client as soon as it connects, then reads and drops whatever the client sends
+    /// until the client closes. Reading the request before closing keeps the kernel from
+    /// resetting the connection under a response the client has not read yet. The path must not
+    /// contain a quote or a comma (socat's address syntax).
+    public static func answering(fileAt path: String) async throws -> SocatListener {
+        precondition(!path.contains("'") && !path.contains(","), "unsuitable path for socat: \(path)")
+        return try await start { port in ["TCP-LISTEN:\(port),reuseaddr,fork", "SYSTEM:cat '\(path)'; cat >/dev/null"] }
+    }
+
     private static func start(_ addresses: (Int) -> [String]) async throws -> SocatListener {
         let port = try FreePort.next()
         let process = try ManagedProcess("socat", addresses(port))
