@@ -115,6 +115,14 @@ step "a device from an untrusted CA is refused in the handshake (openssl s_clien
 openssl s_client -connect "127.0.0.1:$gateway_port" -CAfile "$pki/ca-chain.pem" -brief \
     -cert "$pki/device-rogue.pem" -key "$pki/device-rogue.key" </dev/null 2>&1 | grep -i alert | sed 's/^/  /' || true
 
+step "a revoked device is refused inside the TLS handshake (OCSP answer: revoked, alert 44)"
+mosquitto_pub -d -h localhost -p "$gateway_port" --cafile "$pki/ca-chain.pem" \
+    --cert "$pki/device-revoked.pem" --key "$pki/device-revoked.key" -i device-revoked -t demo/revoked -m nope 2>&1 \
+    | grep -i "alert" | sed 's/^/  /' || true
+
+step "what the gateway cached about devices: staplegate ocsp cache"
+"$bin" ocsp cache --config "$demo/staplegate.yaml" | sed 's/^/  /'
+
 step "a device that requires an OCSP staple (libmosquitto, MOSQ_OPT_TLS_OCSP_REQUIRED): staplegate simulate"
 "$bin" simulate --host localhost --port "$gateway_port" --cafile "$pki/ca-chain.pem" \
     --cert "$pki/device-2.pem" --key "$pki/device-2.key" --client-id device-2 | sed 's/^/  /'
@@ -131,6 +139,8 @@ The stack is up. Try it yourself (from $root):
   openssl s_client -connect 127.0.0.1:$gateway_port -CAfile .demo/pki/ca-chain.pem -status \\
       -cert .demo/pki/device-2.pem -key .demo/pki/device-2.key </dev/null | grep -A3 'OCSP Response Status'
   .build/release/staplegate ocsp status --config .demo/staplegate.yaml
+  certs/make-demo-pki.sh revoke --out .demo/pki device-2 && \
+      .build/release/staplegate ocsp recheck --device device-2 --config .demo/staplegate.yaml
 Logs: .demo/staplegate.log, .demo/mosquitto.log, .demo/ocsp.log.  Press Ctrl-C to stop everything.
 TXT
 wait

@@ -51,6 +51,8 @@ struct RunCommand: AsyncParsableCommand {
         services.append(ControlSocket(path: loaded.configuration.controlSocketPath, group: eventLoops, logger: logger,
                                       handler: { await routes.handle($0) }))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // Device statuses are written behind; whatever is still queued is saved before exiting.
+        defer { checker?.cache.store?.flush() }
         do {
             try await group.run()
         } catch let error as Gateway.StartError {
