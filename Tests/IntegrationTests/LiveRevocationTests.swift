@@ -123,6 +123,24 @@ final class LiveRevocationTests: GatewayTestCase {
         XCTAssertTrue(swarm.first?.failureReason?.contains("alert certificate revoked") == true, "\(swarm)")
     }
 
+    func testRecheckByDeviceIdentityKeepsAGoodDeviceAndNamesAnAbsentOne() async throws {
+        let (pki, gateway) = try await startGatewayWithOwnPKI()
+        let subscriber = try await subscribe(as: "device-1", pki: pki, gateway: gateway)
+        let serial = try serial(of: "device-1", in: pki)
+
+        let kept = try await gateway.command(["ocsp", "recheck", "--device", "device-1"])
+        XCTAssertEqual(kept.status, .exited(0), "\(kept)")
+        XCTAssertTrue(kept.stdout.contains("\(serial)  device-1  accepted  (OCSP good (from "), "\(kept)")
+        XCTAssertTrue(subscriber.process.isRunning, "a good device's session is left alone\n\(subscriber.process.output)")
+
+        let absent = try await gateway.command(["ocsp", "recheck", "--device", "device-9"])
+        XCTAssertEqual(absent.status, .exited(0), "\(absent)")
+        XCTAssertTrue(absent.stdout.contains("no connected device with identity device-9"), "\(absent)")
+        let invalid = try await gateway.command(["ocsp", "recheck", "--serial", "not-hex"])
+        XCTAssertNotEqual(invalid.status, .exited(0), "\(invalid)")
+        XCTAssertTrue(invalid.stderr.contains("--serial must be hexadecimal"), "\(invalid)")
+    }
+
     func testTheBackgroundRecheckClosesTheSessionOnceTheCachedStatusExpires() async throws {
         let (pki, gateway) = try await startGatewayWithOwnPKI(deviceOCSP: ["cache_lifetime: 2s"])
         let subscriber = try await subscribe(as: Self.device, pki: pki, gateway: gateway)
