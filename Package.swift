@@ -80,10 +80,32 @@ let package = Package(
             path: "Sources/StapleGateProxy",
             swiftSettings: strictSwift
         ),
+        // MQTT-aware admission: the device's CONNECT read and judged before the broker is dialled.
+        .target(
+            name: "StapleGateAdmission",
+            dependencies: [
+                "StapleGateTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Sources/StapleGateAdmission",
+            swiftSettings: strictSwift
+        ),
+        // Per-device trace events, stored in SQLite off the event loops.
+        .target(
+            name: "StapleGateTrace",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            path: "Sources/StapleGateTrace",
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "StapleGateConfig",
             dependencies: [
-                "StapleGateTLS", "StapleGateProxy", "StapleGateOCSP",
+                "StapleGateTLS", "StapleGateProxy", "StapleGateOCSP", "StapleGateAdmission", "StapleGateTrace",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -93,7 +115,8 @@ let package = Package(
         .target(
             name: "StapleGateServer",
             dependencies: [
-                "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP",
+                "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP", "StapleGateAdmission",
+                "StapleGateTrace",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,9 +139,10 @@ let package = Package(
         .executableTarget(
             name: "StapleGateCLI",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateOCSP", "StapleGateSimulator",
+                "StapleGateServer", "StapleGateConfig", "StapleGateOCSP", "StapleGateSimulator", "StapleGateTrace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -168,6 +192,25 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/StapleGateProxyTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateAdmissionTests",
+            dependencies: [
+                "StapleGateAdmission", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Tests/StapleGateAdmissionTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateTraceTests",
+            dependencies: [
+                "StapleGateTrace", "TestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            path: "Tests/StapleGateTraceTests",
             swiftSettings: testSwift
         ),
         .testTarget(

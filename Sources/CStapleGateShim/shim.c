@@ -48,3 +48,13 @@ long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tl
 long sg_SSL_set_mode(SSL *ssl, long mode) { return SSL_set_mode(ssl, mode); }
 long sg_SSL_clear_mode(SSL *ssl, long mode) { return SSL_clear_mode(ssl, mode); }
 int sg_SSL_get_ex_new_index(void) { return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+STACK_OF(GENERAL_NAME) *sg_X509_subject_alt_names(X509 *cert) { return X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL); }
+int sg_sk_GENERAL_NAME_num(const STACK_OF(GENERAL_NAME) *names) { return sk_GENERAL_NAME_num(names); }
+const GENERAL_NAME *sg_sk_GENERAL_NAME_value(const STACK_OF(GENERAL_NAME) *names, int index) { return sk_GENERAL_NAME_value(names, index); }
+void sg_GENERAL_NAMES_free(STACK_OF(GENERAL_NAME) *names) { GENERAL_NAMES_free(names); }
+const unsigned char *sg_GENERAL_NAME_text(const GENERAL_NAME *name, int *type, int *length) {
+    *type = name->type;
+    if (name->type != GEN_DNS && name->type != GEN_URI) { *length = 0; return NULL; }
+    *length = ASN1_STRING_length(name->d.ia5);
+    return ASN1_STRING_get0_data(name->d.ia5);
+}

@@ -8,6 +8,7 @@ import StapleGateConfig
 import StapleGateOCSP
 import StapleGateServer
 import StapleGateTLS
+import StapleGateTrace
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,17 +43,23 @@ struct RunCommand: AsyncParsableCommand {
             services.append(StaplingRefresher(stapling: stapling))
         }
         let liveSessions = LiveSessions()
+        let traceStore = openTraceStore(loaded.configuration, logger: logger)
         let gateway = Gateway(configuration: loaded.configuration, serverContext: serverContext, group: eventLoops,
-                              logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions)
+                              logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions,
+                              traceStore: traceStore)
         services.append(gateway)
         let monitor = checker.map { SessionRevocationMonitor(checker: $0, sessions: liveSessions, logger: logger) }
         if let monitor { services.append(monitor) }
-        let routes = ControlRoutes(checker: checker, monitor: monitor)
+        let routes = ControlRoutes(checker: checker, monitor: monitor, traceStore: traceStore,
+                                   maximumMessageTrace: loaded.configuration.trace.maximumMessageTraceDuration)
         services.append(ControlSocket(path: loaded.configuration.controlSocketPath, group: eventLoops, logger: logger,
                                       handler: { await routes.handle($0) }))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Device statuses are written behind; whatever is still queued is saved before exiting.
-        defer { checker?.cache.store?.flush() }
+        defer {
+            checker?.cache.store?.flush()
+            traceStore?.flush()
+        }
         do {
             try await group.run()
         } catch let error as Gateway.StartError {
@@ -113,4 +120,18 @@ private func makeDeviceStatusChecker(_ loaded: LoadedConfiguration, eventLoops: 
     }
     return DeviceStatusChecker(configuration: configuration, deviceCAs: loaded.serverContext.material.deviceCAs,
                                client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger)
+}
+
+/// The trace store, or nil when tracing is off or the store cannot be opened (then the gateway
+/// runs untraced rather than not at all, and says so).
+private func openTraceStore(_ configuration: GatewayConfiguration, logger: Logger) -> TraceStore? {
+    let trace = configuration.trace
+    guard trace.enabled else { return nil }
+    do {
+        return try TraceStore(path: configuration.traceStorePath, retention: trace.retention, maximumBytes: trace.maximumBytes,
+                              queueCapacity: trace.queueCapacity, logger: logger)
+    } catch {
+        logger.error("\(error); devices are not traced")
+        return nil
+    }
 }

@@ -9,7 +9,8 @@ struct StapleGateCommand: AsyncParsableCommand {
         commandName: "staplegate",
         abstract: "A mutual-TLS front for Mosquitto with OCSP stapling and device revocation checks.",
         version: StapleGateVersion.description,
-        subcommands: [RunCommand.self, CheckConfigCommand.self, OCSPCommand.self, SimulateCommand.self, VersionCommand.self]
+        subcommands: [RunCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self, SimulateCommand.self,
+                      VersionCommand.self]
     )
 }
 

@@ -1,6 +1,6 @@
 /// Durations as operators write them in the config file: "500ms", "10s", "5m", "1h", "1d", or a
 /// bare whole number of seconds.
-enum ConfigDuration {
+public enum ConfigDuration {
     /// Shown whenever a duration is refused, so the fix is in the message.
     static let acceptedForms = #"a whole number followed by ms, s, m, h or d (e.g. "500ms", "10s", "5m", "1h", "1d"), or a bare number of seconds"#
 
@@ -10,7 +10,7 @@ enum ConfigDuration {
     ]
 
     /// nil when `text` is not one of the accepted forms (or too large to represent).
-    static func parse(_ text: String) -> Duration? {
+    public static func parse(_ text: String) -> Duration? {
         let (digits, scale) = split(text)
         // Only ASCII digits: no sign, no fraction, no spaces, so "1.5h" and "-5s" are refused
         // rather than guessed at.

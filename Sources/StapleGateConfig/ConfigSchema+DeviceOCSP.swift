@@ -98,7 +98,7 @@ extension ConfigSchema {
     }
 
     /// One of the cases of `Choice`, by name.
-    private func choice<Choice: RawRepresentable & CaseIterable>(
+    func choice<Choice: RawRepresentable & CaseIterable>(
         _ value: YAMLValue
     ) throws(ConfigError) -> Choice where Choice.RawValue == String {
         let text = try value.string()

@@ -29,10 +29,10 @@ struct ConfigSchema {
     func configuration(from root: YAMLValue) throws(ConfigError) -> GatewayConfiguration {
         guard case .mapping = root.node else {
             throw ConfigError(file: file, line: root.node.mark?.line,
-                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling and device_ocsp, got \(root.kind)")
+                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling, device_ocsp, admission and trace, got \(root.kind)")
         }
         let sections = try root.mapping(knownKeys: [
-            "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp",
+            "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp", "admission", "trace",
         ])
         // An optional section left with every key commented out reads as empty: all defaults.
         var listen = ListenConfiguration()
@@ -49,8 +49,11 @@ struct ConfigSchema {
         if let section = sections["device_ocsp"], section.node.tagName != .null {
             deviceOCSP = try self.deviceOCSP(section, deviceCA: tls.deviceCABundlePath, deviceCALine: root.keyLines()["tls.device_ca"])
         }
-        return GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel,
-                                    stateDirectory: stateDirectory, stapling: stapling, deviceOCSP: deviceOCSP)
+        var configuration = GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel,
+                                                 stateDirectory: stateDirectory, stapling: stapling, deviceOCSP: deviceOCSP)
+        if let section = sections["admission"], section.node.tagName != .null { configuration.admission = try admission(section) }
+        if let section = sections["trace"], section.node.tagName != .null { configuration.trace = try trace(section) }
+        return configuration
     }
 
     // MARK: - Sections

@@ -5,3 +5,8 @@ extension GatewayConfiguration {
     /// Where `staplegate ocsp recheck` and `ocsp cache` reach the running gateway.
     public var controlSocketPath: String { "\(stateDirectory)/control.sock" }
 }
+
+extension GatewayConfiguration {
+    /// Per-device trace events (SQLite, WAL), read by `staplegate trace`.
+    public var traceStorePath: String { "\(stateDirectory)/trace.sqlite" }
+}

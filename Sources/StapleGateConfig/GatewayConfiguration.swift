@@ -1,7 +1,9 @@
 import Logging
+import StapleGateAdmission
 import StapleGateOCSP
 import StapleGateProxy
 import StapleGateTLS
+import StapleGateTrace
 
 /// The whole gateway configuration, as read from the YAML file (see config/staplegate.yaml).
 public struct GatewayConfiguration: Sendable {
@@ -14,6 +16,10 @@ public struct GatewayConfiguration: Sendable {
     public var stapling: StaplingConfiguration
     /// OCSP checks of device certificates during the handshake.
     public var deviceOCSP: DeviceOCSPConfiguration
+    /// What a device's first MQTT packet must be, and what it may claim.
+    public var admission = AdmissionConfiguration()
+    /// Per-device trace events in the state directory.
+    public var trace = TraceConfiguration()
 
     public static let defaultStateDirectory = "/var/lib/staplegate"
 

@@ -5,12 +5,20 @@ import Logging
 import NIOCore
 import NIOPosix
 
+/// What the proxy tells the handlers after it (traces), as user inbound events.
+public enum ProxyEvent: Sendable {
+    case upstreamConnected(endpoint: String, duration: Duration)
+    /// The device is being disconnected (after `farewell`, if any, was sent).
+    case upstreamFailed(endpoint: String, reason: String)
+}
+
 /// Joins an admitted device connection to the broker. Added to the device pipeline once the
 /// device is admitted; opens the upstream connection, holds the device's bytes (and its reads)
 /// until that connection is up, then hands over to a `GlueHandler` pair and removes itself.
 public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private enum State {
         /// `heldBytes`: device bytes that arrived before the broker connection was up.
@@ -21,11 +29,16 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
 
     private let configuration: UpstreamConfiguration
     private let logger: Logger
+    /// Sent to the device before it is disconnected because the broker cannot be reached: a
+    /// CONNACK "server unavailable" in the device's MQTT version, so it backs off as the
+    /// protocol intends instead of seeing a bare disconnect.
+    private let farewell: [UInt8]?
     private var state: State = .connecting(heldBytes: [], deviceInputClosed: false, readRequested: false)
 
-    public init(configuration: UpstreamConfiguration, logger: Logger) {
+    public init(configuration: UpstreamConfiguration, logger: Logger, farewell: [UInt8]? = nil) {
         self.configuration = configuration
         self.logger = logger
+        self.farewell = farewell
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -34,16 +47,30 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
         connect(on: context.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case let .success(upstream):
+                let duration = Duration.nanoseconds((NIODeadline.now() - started).nanoseconds)
                 self.logger.info("connected to broker \(endpoint)", metadata: [
                     "upstream.connect_ms": "\(Double((NIODeadline.now() - started).nanoseconds / 1000) / 1000)",
                 ])
+                // From the head of the pipeline, so handlers before this one (traces) hear it too.
+                context.pipeline.fireUserInboundEventTriggered(ProxyEvent.upstreamConnected(endpoint: "\(endpoint)", duration: duration))
                 self.join(context: context, upstream: upstream)
             case let .failure(error):
                 self.state = .failed
-                self.logger.error("broker unreachable at \(endpoint): \(Self.describe(error)); disconnecting device")
-                context.close(promise: nil)
+                let reason = Self.describe(error)
+                self.logger.error("broker unreachable at \(endpoint): \(reason); disconnecting device")
+                context.pipeline.fireUserInboundEventTriggered(ProxyEvent.upstreamFailed(endpoint: "\(endpoint)", reason: reason))
+                self.disconnectDevice(context: context)
             }
         }
+    }
+
+    private func disconnectDevice(context: ChannelHandlerContext) {
+        guard let farewell, context.channel.isActive else {
+            context.close(promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: farewell))).assumeIsolated()
+            .whenComplete { _ in context.close(promise: nil) }
     }
 
     private func connect(on eventLoop: EventLoop) -> EventLoopFuture<Channel> {

@@ -1,16 +1,29 @@
+import Foundation
 import StapleGateOCSP
+import StapleGateTrace
 
 /// What the control socket answers. Routes:
 /// - `GET /ocsp/cache`: the device-status cache, most recently used first;
 /// - `POST /ocsp/recheck?serial=HEX` or `?device=IDENTITY`: forget the cached status, ask the
-///   responder again for connected devices, close the sessions now refused.
+///   responder again for connected devices, close the sessions now refused;
+/// - `POST /trace/enable?device=ID&seconds=N`, `POST /trace/disable?device=ID`: message trace.
 public struct ControlRoutes: Sendable {
     let checker: DeviceStatusChecker?
     let monitor: SessionRevocationMonitor?
+    let traceStore: TraceStore?
+    let maximumMessageTrace: Duration
 
-    public init(checker: DeviceStatusChecker?, monitor: SessionRevocationMonitor?) {
+    public init(checker: DeviceStatusChecker?, monitor: SessionRevocationMonitor?, traceStore: TraceStore? = nil,
+                maximumMessageTrace: Duration = .seconds(24 * 3600)) {
         self.checker = checker
         self.monitor = monitor
+        self.traceStore = traceStore
+        self.maximumMessageTrace = maximumMessageTrace
+    }
+
+    public struct MessageTraceState: Codable, Sendable {
+        public let device: String
+        public let until: Date?
     }
 
     public func handle(_ request: ControlRequest) async -> ControlResponse {
@@ -28,6 +41,22 @@ public struct ControlRoutes: Sendable {
                 return .json(await monitor.recheck(identity: device))
             }
             return .error("give serial=HEX or device=IDENTITY", status: 400)
+        case ("POST", "/trace/enable"), ("POST", "/trace/disable"):
+            guard let traceStore else { return .error("tracing is off (trace.enabled: false, or the store could not be opened)", status: 409) }
+            guard let device = request.query["device"], !device.isEmpty else { return .error("give device=IDENTITY", status: 400) }
+            if request.path == "/trace/disable" {
+                traceStore.disableMessageTrace(device: device)
+                return .json(MessageTraceState(device: device, until: nil))
+            }
+            guard let seconds = request.query["seconds"].flatMap(Double.init), seconds > 0 else {
+                return .error("give seconds=N (how long to trace, more than 0)", status: 400)
+            }
+            guard seconds <= maximumMessageTrace.timeInterval else {
+                return .error("at most \(Int(maximumMessageTrace.timeInterval)) s (trace.max_message_trace)", status: 400)
+            }
+            let until = Date().addingTimeInterval(seconds)
+            traceStore.enableMessageTrace(device: device, until: until)
+            return .json(MessageTraceState(device: device, until: until))
         default:
             return .error("no such route: \(request.method) \(request.path)", status: 404)
         }

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StapleGateConfig
 import StapleGateProxy
 import StapleGateTLS
+import StapleGateTrace
 
 /// The listener that accepts devices and builds each connection's pipeline:
 /// TLS → handshake deadline → admission → (proxy, once admitted).
@@ -21,6 +22,8 @@ public final class Gateway: Service, Sendable {
     private let admissionGate: @Sendable () -> String?
     /// Sessions admitted to the broker, by certificate (for rechecks of live sessions).
     public let liveSessions: LiveSessions
+    /// Where per-device trace events go; nil: not traced.
+    private let traceStore: TraceStore?
 
     private struct ListenerState {
         var channel: Channel?
@@ -39,10 +42,12 @@ public final class Gateway: Service, Sendable {
     ///   down by the gateway.
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
                 group: EventLoopGroup? = nil, logger: Logger,
-                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions()) {
+                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
+                traceStore: TraceStore? = nil) {
         self.configuration = configuration
         self.admissionGate = admissionGate
         self.liveSessions = liveSessions
+        self.traceStore = traceStore
         self.serverContext = serverContext
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.ownsGroup = group == nil
@@ -111,10 +116,13 @@ public final class Gateway: Service, Sendable {
             return state.nextConnectionID
         }
         var connectionLogger = logger
+        let remote = channel.remoteAddress?.displayText ?? "?"
         connectionLogger[metadataKey: "conn"] = "\(id)"
-        connectionLogger[metadataKey: "remote"] = "\(channel.remoteAddress?.displayText ?? "?")"
+        connectionLogger[metadataKey: "remote"] = "\(remote)"
+        let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
         if let refusal = admissionGate() {
             connectionLogger.warning("refusing device connection: \(refusal)")
+            tracer.record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
             channel.close(promise: nil)
             return
         }
@@ -129,12 +137,16 @@ public final class Gateway: Service, Sendable {
                 "duration_s": "\(Double((NIODeadline.now() - opened).nanoseconds) / 1e9)",
             ])
         }
+        let traceStore = self.traceStore
+        let settings = MQTTAdmissionHandler.Settings(
+            upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
+            messageTraceEnabled: { identity in traceStore?.messageTraceUntil(device: identity) != nil })
         let tls = try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)
         try channel.pipeline.syncOperations.addHandlers([
             tls,
+            SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity),
             HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger),
-            DeviceAdmissionHandler(upstream: configuration.upstream, logger: connectionLogger,
-                                   liveSessions: liveSessions, connectionID: id),
+            MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger),
         ])
     }
 }

@@ -180,8 +180,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             advanceHandshake(context: context)
         case let .chain(chain):
             if let verdict = gate.immediateVerdict(for: chain) {
-                connection.answer(verdict)
-                advanceHandshake(context: context)
+                apply(verdict, to: chain, context: context)
                 return
             }
             state = .awaitingVerdict(startedAt: startedAt)
@@ -190,13 +189,21 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let boundContext = NIOLoopBound(context, eventLoop: eventLoop)
             Task {
                 let verdict = await gate.verdict(for: chain)
-                eventLoop.execute { handler.value.receive(verdict, context: boundContext.value) }
+                eventLoop.execute { handler.value.receive(verdict, for: chain, context: boundContext.value) }
             }
         }
     }
 
-    private func receive(_ verdict: DeviceCertificateVerdict, context: ChannelHandlerContext) {
+    private func receive(_ verdict: DeviceCertificateVerdict, for chain: [X509Certificate], context: ChannelHandlerContext) {
         guard case .awaitingVerdict = state else { return }  // closed meanwhile (timeout, device gone)
+        apply(verdict, to: chain, context: context)
+    }
+
+    private func apply(_ verdict: DeviceCertificateVerdict, to chain: [X509Certificate], context: ChannelHandlerContext) {
+        if let device = chain.first {
+            logger[metadataKey: "device"] = "\(device.commonName ?? device.subject)"
+            context.fireUserInboundEventTriggered(TLSEvent.deviceCertificateJudged(certificate: device, verdict: verdict))
+        }
         connection.answer(verdict)
         advanceHandshake(context: context)
     }

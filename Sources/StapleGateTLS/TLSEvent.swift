@@ -3,6 +3,9 @@ public enum TLSEvent: Sendable {
     case handshakeCompleted(TLSHandshakeSummary)
     /// The handler has already logged the reason and is closing the connection.
     case handshakeFailed(reason: String)
+    /// The `DeviceCertificateGate` judged the device's verified certificate; fired before the
+    /// handshake completes or fails with that verdict, so traces know who was refused and why.
+    case deviceCertificateJudged(certificate: X509Certificate, verdict: DeviceCertificateVerdict)
 }
 
 public struct TLSHandshakeSummary: Sendable {

@@ -74,6 +74,26 @@ public final class X509Certificate: @unchecked Sendable {
         }
     }
 
+    public enum SubjectAlternativeName: Sendable, Equatable {
+        case dns(String)
+        case uri(String)
+    }
+
+    /// The DNS and URI entries of the subject alternative name extension, in order (other
+    /// kinds, such as IP addresses and e-mail, are not device identities here).
+    public var subjectAlternativeNames: [SubjectAlternativeName] {
+        guard let names = sg_X509_subject_alt_names(pointer) else { return [] }
+        defer { sg_GENERAL_NAMES_free(names) }
+        return (0..<sg_sk_GENERAL_NAME_num(names)).compactMap { index -> SubjectAlternativeName? in
+            guard let name = sg_sk_GENERAL_NAME_value(names, index) else { return nil }
+            var type: Int32 = 0
+            var length: Int32 = 0
+            guard let text = sg_GENERAL_NAME_text(name, &type, &length), length > 0 else { return nil }
+            let value = String(decoding: UnsafeBufferPointer(start: text, count: Int(length)), as: UTF8.self)
+            return type == GEN_DNS ? .dns(value) : .uri(value)
+        }
+    }
+
     /// Whether the certificate carries the TLS Feature extension with status_request
     /// (RFC 7633 "must-staple"): clients may then refuse it without a stapled response.
     public var isMustStaple: Bool {

@@ -18,11 +18,13 @@ final class SessionTimeoutTests: GatewayTestCase {
     func testSilentSessionIsClosedAtIdleTimeout() async throws {
         let gateway = try await startGatewayWithShortIdleTimeout()
         let started = ContinuousClock.now
-        let client = try OpenSSLClient(port: gateway.port, pki: pki, device: "device-1")
+        let client = try HandwrittenMQTTClient(port: gateway.port, pki: pki, device: "device-1",
+                                               clientID: uniqueClientID("silent"), directory: try makeTemporaryDirectory())
 
-        try await client.waitForOutput("Verify return code: 0 (ok)")
+        try await client.waitForHandshake()
+        try await client.connect(keepalive: 0)
         try await gateway.log.waitFor("connected to broker", where: { $0.metadata["device"] == "device-1" })
-        // s_client's input stays open: only the gateway can end this session.
+        // Its input stays open and it sends nothing more: only the gateway can end this session.
         let status = try await client.process.waitForExit(timeout: .seconds(10))
 
         let lifetime = started.duration(to: .now)

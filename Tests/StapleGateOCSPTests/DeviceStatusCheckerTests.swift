@@ -90,7 +90,7 @@ final class DeviceStatusCheckerTests: OCSPFixtureTestCase {
 
     func testRevokedIsRefusedWithTimeAndReason() async throws {
         let responder = try responder(answering: fixture.respond(to: fixture.request("device-revoked")))
-        let verdict = await try checker(responder).verdict(for: try chain("device-revoked"))
+        let verdict = try await checker(responder).verdict(for: try chain("device-revoked"))
         guard case let .reject(.revoked, reason) = verdict else { return XCTFail("\(verdict)") }
         XCTAssertTrue(reason.hasPrefix("device certificate revoked at "), reason)
         XCTAssertTrue(reason.contains("reason keyCompromise"), reason)
@@ -103,11 +103,11 @@ final class DeviceStatusCheckerTests: OCSPFixtureTestCase {
         let rows = index.split(separator: "\n").filter { !$0.uppercased().contains("\t\(request.certID.serialHex)\t") }
         let unknown = try fixture.respond(to: request, index: rows.joined(separator: "\n") + "\n")
 
-        let refused = await try checker(responder(answering: unknown)).verdict(for: try chain())
+        let refused = try await checker(responder(answering: unknown)).verdict(for: try chain())
         guard case let .reject(.statusUnknown, reason) = refused else { return XCTFail("\(refused)") }
         XCTAssertTrue(reason.contains("does not know the device certificate"), reason)
 
-        let allowed = await try checker(responder(answering: unknown)) { $0.defaultPolicy.unknown = .allow }.verdict(for: try chain())
+        let allowed = try await checker(responder(answering: unknown)) { $0.defaultPolicy.unknown = .allow }.verdict(for: try chain())
         guard case let .accept(note) = allowed else { return XCTFail("\(allowed)") }
         XCTAssertTrue(note.contains("status unknown, allowed by policy"), note)
     }
@@ -133,9 +133,9 @@ final class DeviceStatusCheckerTests: OCSPFixtureTestCase {
     }
 
     func testACertificateWithoutResponderFollowsThePolicy() async throws {
-        let refused = await try checker(nil).verdict(for: try chain("device-noaia"))
+        let refused = try await checker(nil).verdict(for: try chain("device-noaia"))
         guard case .reject(.noResponder, _) = refused else { return XCTFail("\(refused)") }
-        let allowed = await try checker(nil) { $0.defaultPolicy.noResponder = .allow }.verdict(for: try chain("device-noaia"))
+        let allowed = try await checker(nil) { $0.defaultPolicy.noResponder = .allow }.verdict(for: try chain("device-noaia"))
         guard case .accept = allowed else { return XCTFail("\(allowed)") }
     }
 
@@ -159,7 +159,7 @@ final class DeviceStatusCheckerTests: OCSPFixtureTestCase {
     func testChainScopeNotesAnIntermediateWithoutResponder() async throws {
         // The demo issuing CA has no AIA OCSP URL: skipped and noted, never a failure. (device-1's
         // own AIA responder is not running here; soft-fail lets the verdict show both notes.)
-        let verdict = await try checker(nil) {
+        let verdict = try await checker(nil) {
             $0.defaultPolicy.scope = .chain
             $0.defaultPolicy.unreachable = .allow
         }.verdict(for: try chain())

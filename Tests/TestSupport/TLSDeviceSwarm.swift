@@ -161,6 +161,8 @@ private final class AdmissionProbe: ChannelInboundHandler {
             }
         case let .handshakeFailed(reason):
             outcome.settle(.failed(reason))
+        case .deviceCertificateJudged:
+            break  // a server-side event; this is the client
         }
     }
 

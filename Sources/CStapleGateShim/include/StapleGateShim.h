@@ -38,6 +38,13 @@ void sg_OPENSSL_free(void *pointer);
 int sg_sk_OPENSSL_STRING_num(const STACK_OF(OPENSSL_STRING) *stack);
 const char *sg_sk_OPENSSL_STRING_value(const STACK_OF(OPENSSL_STRING) *stack, int index);
 int sg_X509_has_status_request_feature(X509 *cert);
+// Subject alternative names (device identity from a SAN): the decoded extension (free it with
+// sg_GENERAL_NAMES_free), its entries, and the text of a dNSName (type 2) or URI (type 6) entry.
+STACK_OF(GENERAL_NAME) *sg_X509_subject_alt_names(X509 *cert);
+int sg_sk_GENERAL_NAME_num(const STACK_OF(GENERAL_NAME) *names);
+const GENERAL_NAME *sg_sk_GENERAL_NAME_value(const STACK_OF(GENERAL_NAME) *names, int index);
+void sg_GENERAL_NAMES_free(STACK_OF(GENERAL_NAME) *names);
+const unsigned char *sg_GENERAL_NAME_text(const GENERAL_NAME *name, int *type, int *length);
 
 // OCSP stapling (server side): the status_request callback and its argument, whether the
 // client asked, and handing OpenSSL a copy of the response (OpenSSL frees what it is given).

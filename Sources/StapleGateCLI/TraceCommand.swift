@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import StapleGateConfig
+import StapleGateServer
+import StapleGateTrace
+
+struct TraceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Show what happened to a device: TLS, certificate checks, CONNECT, admission, broker, disconnect.",
+        subcommands: [TraceShowCommand.self, TraceEnableCommand.self, TraceDisableCommand.self],
+        defaultSubcommand: TraceShowCommand.self
+    )
+}
+
+/// A duration given on the command line ("90s", "15m", "1h", "3d").
+struct CommandDuration: ExpressibleByArgument {
+    let duration: Duration
+    init?(argument: String) {
+        guard let duration = ConfigDuration.parse(argument), duration > .zero else { return nil }
+        self.duration = duration
+    }
+}
+
+struct TraceShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print a device's timeline (the default: `staplegate trace DEVICE`), or recent refusals with --failures.",
+        discussion: "Reads trace.sqlite in the state directory; works while the gateway runs and after it stopped."
+    )
+
+    @OptionGroup var state: StateDirectoryOptions
+
+    @Argument(help: "The device identity (certificate CN by default, see admission.identity).")
+    var device: String?
+
+    @Flag(name: .long, help: "List recent refusals and failures across all devices, with their reasons.")
+    var failures = false
+
+    @Option(name: .long, help: "Only events newer than this (e.g. 15m, 1h, 3d).")
+    var since: CommandDuration?
+
+    @Flag(name: .long, help: "Keep printing new events as they are written (Ctrl-C to stop).")
+    var follow = false
+
+    @Flag(name: .long, help: "One JSON object per event.")
+    var json = false
+
+    func validate() throws {
+        guard (device == nil) == failures else { throw ValidationError("give a device, or --failures") }
+        if follow && failures { throw ValidationError("--follow follows one device") }
+    }
+
+    func run() async throws {
+        let path = "\(try state.directory())/trace.sqlite"
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CommandFailure(message: "no trace store at \(path) (has the gateway run with this state directory and trace.enabled?)")
+        }
+        let reader = try TraceStore.openForReading(path: path)
+        let after = since.map { Date().addingTimeInterval(-$0.duration.timeInterval) }
+        var events = failures ? try reader.failures(since: after) : try reader.events(device: device!, since: after)
+        if events.isEmpty && !follow {
+            print(failures ? "no refusals or failures recorded" : "no events for \(device!)")
+            return
+        }
+        emit(events)
+        guard follow, let device else { return }
+        var lastID = events.last?.id ?? 0
+        while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(500))
+            events = try reader.events(device: device, afterID: lastID)
+            emit(events)
+            lastID = events.last?.id ?? lastID
+        }
+    }
+
+    private func emit(_ events: [TraceEvent]) {
+        let lines = json ? TraceTimeline.jsonLines(events) : TraceTimeline.lines(events)
+        for line in lines { print(line) }
+    }
+}
+
+struct TraceEnableCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enable",
+        abstract: "Record each PUBLISH of a device (direction, topic, QoS, size; never the payload) for a limited time.",
+        discussion: "Applies to the device's sessions that start from now on."
+    )
+
+    @OptionGroup var state: StateDirectoryOptions
+
+    @Argument(help: "The device identity.")
+    var device: String
+
+    @Option(name: .customLong("for"), help: "How long (e.g. 15m, 1h; at most trace.max_message_trace).")
+    var duration: CommandDuration
+
+    func run() async throws {
+        let seconds = Int(duration.duration.timeInterval.rounded(.up))
+        let target = "/trace/enable?device=\(Self.encode(device))&seconds=\(seconds)"
+        let body = try await control(.POST, target, state: state)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let answer = try decoder.decode(ControlRoutes.MessageTraceState.self, from: Data(body))
+        print("message trace on for \(answer.device) until \(answer.until.map { ISO8601DateFormatter().string(from: $0) } ?? "-") (new sessions)")
+    }
+
+    static func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? text
+    }
+}
+
+struct TraceDisableCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "disable", abstract: "Stop recording a device's publishes.")
+
+    @OptionGroup var state: StateDirectoryOptions
+
+    @Argument(help: "The device identity.")
+    var device: String
+
+    func run() async throws {
+        _ = try await control(.POST, "/trace/disable?device=\(TraceEnableCommand.encode(device))", state: state)
+        print("message trace off for \(device)")
+    }
+}
+
+/// One request to the running gateway; its error text on failure.
+private func control(_ method: HTTPMethod, _ target: String, state: StateDirectoryOptions) async throws -> [UInt8] {
+    let (status, body): (Int, [UInt8])
+    do {
+        (status, body) = try await ControlClient.send(method: method, target: target, socketPath: try state.controlSocket())
+    } catch let failure as ControlClient.Failure {
+        throw CommandFailure(message: failure.description)
+    }
+    guard status == 200 else { throw CommandFailure(message: OCSPCacheCommand.errorText(body)) }
+    return body
+}

@@ -1,0 +1,141 @@
+import Logging
+import NIOCore
+import StapleGateAdmission
+import StapleGateProxy
+import StapleGateTLS
+
+/// Decides, once the device's TLS handshake has succeeded, whether its MQTT session goes to
+/// the broker: its first packet must be a well-formed CONNECT within the size cap and time
+/// limit, claiming what its certificate allows. Only then is the broker dialled and the CONNECT
+/// (rewritten when the username comes from the certificate) forwarded; the rest of the session
+/// passes untouched. Refusals answer with a CONNACK in the device's MQTT version, then close.
+final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case awaitingHandshake
+        /// `received`: the device's plaintext so far (its CONNECT, perhaps more).
+        case awaitingConnect(received: ByteBuffer, certificate: X509Certificate?)
+        case decided
+    }
+
+    struct Settings {
+        let upstream: UpstreamConfiguration
+        let admission: AdmissionConfiguration
+        let liveSessions: LiveSessions?
+        /// Whether publishes of this device identity are being traced now.
+        let messageTraceEnabled: @Sendable (String) -> Bool
+    }
+
+    private let settings: Settings
+    private let tracer: ConnectionTracer
+    private var logger: Logger
+    private var state: State = .awaitingHandshake
+    private var connectDeadline: Scheduled<Void>?
+
+    init(settings: Settings, tracer: ConnectionTracer, logger: Logger) {
+        self.settings = settings
+        self.tracer = tracer
+        self.logger = logger
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case let .handshakeCompleted(summary)? = event as? TLSEvent, case .awaitingHandshake = state {
+            logger[metadataKey: "device"] = "\(summary.deviceIdentity)"
+            state = .awaitingConnect(received: context.channel.allocator.buffer(capacity: 0),
+                                     certificate: summary.deviceCertificate)
+            let timeout = settings.admission.connectTimeout
+            connectDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) { [self] in
+                refuse("no CONNECT within \(timeout.timeInterval.formatted()) s of the TLS handshake", connack: [], context: context)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .awaitingConnect(var received, let certificate) = state else { return }
+        var bytes = unwrapInboundIn(data)
+        state = .decided  // while `received` is out of the enum: no copy on write
+        received.writeBuffer(&bytes)
+        state = .awaitingConnect(received: received, certificate: certificate)
+        switch MQTTConnectParser.parse(received, maximumPacketSize: settings.admission.maximumConnectBytes) {
+        case .needMoreBytes:
+            return
+        case let .refused(refusal):
+            tracer.record(.connect, "first packet refused: \(refusal.reason)", failure: true, details: ["reason": refusal.reason])
+            refuse(refusal.reason, connack: refusal.connackBytes, context: context)
+        case let .connect(connect, packetLength):
+            judge(connect, packetLength: packetLength, received: received, certificate: certificate, context: context)
+        }
+    }
+
+    private func judge(_ connect: MQTTConnect, packetLength: Int, received: ByteBuffer, certificate: X509Certificate?,
+                       context: ChannelHandlerContext) {
+        tracer.record(.connect, "CONNECT: client id \"\(connect.clientID)\", MQTT \(connect.protocolVersion), keepalive \(connect.keepAlive) s\(connect.cleanStart ? ", clean start" : "")\(connect.will.map { ", will on \"\($0.topic)\"" } ?? "")",
+                      details: ["client_id": connect.clientID, "protocol": "\(connect.protocolVersion)",
+                                "keepalive": "\(connect.keepAlive)", "clean_start": "\(connect.cleanStart)",
+                                "username": connect.username ?? "", "will_topic": connect.will?.topic ?? ""])
+        let version = connect.protocolVersion
+        guard let certificate, let identity = DeviceIdentity.of(certificate, source: settings.admission.identity) else {
+            let reason = "the device certificate has no \(settings.admission.identity.rawValue) to take the identity from"
+            refuse(reason, connack: MQTTConnack.bytes(for: .notAuthorized, version: version), context: context)
+            return
+        }
+        if settings.admission.clientIDMustMatchIdentity, connect.clientID != identity {
+            let reason = "client id \"\(connect.clientID)\" is not the certificate's identity \"\(identity)\""
+            refuse(reason, connack: MQTTConnack.bytes(for: .identifierRejected, version: version), context: context)
+            return
+        }
+        var forwarded: ByteBuffer
+        var note = "admitted as \(identity)"
+        if settings.admission.usernameFromCertificate {
+            forwarded = context.channel.allocator.buffer(bytes: connect.replacingCredentials(username: identity).encoded())
+            note += "; username set from the certificate\(connect.password == nil ? "" : ", password dropped")"
+        } else {
+            forwarded = received.getSlice(at: received.readerIndex, length: packetLength)!
+        }
+        // Whatever followed the CONNECT in the same reads belongs to the session.
+        var rest = received.getSlice(at: received.readerIndex + packetLength, length: received.readableBytes - packetLength)!
+        forwarded.writeBuffer(&rest)
+
+        connectDeadline?.cancel()
+        state = .decided
+        tracer.record(.admission, note, details: ["identity": identity])
+        logger.info("\(note)", metadata: ["mqtt.client_id": "\(connect.clientID)", "mqtt.protocol": "\(version)"])
+        let proxy = ProxySessionHandler(configuration: settings.upstream, logger: logger,
+                                        farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version))
+        do {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(proxy, position: .after(self))
+            if settings.messageTraceEnabled(identity) {
+                try pipeline.addHandler(MessageTraceHandler(version: version, tracer: tracer), position: .before(self))
+                tracer.record(.admission, "message trace on for this session")
+            }
+        } catch {
+            logger.error("cannot start the proxy session: \(error)")
+            context.close(promise: nil)
+            return
+        }
+        settings.liveSessions?.admitted(context.channel, certificate: certificate, identity: identity,
+                                        connectionID: tracer.connectionID)
+        context.fireChannelRead(wrapInboundOut(forwarded))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// Answers with `connack` (if the version has one for the reason) and closes.
+    private func refuse(_ reason: String, connack: [UInt8], context: ChannelHandlerContext) {
+        guard case .awaitingConnect = state else { return }
+        state = .decided
+        connectDeadline?.cancel()
+        tracer.record(.admission, "refused: \(reason)", failure: true, details: ["reason": reason])
+        logger.warning("MQTT session refused: \(reason)")
+        guard !connack.isEmpty else {
+            context.close(promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: connack))).assumeIsolated()
+            .whenComplete { _ in context.close(promise: nil) }
+    }
+}

@@ -1,0 +1,47 @@
+import NIOCore
+import StapleGateAdmission
+
+/// While message trace is on for a device: records each PUBLISH both ways (direction, topic,
+/// QoS, size; never the payload). Observes the plaintext between TLS and the proxy without
+/// altering or holding a byte; a stream it cannot follow switches it off, not the session.
+final class MessageTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+
+    private var fromDevice: MQTTPacketFramer
+    private var toDevice: MQTTPacketFramer
+    private let tracer: ConnectionTracer
+
+    init(version: MQTTProtocolVersion, tracer: ConnectionTracer) {
+        fromDevice = MQTTPacketFramer(protocolVersion: version, direction: .deviceToBroker)
+        toDevice = MQTTPacketFramer(protocolVersion: version, direction: .brokerToDevice)
+        self.tracer = tracer
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        record(fromDevice.feed(unwrapInboundIn(data)))
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        record(toDevice.feed(unwrapOutboundIn(data)))
+        context.write(data, promise: promise)
+    }
+
+    private func record(_ summaries: [MQTTPacketSummary]) {
+        for summary in summaries {
+            switch summary {
+            case let .publish(publish):
+                tracer.record(.publish,
+                              "PUBLISH \(publish.direction) \"\(publish.topic)\" QoS \(publish.qos.rawValue)\(publish.retain ? " retained" : ""), \(publish.payloadSize) bytes",
+                              details: ["direction": publish.direction.rawValue, "topic": publish.topic,
+                                        "qos": "\(publish.qos.rawValue)", "retain": "\(publish.retain)",
+                                        "payload_bytes": "\(publish.payloadSize)", "packet_bytes": "\(publish.size)"])
+            case let .desynchronised(reason):
+                tracer.record(.publish, "message trace stopped for this session: \(reason)", failure: true)
+            case .packet:
+                break
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import NIOCore
+import StapleGateAdmission
+import StapleGateProxy
+import StapleGateTLS
+import StapleGateTrace
+
+/// Turns what happens on one device connection into trace events: the TLS handshake and the
+/// certificate checks, the broker connection, and the end of the session with its duration and
+/// plaintext bytes each way. Sits right after the TLS handler; only observes, never changes
+/// or holds bytes.
+final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+
+    private let tracer: ConnectionTracer
+    private let identitySource: AdmissionConfiguration.IdentitySource
+    private let opened = NIODeadline.now()
+    private var bytesFromDevice = 0
+    private var bytesToDevice = 0
+    /// Who ended the session, when it was not the gateway.
+    private var deviceClosedFirst = false
+    private var closedByGateway = false
+    private var admitted = false
+
+    init(tracer: ConnectionTracer, identitySource: AdmissionConfiguration.IdentitySource) {
+        self.tracer = tracer
+        self.identitySource = identitySource
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let TLSEvent.deviceCertificateJudged(certificate, verdict):
+            identify(certificate)
+            recordCheck(verdict)
+        case let TLSEvent.handshakeCompleted(summary):
+            if let certificate = summary.deviceCertificate {
+                identify(certificate)
+                tracer.record(.clientCertificate, "certificate \(certificate.subject), issued by \(certificate.issuer)",
+                              details: ["subject": certificate.subject, "issuer": certificate.issuer,
+                                        "serial": certificate.serialHex, "not_after": certificate.notAfter.map(Self.format) ?? "-"])
+            }
+            tracer.record(.tlsHandshake,
+                          "TLS handshake done: \(summary.protocolVersion) \(summary.cipher)\(summary.resumed ? ", resumed" : ""), \(summary.duration.milliseconds) ms",
+                          details: ["tls.version": summary.protocolVersion, "tls.cipher": summary.cipher,
+                                    "tls.resumed": "\(summary.resumed)", "tls.handshake_ms": "\(summary.duration.milliseconds)"])
+        case let TLSEvent.handshakeFailed(reason):
+            tracer.record(.tlsFailed, "TLS handshake failed: \(reason)", failure: true, details: ["reason": reason])
+        case let ProxyEvent.upstreamConnected(endpoint, duration):
+            admitted = true
+            tracer.record(.upstream, "connected to the broker at \(endpoint) in \(duration.milliseconds) ms",
+                          details: ["endpoint": endpoint, "connect_ms": "\(duration.milliseconds)"])
+        case let ProxyEvent.upstreamFailed(endpoint, reason):
+            tracer.record(.upstream, "broker unreachable at \(endpoint): \(reason)", failure: true,
+                          details: ["endpoint": endpoint, "reason": reason])
+        case let channelEvent as ChannelEvent where channelEvent == .inputClosed:
+            if !closedByGateway { deviceClosedFirst = true }
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        bytesFromDevice += unwrapInboundIn(data).readableBytes
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        bytesToDevice += unwrapOutboundIn(data).readableBytes
+        context.write(data, promise: promise)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if !deviceClosedFirst { closedByGateway = true }
+        context.close(mode: mode, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if admitted {
+            let seconds = Double((NIODeadline.now() - opened).nanoseconds) / 1e9
+            let who = deviceClosedFirst ? "device" : (closedByGateway ? "gateway or broker" : "connection lost")
+            tracer.record(.disconnect,
+                          "disconnected (closed by \(who)) after \(String(format: "%.1f", seconds)) s: \(bytesFromDevice) bytes from the device, \(bytesToDevice) bytes to it",
+                          details: ["closed_by": who, "duration_s": String(format: "%.3f", seconds),
+                                    "bytes_from_device": "\(bytesFromDevice)", "bytes_to_device": "\(bytesToDevice)"])
+        }
+        context.fireChannelInactive()
+    }
+
+    private func identify(_ certificate: X509Certificate) {
+        let identity = DeviceIdentity.of(certificate, source: identitySource) ?? certificate.commonName ?? certificate.subject
+        tracer.identify(device: identity, serial: certificate.serialHex)
+    }
+
+    private func recordCheck(_ verdict: DeviceCertificateVerdict) {
+        switch verdict {
+        case let .accept(note):
+            tracer.record(.ocspCheck, "certificate check passed: \(note)", details: ["verdict": "accept", "detail": note])
+        case let .reject(refusal, reason):
+            tracer.record(.ocspCheck, "certificate check refused the device: \(reason)", failure: true,
+                          details: ["verdict": "reject", "refusal": "\(refusal)", "detail": reason])
+        }
+    }
+
+    static func format(_ date: Date) -> String { date.formatted(.iso8601) }
+}

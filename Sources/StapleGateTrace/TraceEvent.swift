@@ -1,0 +1,88 @@
+import Foundation
+import GRDB
+
+/// One thing that happened to one device connection, as operators read it in
+/// `staplegate trace DEVICE`: when, what, for which device and connection, and the details.
+public struct TraceEvent: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        /// TCP connection accepted.
+        case accepted
+        /// TLS handshake done (version, cipher, resumed, duration).
+        case tlsHandshake = "tls_handshake"
+        /// TLS handshake failed (OpenSSL's reason).
+        case tlsFailed = "tls_failed"
+        /// The device's certificate (subject, issuer, serial, notAfter).
+        case clientCertificate = "client_certificate"
+        /// An OCSP check of the device certificate (cache hit or miss, responder, status…).
+        case ocspCheck = "ocsp_check"
+        /// The device's CONNECT (client id, protocol, keepalive).
+        case connect
+        /// Admitted or refused, and why.
+        case admission
+        /// Broker connection made or failed.
+        case upstream
+        /// The session ended (who closed, why, duration, bytes and packets each way).
+        case disconnect
+        /// A PUBLISH (direction, topic, QoS, size; never the payload), while message trace is on.
+        case publish
+    }
+
+    /// Row id in the store; nil until stored.
+    public var id: Int64?
+    public var time: Date
+    public var kind: Kind
+    /// The device identity once known (nil for events before the certificate was seen).
+    public var device: String?
+    /// The device certificate's serial (hex), once known.
+    public var serial: String?
+    public var connectionID: UInt64
+    public var remoteAddress: String
+    /// Whether this event is a refusal or failure (what `trace --failures` lists).
+    public var isFailure: Bool
+    /// One human line: "TLS handshake done: TLSv1.3 TLS_AES_256_GCM_SHA384, 7 ms".
+    public var summary: String
+    /// Structured fields, for --json and for tests ("ocsp.status": "revoked", …).
+    public var details: [String: String]
+
+    public init(id: Int64? = nil, time: Date = Date(), kind: Kind, device: String?, serial: String?, connectionID: UInt64,
+                remoteAddress: String, isFailure: Bool = false, summary: String, details: [String: String] = [:]) {
+        self.id = id
+        self.time = time
+        self.kind = kind
+        self.device = device
+        self.serial = serial
+        self.connectionID = connectionID
+        self.remoteAddress = remoteAddress
+        self.isFailure = isFailure
+        self.summary = summary
+        self.details = details
+    }
+}
+
+// MARK: - Storage (TraceStore's `trace_event` rows)
+
+extension TraceEvent {
+    /// The columns `storageArguments` fills, in order.
+    static let storageColumns =
+        "time, kind, device, serial, connection_id, remote_address, is_failure, summary, details"
+
+    /// `details` as a JSON object, so that sqlite3 users can query it with json_extract().
+    func storageArguments(encoder: JSONEncoder) throws -> StatementArguments {
+        let json = String(decoding: try encoder.encode(details), as: UTF8.self)
+        // SQLite integers are signed: the bit pattern keeps every UInt64 id distinct.
+        return [time, kind.rawValue, device, serial, Int64(bitPattern: connectionID), remoteAddress, isFailure,
+                summary, json]
+    }
+
+    /// Nil for a row this version cannot read (a kind added by a newer version).
+    init?(row: Row, decoder: JSONDecoder) {
+        guard let kind = Kind(rawValue: row["kind"] ?? ""), let time = row["time"] as Date? else { return nil }
+        let json: String = row["details"] ?? "{}"
+        // Details a newer version wrote in another shape are shown as they are, not lost.
+        let details = (try? decoder.decode([String: String].self, from: Data(json.utf8))) ?? ["details": json]
+        self.init(id: row["id"], time: time, kind: kind, device: row["device"], serial: row["serial"],
+                  connectionID: UInt64(bitPattern: row["connection_id"] ?? 0),
+                  remoteAddress: row["remote_address"] ?? "", isFailure: row["is_failure"] ?? false,
+                  summary: row["summary"] ?? "", details: details)
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+@testable import StapleGateTrace
+import TestSupport
+import XCTest
+
+/// Events written through `TraceStore` and read back through `TraceReader`, as the gateway and
+/// `staplegate trace` do (two connections on one WAL file).
+final class TraceStoreTests: TraceStoreTestCase {
+    func testEventsRoundTripWithTheirDetails() throws {
+        let store = try makeStore()
+        let events = [
+            event(.accepted, device: nil, at: 0, connection: UInt64.max, summary: "TCP connection from 10.0.0.7:51234"),
+            event(.tlsHandshake, at: 0.25, connection: UInt64.max, details: ["tls.version": "TLSv1.3", "tls.resumed": "no"]),
+            event(.ocspCheck, at: 0.5, connection: UInt64.max, failure: true, summary: "certificate revoked",
+                  details: ["ocsp.status": "revoked", "ocsp.responder": "http://ocsp.example/\"quoted\"", "ü": "☃"]),
+        ]
+        events.forEach(store.record)
+        store.flush()
+
+        let stored = try reader().events(device: "device-1")
+        assertSame(stored, Array(events.dropFirst()))
+        XCTAssertEqual(writtenMetric(), 3)
+        XCTAssertEqual(store.droppedEvents, 0)
+        // Ids grow in the order events were recorded.
+        XCTAssertEqual(stored.compactMap(\.id), stored.compactMap(\.id).sorted())
+    }
+
+    func testPerDeviceQueriesHonourSinceAndKeepTheNewestWithinTheLimit() throws {
+        let store = try makeStore()
+        for second in 0..<10 {
+            store.record(event(at: Double(second), connection: UInt64(second)))
+            store.record(event(device: "device-2", at: Double(second) + 0.5))
+        }
+        store.flush()
+        let reader = try reader()
+
+        XCTAssertEqual(try reader.events(device: "device-1").map(\.connectionID), Array(0..<10))
+        XCTAssertEqual(try reader.events(device: "device-1", since: now.addingTimeInterval(6)).map(\.connectionID),
+                       [6, 7, 8, 9])
+        // The limit keeps the newest, still listed oldest first.
+        XCTAssertEqual(try reader.events(device: "device-1", limit: 3).map(\.connectionID), [7, 8, 9])
+        XCTAssertEqual(try reader.events(device: "device-1", since: now.addingTimeInterval(2), limit: 2)
+            .map(\.connectionID), [8, 9])
+        XCTAssertEqual(try reader.events(device: "nobody"), [])
+    }
+
+    func testFailuresAreListedAcrossDevicesNewestLast() throws {
+        let store = try makeStore()
+        store.record(event(.tlsFailed, device: nil, at: 1, failure: true, summary: "no certificate"))
+        store.record(event(.connect, device: "device-1", at: 2))
+        store.record(event(.admission, device: "device-2", at: 3, failure: true, summary: "client id mismatch"))
+        store.record(event(.ocspCheck, device: "device-1", at: 4, failure: true, summary: "revoked"))
+        store.flush()
+        let reader = try reader()
+
+        XCTAssertEqual(try reader.failures().map(\.summary), ["no certificate", "client id mismatch", "revoked"])
+        XCTAssertEqual(try reader.failures(since: now.addingTimeInterval(2)).map(\.summary), ["client id mismatch", "revoked"])
+        XCTAssertEqual(try reader.failures(limit: 1).map(\.summary), ["revoked"])
+
+        let devices = try reader.devices()
+        XCTAssertEqual(devices.map(\.device), ["device-1", "device-2"])
+        XCTAssertEqual(devices.map(\.events), [2, 1])
+        XCTAssertEqual(devices.map(\.failures), [1, 1])
+        XCTAssertEqual(try reader.devices(since: now.addingTimeInterval(3.5)).map(\.device), ["device-1"])
+    }
+
+    /// `trace DEVICE --follow`: poll with the id of the last event shown.
+    func testPollingAfterAnIDSeesOnlyNewerEvents() throws {
+        let store = try makeStore()
+        let reader = try reader()
+        store.record(event(at: 0, summary: "first"))
+        store.flush()
+        let first = try reader.events(device: "device-1")
+        let lastID = try XCTUnwrap(first.last?.id)
+        XCTAssertEqual(try reader.events(device: "device-1", afterID: lastID), [])
+
+        store.record(event(at: 1, summary: "second"))
+        store.record(event(device: "device-2", at: 1, summary: "other device"))
+        store.record(event(at: 2, summary: "third"))
+        store.flush()
+        let next = try reader.events(device: "device-1", afterID: lastID)
+        XCTAssertEqual(next.map(\.summary), ["second", "third"])
+        XCTAssertEqual(try reader.events(device: "device-1", afterID: lastID, limit: 1).map(\.summary), ["second"])
+        XCTAssertEqual(try reader.events(device: "device-1", afterID: try XCTUnwrap(next.last?.id)), [])
+    }
+
+    func testMessageTraceSwitchesExpireAndSurviveReopening() throws {
+        var store: TraceStore? = try makeStore()
+        let hour = now.addingTimeInterval(3600)
+        store?.enableMessageTrace(device: "device-1", until: hour)
+        store?.enableMessageTrace(device: "device-2", until: hour)
+        store?.enableMessageTrace(device: "device-3", until: now.addingTimeInterval(-1))
+        store?.disableMessageTrace(device: "device-2")
+
+        XCTAssertEqual(store?.messageTraceUntil(device: "device-1", now: now), hour)
+        XCTAssertNil(store?.messageTraceUntil(device: "device-1", now: hour), "over at `until`")
+        XCTAssertNil(store?.messageTraceUntil(device: "device-2", now: now), "disabled")
+        XCTAssertNil(store?.messageTraceUntil(device: "device-3", now: now), "already over")
+        XCTAssertNil(store?.messageTraceUntil(device: "unknown", now: now))
+        XCTAssertEqual(store?.messageTraces(now: now), ["device-1": hour])
+
+        store?.flush()
+        store = nil
+        let reopened = try makeStore()
+        XCTAssertEqual(reopened.messageTraceUntil(device: "device-1", now: now), hour)
+        XCTAssertNil(reopened.messageTraceUntil(device: "device-2", now: now))
+        XCTAssertNil(reopened.messageTraceUntil(device: "device-3", now: now))
+
+        // Re-enabling moves the end; disabling is persisted too.
+        let later = now.addingTimeInterval(7200)
+        reopened.enableMessageTrace(device: "device-1", until: later)
+        reopened.enableMessageTrace(device: "device-4", until: later)
+        reopened.disableMessageTrace(device: "device-4")
+        reopened.flush()
+        let again = try makeStore()
+        XCTAssertEqual(again.messageTraces(now: now), ["device-1": later])
+    }
+
+    func testErrorsNameTheFile() throws {
+        let folder = try state.subdirectory("trace.sqlite")
+        XCTAssertThrowsError(try makeStore()) { error in
+            XCTAssertTrue("\(error)".hasPrefix("cannot open the trace store \(folder): "), "\(error)")
+        }
+        let missing = state.file("missing.sqlite")
+        XCTAssertThrowsError(try TraceStore.openForReading(path: missing)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("cannot open the trace store \(missing): "), "\(error)")
+        }
+    }
+
+    func testTheStoreCreatesItsFolder() throws {
+        let path = state.file("state/nested/trace.sqlite")
+        let store = try TraceStore(path: path, logger: .recording(into: log), metricsFactory: metrics)
+        store.record(event())
+        store.flush()
+        XCTAssertEqual(try TraceStore.openForReading(path: path).events(device: "device-1").count, 1)
+    }
+}
