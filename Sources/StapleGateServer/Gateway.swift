@@ -140,7 +140,7 @@ public final class Gateway: Service, Sendable {
         let traceStore = self.traceStore
         let settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
-            messageTraceEnabled: { identity in traceStore?.messageTraceUntil(device: identity) != nil })
+            messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) })
         let tls = try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)
         try channel.pipeline.syncOperations.addHandlers([
             tls,

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import StapleGateAdmission
@@ -25,8 +26,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         let upstream: UpstreamConfiguration
         let admission: AdmissionConfiguration
         let liveSessions: LiveSessions?
-        /// Whether publishes of this device identity are being traced now.
-        let messageTraceEnabled: @Sendable (String) -> Bool
+        /// Until when publishes of this device identity are traced (nil: not traced).
+        let messageTraceUntil: @Sendable (String) -> Date?
     }
 
     private let settings: Settings
@@ -109,9 +110,9 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(proxy, position: .after(self))
-            if settings.messageTraceEnabled(identity) {
-                try pipeline.addHandler(MessageTraceHandler(version: version, tracer: tracer), position: .before(self))
-                tracer.record(.admission, "message trace on for this session")
+            if let until = settings.messageTraceUntil(identity) {
+                try pipeline.addHandler(MessageTraceHandler(version: version, until: until, tracer: tracer), position: .before(self))
+                tracer.record(.admission, "message trace on for this session until \(until.formatted(.iso8601))")
             }
         } catch {
             logger.error("cannot start the proxy session: \(error)")

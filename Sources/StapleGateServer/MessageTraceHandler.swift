@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import StapleGateAdmission
 
@@ -11,21 +12,36 @@ final class MessageTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var fromDevice: MQTTPacketFramer
     private var toDevice: MQTTPacketFramer
     private let tracer: ConnectionTracer
+    /// When the operator's `trace enable … --for` runs out: the handler then removes itself.
+    private let until: Date
 
-    init(version: MQTTProtocolVersion, tracer: ConnectionTracer) {
+    init(version: MQTTProtocolVersion, until: Date, tracer: ConnectionTracer) {
         fromDevice = MQTTPacketFramer(protocolVersion: version, direction: .deviceToBroker)
         toDevice = MQTTPacketFramer(protocolVersion: version, direction: .brokerToDevice)
+        self.until = until
         self.tracer = tracer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        record(fromDevice.feed(unwrapInboundIn(data)))
+        if stillOn(context) { record(fromDevice.feed(unwrapInboundIn(data))) }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        record(toDevice.feed(unwrapOutboundIn(data)))
+        if stillOn(context) { record(toDevice.feed(unwrapOutboundIn(data))) }
         context.write(data, promise: promise)
+    }
+
+    private var removed = false
+
+    /// False once the trace period is over (and the handler on its way out of the pipeline).
+    private func stillOn(_ context: ChannelHandlerContext) -> Bool {
+        guard !removed else { return false }
+        guard Date() >= until else { return true }
+        removed = true
+        tracer.record(.publish, "message trace ended (its time ran out)")
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        return false
     }
 
     private func record(_ summaries: [MQTTPacketSummary]) {
