@@ -215,7 +215,7 @@ let package = Package(
         ),
         .testTarget(
             name: "StapleGateConfigTests",
-            dependencies: ["StapleGateConfig", "TestSupport"],
+            dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "TestSupport"],
             path: "Tests/StapleGateConfigTests",
             swiftSettings: testSwift
         ),
