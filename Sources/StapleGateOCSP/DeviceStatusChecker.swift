@@ -109,10 +109,14 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     /// What the cache holds for `certificate`, expired or not (nil when nothing, or when its
     /// issuer is unknown).
     public func cachedStatus(of certificate: X509Certificate) -> CachedOCSPStatus? {
-        guard let issuer = issuer(of: certificate), let certID = try? CertID(certificate: certificate, issuer: issuer) else {
-            return nil
-        }
-        return cache.peek(certID)
+        certID(of: certificate).flatMap(cache.peek)
+    }
+
+    /// The CertID the cache keys `certificate` by; nil when its issuer is unknown. Costs an
+    /// issuer search and two hashes: callers that ask repeatedly keep the answer.
+    public func certID(of certificate: X509Certificate) -> CertID? {
+        guard let issuer = issuer(of: certificate) else { return nil }
+        return try? CertID(certificate: certificate, issuer: issuer)
     }
 
     // MARK: Asking the responder

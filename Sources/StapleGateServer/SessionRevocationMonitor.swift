@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import StapleGateOCSP
@@ -21,6 +22,9 @@ public final class SessionRevocationMonitor: Service, Sendable {
 
     private let checker: DeviceStatusChecker
     private let sessions: LiveSessions
+    /// Each live session's cache key, worked out once (an issuer search and two hashes) rather
+    /// than on every pass over thousands of sessions; nil when its issuer is unknown.
+    private let keys = NIOLockedValueBox<[ObjectIdentifier: CertID?]>([:])
     private let interval: Duration
     private let logger: Logger
 
@@ -42,13 +46,24 @@ public final class SessionRevocationMonitor: Service, Sendable {
 
     /// Rechecks every connected certificate whose cached status has expired (or was dropped).
     func recheckExpired(now: Date) async {
-        let due = sessions.byCertificate.filter { group in
-            guard let cached = checker.cachedStatus(of: group.certificate) else { return true }
-            return cached.expiresAt <= now
+        let live = sessions.all
+        var groups: [CertID: [LiveSessions.Session]] = [:]
+        keys.withLockedValue { keys in
+            var seen: [ObjectIdentifier: CertID?] = [:]
+            for session in live {
+                let channel = ObjectIdentifier(session.channel)
+                let key = keys[channel] ?? checker.certID(of: session.certificate)
+                seen[channel] = key
+                if let key { groups[key, default: []].append(session) }
+            }
+            keys = seen  // sessions that ended are forgotten
         }
+        let due = groups.filter { key, _ in (checker.cache.peek(key)?.expiresAt ?? .distantPast) <= now }
         await withTaskGroup(of: Void.self) { tasks in
-            for group in due {
-                tasks.addTask { _ = await self.recheck(group.certificate, sessions: group.sessions, reason: "cached status expired") }
+            for (_, group) in due {
+                tasks.addTask {
+                    _ = await self.recheck(group[0].certificate, sessions: group, reason: "cached status expired")
+                }
             }
         }
     }
