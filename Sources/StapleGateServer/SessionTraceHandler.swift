@@ -18,6 +18,8 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let opened = NIODeadline.now()
     private var bytesFromDevice = 0
     private var bytesToDevice = 0
+    private var packetsFromDevice = MQTTPacketCounter()
+    private var packetsToDevice = MQTTPacketCounter()
     /// Who ended the session, when it was not the gateway.
     private var deviceClosedFirst = false
     private var closedByGateway = false
@@ -62,12 +64,16 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        bytesFromDevice += unwrapInboundIn(data).readableBytes
+        let buffer = unwrapInboundIn(data)
+        bytesFromDevice += buffer.readableBytes
+        packetsFromDevice.count(buffer)
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        bytesToDevice += unwrapOutboundIn(data).readableBytes
+        let buffer = unwrapOutboundIn(data)
+        bytesToDevice += buffer.readableBytes
+        packetsToDevice.count(buffer)
         context.write(data, promise: promise)
     }
 
@@ -81,9 +87,11 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let seconds = Double((NIODeadline.now() - opened).nanoseconds) / 1e9
             let who = deviceClosedFirst ? "device" : (closedByGateway ? "gateway or broker" : "connection lost")
             tracer.record(.disconnect,
-                          "disconnected (closed by \(who)) after \(String(format: "%.1f", seconds)) s: \(bytesFromDevice) bytes from the device, \(bytesToDevice) bytes to it",
+                          "disconnected (closed by \(who)) after \(String(format: "%.1f", seconds)) s: \(bytesFromDevice) bytes in \(packetsFromDevice.packets) packets from the device, \(bytesToDevice) bytes in \(packetsToDevice.packets) packets to it",
                           details: ["closed_by": who, "duration_s": String(format: "%.3f", seconds),
-                                    "bytes_from_device": "\(bytesFromDevice)", "bytes_to_device": "\(bytesToDevice)"])
+                                    "bytes_from_device": "\(bytesFromDevice)", "bytes_to_device": "\(bytesToDevice)",
+                                    "packets_from_device": "\(packetsFromDevice.packets)",
+                                    "packets_to_device": "\(packetsToDevice.packets)"])
         }
         context.fireChannelInactive()
     }

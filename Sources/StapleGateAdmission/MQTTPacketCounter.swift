@@ -1,0 +1,70 @@
+import NIOCore
+
+/// Counts the MQTT packets in a byte stream by their fixed headers alone, skipping every body
+/// by its length: the disconnect trace's "packets each way", cheap enough to run on every
+/// session (the full `MQTTPacketFramer` only runs under message trace).
+public struct MQTTPacketCounter: Sendable {
+    private enum Stage: Sendable {
+        case packetType
+        /// Reading the remaining length, a variable byte integer of at most four bytes.
+        case remainingLength(value: Int, multiplier: Int, bytesRead: Int)
+        case body(bytesLeft: Int)
+        /// The stream is not MQTT (a length longer than four bytes): counting stopped.
+        case off
+    }
+
+    private var stage = Stage.packetType
+    /// Complete packets seen so far.
+    public private(set) var packets = 0
+
+    public init() {}
+
+    /// Whether the stream stopped looking like MQTT (the count is then a lower bound).
+    public var stopped: Bool {
+        if case .off = stage { return true }
+        return false
+    }
+
+    public mutating func count(_ buffer: ByteBuffer) {
+        let bytes = buffer.readableBytesView
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            switch stage {
+            case .off:
+                return
+            case .packetType:
+                stage = .remainingLength(value: 0, multiplier: 1, bytesRead: 0)
+                index += 1
+            case let .remainingLength(value, multiplier, bytesRead):
+                let byte = bytes[index]
+                index += 1
+                let total = value + Int(byte & 0x7F) * multiplier
+                if byte & 0x80 == 0 {
+                    finishHeader(bodyLength: total)
+                } else if bytesRead == 3 {
+                    stage = .off
+                } else {
+                    stage = .remainingLength(value: total, multiplier: multiplier * 128, bytesRead: bytesRead + 1)
+                }
+            case let .body(bytesLeft):
+                let skipped = min(bytesLeft, bytes.endIndex - index)
+                index += skipped
+                if skipped == bytesLeft {
+                    packets += 1
+                    stage = .packetType
+                } else {
+                    stage = .body(bytesLeft: bytesLeft - skipped)
+                }
+            }
+        }
+    }
+
+    private mutating func finishHeader(bodyLength: Int) {
+        if bodyLength == 0 {
+            packets += 1
+            stage = .packetType
+        } else {
+            stage = .body(bytesLeft: bodyLength)
+        }
+    }
+}
