@@ -44,9 +44,11 @@ struct RunCommand: AsyncParsableCommand {
         }
         let liveSessions = LiveSessions()
         let traceStore = openTraceStore(loaded.configuration, logger: logger)
+        var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
+        if let checker { deviceStatus = { checker.cachedStatus(of: $0) } }
         let gateway = Gateway(configuration: loaded.configuration, serverContext: serverContext, group: eventLoops,
                               logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions,
-                              traceStore: traceStore)
+                              traceStore: traceStore, deviceStatus: deviceStatus)
         services.append(gateway)
         let monitor = checker.map { SessionRevocationMonitor(checker: $0, sessions: liveSessions, logger: logger) }
         if let monitor { services.append(monitor) }

@@ -37,3 +37,20 @@ extension CachedOCSPStatus {
         return listing
     }
 }
+
+extension CachedOCSPStatus {
+    /// The fields a device trace shows for this status ("ocsp.status", "ocsp.next_update", …).
+    public var traceDetails: [String: String] {
+        var details = ["ocsp.responder": responderURL, "ocsp.checked_at": checkedAt.formatted(.iso8601),
+                       "ocsp.cached_until": expiresAt.formatted(.iso8601)]
+        let listing = self.listing
+        details["ocsp.status"] = listing.status
+        if let thisUpdate { details["ocsp.this_update"] = thisUpdate.formatted(.iso8601) }
+        if let nextUpdate { details["ocsp.next_update"] = nextUpdate.formatted(.iso8601) }
+        if let revokedAt = listing.revokedAt { details["ocsp.revoked_at"] = revokedAt.formatted(.iso8601) }
+        if let reason = listing.revocationReason { details["ocsp.revocation_reason"] = reason }
+        if let failure = listing.failure { details["ocsp.failure"] = failure }
+        if let latency { details["ocsp.latency_ms"] = "\((latency.timeInterval * 1000 * 1000).rounded() / 1000)" }
+        return details
+    }
+}

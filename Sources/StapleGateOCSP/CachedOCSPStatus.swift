@@ -25,6 +25,9 @@ public struct CachedOCSPStatus: Sendable, Equatable {
     public var responderURL: String
     /// The device certificate's subject, for listings.
     public var subject: String
+    /// How long the responder took (connect to last byte), for answers fetched by this run;
+    /// nil for failures and for entries loaded from the store.
+    public var latency: Duration?
 
     public init(certID: CertID, outcome: Outcome, thisUpdate: Date?, nextUpdate: Date?, checkedAt: Date,
                 expiresAt: Date, responderURL: String, subject: String) {

@@ -159,9 +159,11 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
             }
             var expires = now.addingTimeInterval(configuration.cacheLifetime.timeInterval)
             if let nextUpdate = response.nextUpdate { expires = min(expires, nextUpdate) }
-            status = CachedOCSPStatus(certID: check.certID, outcome: outcome, thisUpdate: response.thisUpdate,
-                                      nextUpdate: response.nextUpdate, checkedAt: now, expiresAt: expires,
-                                      responderURL: responderURL, subject: check.certificate.subject)
+            var answered = CachedOCSPStatus(certID: check.certID, outcome: outcome, thisUpdate: response.thisUpdate,
+                                            nextUpdate: response.nextUpdate, checkedAt: now, expiresAt: expires,
+                                            responderURL: responderURL, subject: check.certificate.subject)
+            answered.latency = answer.latency
+            status = answered
             logger.info("OCSP answer for a device certificate", metadata: [
                 "device": "\(check.certificate.commonName ?? check.certificate.subject)", "serial": "\(check.certID.serialHex)",
                 "ocsp.status": "\(response.status)", "ocsp.responder": "\(answer.url)",

@@ -5,6 +5,7 @@ import NIOPosix
 import ServiceLifecycle
 import StapleGateConfig
 import StapleGateProxy
+import StapleGateOCSP
 import StapleGateTLS
 import StapleGateTrace
 
@@ -24,6 +25,8 @@ public final class Gateway: Service, Sendable {
     public let liveSessions: LiveSessions
     /// Where per-device trace events go; nil: not traced.
     private let traceStore: TraceStore?
+    /// The device-status cache's entry for a certificate, for the OCSP details of traces.
+    private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
 
     private struct ListenerState {
         var channel: Channel?
@@ -43,7 +46,8 @@ public final class Gateway: Service, Sendable {
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
                 group: EventLoopGroup? = nil, logger: Logger,
                 admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
-                traceStore: TraceStore? = nil) {
+                traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil) {
+        self.deviceStatus = deviceStatus
         self.configuration = configuration
         self.admissionGate = admissionGate
         self.liveSessions = liveSessions
@@ -144,7 +148,8 @@ public final class Gateway: Service, Sendable {
         let tls = try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)
         try channel.pipeline.syncOperations.addHandlers([
             tls,
-            SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity),
+            SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
+                                deviceStatus: traceStore == nil ? nil : deviceStatus),
             HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger),
             MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger),
         ])

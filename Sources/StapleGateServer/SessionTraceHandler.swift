@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import StapleGateAdmission
+import StapleGateOCSP
 import StapleGateProxy
 import StapleGateTLS
 import StapleGateTrace
@@ -15,6 +16,8 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let tracer: ConnectionTracer
     private let identitySource: AdmissionConfiguration.IdentitySource
+    /// What the device-status cache holds for a certificate: the OCSP details of a check.
+    private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
     private let opened = NIODeadline.now()
     private var bytesFromDevice = 0
     private var bytesToDevice = 0
@@ -25,16 +28,18 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var closedByGateway = false
     private var admitted = false
 
-    init(tracer: ConnectionTracer, identitySource: AdmissionConfiguration.IdentitySource) {
+    init(tracer: ConnectionTracer, identitySource: AdmissionConfiguration.IdentitySource,
+         deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil) {
         self.tracer = tracer
         self.identitySource = identitySource
+        self.deviceStatus = deviceStatus
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case let TLSEvent.deviceCertificateJudged(certificate, verdict):
             identify(certificate)
-            recordCheck(verdict)
+            recordCheck(verdict, details: deviceStatus?(certificate)?.traceDetails ?? [:])
         case let TLSEvent.handshakeCompleted(summary):
             if let certificate = summary.deviceCertificate {
                 identify(certificate)
@@ -101,13 +106,21 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
         tracer.identify(device: identity, serial: certificate.serialHex)
     }
 
-    private func recordCheck(_ verdict: DeviceCertificateVerdict) {
+    /// `details`: the OCSP status behind the verdict (responder, status, validity, revocation,
+    /// latency), when the cache has one.
+    private func recordCheck(_ verdict: DeviceCertificateVerdict, details: [String: String]) {
+        var details = details
+        details["detail"] = verdict.reason
         switch verdict {
         case let .accept(note):
-            tracer.record(.ocspCheck, "certificate check passed: \(note)", details: ["verdict": "accept", "detail": note])
+            details["verdict"] = "accept"
+            details["ocsp.cache"] = note.contains("(cached until") ? "hit" : "miss"
+            tracer.record(.ocspCheck, "certificate check passed: \(note)", details: details)
         case let .reject(refusal, reason):
-            tracer.record(.ocspCheck, "certificate check refused the device: \(reason)", failure: true,
-                          details: ["verdict": "reject", "refusal": "\(refusal)", "detail": reason])
+            details["verdict"] = "reject"
+            details["refusal"] = "\(refusal)"
+            details["ocsp.cache"] = reason.contains("cached until") ? "hit" : "miss"
+            tracer.record(.ocspCheck, "certificate check refused the device: \(reason)", failure: true, details: details)
         }
     }
 
