@@ -61,7 +61,8 @@ struct TraceShowCommand: AsyncParsableCommand {
         let after = since.map { Date().addingTimeInterval(-$0.duration.timeInterval) }
         var events = failures ? try reader.failures(since: after) : try reader.events(device: device!, since: after)
         if events.isEmpty && !follow {
-            print(failures ? "no refusals or failures recorded" : "no events for \(device!)")
+            // JSON Lines readers (jq) get an empty stream, not a sentence.
+            if !json { print(failures ? "no refusals or failures recorded" : "no events for \(device!)") }
             return
         }
         emit(events)
@@ -76,8 +77,11 @@ struct TraceShowCommand: AsyncParsableCommand {
     }
 
     private func emit(_ events: [TraceEvent]) {
-        let lines = json ? TraceTimeline.jsonLines(events) : TraceTimeline.lines(events)
+        // Across devices (--failures) each line names its device.
+        let lines = json ? TraceTimeline.jsonLines(events) : TraceTimeline.lines(events, showDevice: failures)
         for line in lines { print(line) }
+        // --follow into a pipe (grep, a service manager) must not wait for a full buffer.
+        fflush(nil)  // every output stream (stdout is a C global Swift 6 will not touch)
     }
 }
 

@@ -26,11 +26,20 @@ public enum RevocationReason: String, Sendable {
 }
 
 /// RFC 6960 CertStatus: what the responder says about the certificate.
-public enum OCSPCertStatus: Sendable, Equatable {
+public enum OCSPCertStatus: Sendable, Equatable, CustomStringConvertible {
     case good
     case revoked(at: Date, reason: RevocationReason?)
     /// The responder does not know the certificate (not issued by its CA, or not in its database).
     case unknown
+
+    /// "good", "revoked at 2026-11-22T04:41:26Z (keyCompromise)", "unknown": as logs show it.
+    public var description: String {
+        switch self {
+        case .good: "good"
+        case let .revoked(at, reason): "revoked at \(at.formatted(.iso8601))" + (reason.map { " (\($0.rawValue))" } ?? "")
+        case .unknown: "unknown"
+        }
+    }
 }
 
 /// An OCSP response that passed every check of an `OCSPVerificationPolicy`, with the

@@ -23,25 +23,30 @@ final class MessageTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if stillOn(context) { record(fromDevice.feed(unwrapInboundIn(data))) }
+        let expired = expireIfDue()
+        if !done { record(fromDevice.feed(unwrapInboundIn(data))) }
         context.fireChannelRead(data)
+        // Only after the bytes went on: a removed handler can no longer pass anything along.
+        if expired { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if stillOn(context) { record(toDevice.feed(unwrapOutboundIn(data))) }
+        let expired = expireIfDue()
+        if !done { record(toDevice.feed(unwrapOutboundIn(data))) }
         context.write(data, promise: promise)
+        if expired { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
     }
 
-    private var removed = false
+    /// Set once the trace period is over; the handler then leaves the pipeline.
+    private var done = false
 
-    /// False once the trace period is over (and the handler on its way out of the pipeline).
-    private func stillOn(_ context: ChannelHandlerContext) -> Bool {
-        guard !removed else { return false }
-        guard Date() >= until else { return true }
-        removed = true
+    /// True the first time the trace period is found over (the caller then removes the handler,
+    /// after passing its bytes on).
+    private func expireIfDue() -> Bool {
+        guard !done, Date() >= until else { return false }
+        done = true
         tracer.record(.publish, "message trace ended (its time ran out)")
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        return false
+        return true
     }
 
     private func record(_ summaries: [MQTTPacketSummary]) {

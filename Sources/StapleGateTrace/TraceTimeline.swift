@@ -12,15 +12,18 @@ public enum TraceTimeline {
 
     /// A readable timeline: time (ISO 8601 with milliseconds, in `timeZone`), connection id,
     /// failure mark, kind (padded so that summaries line up) and summary.
-    public static func lines(_ events: [TraceEvent], timeZone: TimeZone = .current) -> [String] {
+    /// `showDevice`: add the device after the connection id (for listings across devices).
+    public static func lines(_ events: [TraceEvent], timeZone: TimeZone = .current, showDevice: Bool = false) -> [String] {
         let style = timeStyle(timeZone)
         // Connection ids grow for the gateway's lifetime: pad to the widest in view.
         let idWidth = events.map { String($0.connectionID).count }.max() ?? 1
+        let deviceWidth = showDevice ? events.map { ($0.device ?? "-").count }.max() ?? 1 : 0
         return events.map { event in
             let id = "#\(event.connectionID)".padding(toLength: idWidth + 1, withPad: " ", startingAt: 0)
+            let device = showDevice ? (event.device ?? "-").padding(toLength: deviceWidth, withPad: " ", startingAt: 0) + "  " : ""
             let mark = event.isFailure ? failureMark : " "
             let kind = event.kind.rawValue.padding(toLength: kindWidth, withPad: " ", startingAt: 0)
-            return "\(event.time.formatted(style))  \(id)  \(mark) \(kind)  \(event.summary)"
+            return "\(event.time.formatted(style))  \(id)  \(device)\(mark) \(kind)  \(event.summary)"
         }
     }
 
