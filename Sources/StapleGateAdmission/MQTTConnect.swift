@@ -90,6 +90,9 @@ public struct MQTTConnect: Sendable, Equatable {
     public var will: Will?
     /// 5.0 CONNECT properties, raw (without their length prefix); empty before 5.0.
     public var properties: [UInt8]
+    /// A Mosquitto bridge's CONNECT (`try_private`: the level's high bit set), kept through a
+    /// re-encoding so that the broker still treats the connection as a bridge.
+    public var isBridge = false
 
     public init(
         protocolVersion: MQTTProtocolVersion, clientID: String, username: String? = nil, password: [UInt8]? = nil,
@@ -123,7 +126,7 @@ public struct MQTTConnect: Sendable, Equatable {
     public func encoded() -> [UInt8] {
         var body = ByteBuffer()
         body.writeMQTTString(protocolVersion.protocolName)
-        body.writeInteger(protocolVersion.rawValue)
+        body.writeInteger(protocolVersion.rawValue | (isBridge ? 0x80 : 0))
         body.writeInteger(connectFlags)
         body.writeInteger(keepAlive)
         let hasProperties = protocolVersion == .v5

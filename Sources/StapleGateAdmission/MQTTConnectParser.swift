@@ -112,7 +112,7 @@ public enum MQTTConnectParser {
         guard let available = buffer.getSlice(at: bodyIndex, length: min(buffer.writerIndex - bodyIndex, remainingLength))
         else { return nil }
         var reader = ConnectReader(body: available)
-        return try? reader.readProtocolVersion()
+        return try? reader.readProtocolVersion().version
     }
 }
 
@@ -127,7 +127,7 @@ private struct ConnectReader {
     }
 
     mutating func readConnect() throws(MQTTConnectRefusal) -> MQTTConnect {
-        let version = try readProtocolVersion()
+        let (version, isBridge) = try readProtocolVersion()
         self.version = version
         let flags = try readByte("connect flags")
         let keepAlive = try readUInt16("keep alive")
@@ -161,13 +161,17 @@ private struct ConnectReader {
             let count = body.readableBytes
             throw malformed("\(count) \(count == 1 ? "byte" : "bytes") left over after the payload")
         }
-        return MQTTConnect(
+        var connect = MQTTConnect(
             protocolVersion: version, clientID: clientID, username: username, password: password,
             cleanStart: flags & ConnectFlags.cleanStart != 0, keepAlive: keepAlive, will: will, properties: properties)
+        connect.isBridge = isBridge
+        return connect
     }
 
-    /// Protocol name and level, which must be one of the three pairs this gateway speaks.
-    mutating func readProtocolVersion() throws(MQTTConnectRefusal) -> MQTTProtocolVersion {
+    /// Protocol name and level, which must be one of the three pairs this gateway speaks; a
+    /// 3.1 or 3.1.1 level with the high bit set is a Mosquitto bridge (`try_private`), which the
+    /// broker behind us understands.
+    mutating func readProtocolVersion() throws(MQTTConnectRefusal) -> (version: MQTTProtocolVersion, isBridge: Bool) {
         let nameBytes = try readLengthPrefixed("protocol name")
         let name = Array(nameBytes.readableBytesView)
         guard name == Array("MQTT".utf8) || name == Array("MQIsdp".utf8) else {
@@ -176,15 +180,15 @@ private struct ConnectReader {
                 protocolVersion: nil, connackRefusal: nil)
         }
         let nameString = String(decoding: name, as: UTF8.self)
-        let level = try readByte("protocol level")
+        let rawLevel = try readByte("protocol level")
+        let isBridge = rawLevel & 0x80 != 0 && (rawLevel & 0x7F == 3 || rawLevel & 0x7F == 4)
+        let level = isBridge ? rawLevel & 0x7F : rawLevel
         guard let version = MQTTProtocolVersion(rawValue: level), version.protocolName == nameString else {
-            // Mosquitto bridges mark their CONNECT by setting the level's high bit ("try_private").
-            let bridgeHint = level & 0x80 != 0 ? " (a Mosquitto bridge with try_private set?)" : ""
             throw MQTTConnectRefusal(
-                reason: "unsupported protocol \(nameString) level \(level)\(bridgeHint)",
+                reason: "unsupported protocol \(nameString) level \(level)",
                 protocolVersion: nil, connackRefusal: .unacceptableProtocolVersion)
         }
-        return version
+        return (version, isBridge)
     }
 
     // MARK: Fields

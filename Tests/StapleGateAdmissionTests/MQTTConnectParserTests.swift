@@ -204,8 +204,19 @@ final class MQTTConnectParserTests: XCTestCase {
         assertRefused(ConnectBuilder(level: 6).bytes, "unsupported protocol MQTT level 6")
         assertRefused(ConnectBuilder(level: 3).bytes, "unsupported protocol MQTT level 3")
         assertRefused(ConnectBuilder(name: "MQIsdp", level: 4).bytes, "unsupported protocol MQIsdp level 4")
-        assertRefused(ConnectBuilder(level: 0x84).bytes, "unsupported protocol MQTT level 132 (a Mosquitto bridge with try_private set?)")
+        assertRefused(ConnectBuilder(level: 0x85).bytes, "unsupported protocol MQTT level 133")
         assertRefused(ConnectBuilder(name: "\u{1}\u{2}").bytes, "unsupported protocol name bytes 01 02 (expected \"MQTT\" or \"MQIsdp\")")
+    }
+
+    func testAMosquittoBridgeCONNECTIsAcceptedAndKeepsItsMarkThroughARewrite() {
+        // try_private: the level's high bit (0x84 = bridge, 3.1.1), which the broker behind us understands.
+        guard case let .connect(connect, _) = parse(ConnectBuilder(level: 0x84).bytes) else { return XCTFail("bridge refused") }
+        XCTAssertEqual(connect.protocolVersion, .v3_1_1)
+        XCTAssertTrue(connect.isBridge)
+        let rewritten = connect.replacingCredentials(username: "device-1").encoded()
+        guard case let .connect(again, _) = parse(rewritten) else { return XCTFail("rewritten bridge CONNECT refused") }
+        XCTAssertTrue(again.isBridge)
+        XCTAssertEqual(again.username, "device-1")
     }
 
     func testUnsupportedLevelIsAnsweredWithReturnCode1AndUnknownNameIsNot() {
