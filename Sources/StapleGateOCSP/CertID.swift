@@ -63,6 +63,17 @@ public struct CertID: Hashable, Sendable, CustomStringConvertible {
         self = parts
     }
 
+    /// For a pair OpenSSL has just verified as a chain (issuer checks done): the CertID
+    /// without checking again, on the handshake's hot path. Nil if OpenSSL cannot compute it.
+    init?(verifiedCertificate certificate: X509Certificate, issuer: X509Certificate) {
+        guard let id = OCSP_cert_to_id(EVP_sha1(), certificate.pointer, issuer.pointer) else {
+            ERR_clear_error()
+            return nil
+        }
+        defer { OCSP_CERTID_free(id) }
+        self.init(openSSL: id)
+    }
+
     public init(issuerNameHash: [UInt8], issuerKeyHash: [UInt8], serialNumber: [UInt8]) {
         self.issuerNameHash = issuerNameHash
         self.issuerKeyHash = issuerKeyHash

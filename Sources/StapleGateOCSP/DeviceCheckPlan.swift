@@ -6,10 +6,13 @@ struct DeviceCheck: Sendable {
     let certificate: X509Certificate
     let issuer: X509Certificate
     let certID: CertID
-    /// The override, else the certificate's AIA OCSP URL; nil when there is neither.
-    let responderURL: String?
+    let responderOverride: String?
     /// The device certificate itself (not an intermediate CA).
     let isLeaf: Bool
+
+    /// The override, else the certificate's AIA OCSP URL; nil when there is neither. Computed
+    /// when asked (it parses the AIA extension): a cache hit never needs it.
+    var responderURL: String? { responderOverride ?? certificate.ocspResponderURLs.first }
 
     /// "the device certificate", or "intermediate CN=…" for the log.
     var label: String { isLeaf ? "device certificate" : "intermediate \(certificate.subject)" }
@@ -39,10 +42,10 @@ struct DeviceCheckPlan {
         var checks: [DeviceCheck] = []
         for index in 0..<checkedCount {
             let certificate = chain[index]
-            guard let certID = try? CertID(certificate: certificate, issuer: chain[index + 1]) else { continue }
-            let url = policy.responderOverride ?? certificate.ocspResponderURLs.first
+            // The chain comes verified from OpenSSL (or, for rechecks, from `issuer(of:)`).
+            guard let certID = CertID(verifiedCertificate: certificate, issuer: chain[index + 1]) else { continue }
             checks.append(DeviceCheck(certificate: certificate, issuer: chain[index + 1], certID: certID,
-                                      responderURL: url, isLeaf: index == 0))
+                                      responderOverride: policy.responderOverride, isLeaf: index == 0))
         }
         self.checks = checks
     }

@@ -43,16 +43,18 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         guard plan.policy.enabled else { return .accept(note: "OCSP check off for this CA") }
         var findings: [DeviceCheckFinding] = []
         for check in plan.checks {
-            guard let url = check.responderURL else {
+            // The cache first: a hit needs neither the AIA extension parsed nor anything else.
+            if let cached = cache.lookup(check.certID, now: Date()) {
+                metrics.cacheHit()
+                findings.append(.status(check, cached, url: cached.responderURL, cached: true))
+                continue
+            }
+            guard check.responderURL != nil else {
                 findings.append(.noResponder(check))
                 continue
             }
-            guard let cached = cache.lookup(check.certID, now: Date()) else {
-                metrics.cacheMiss()
-                return nil
-            }
-            metrics.cacheHit()
-            findings.append(.status(check, cached, url: url, cached: true))
+            metrics.cacheMiss()
+            return nil
         }
         return conclude(findings, policy: plan.policy)
     }

@@ -43,6 +43,11 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed, case .awaitingConnect = state {
+            // A device (or health check) that leaves before its CONNECT: closed now, not at the timeout.
+            refuse("the device closed the connection before sending a complete CONNECT", connack: [], context: context)
+            return
+        }
         if case let .handshakeCompleted(summary)? = event as? TLSEvent, case .awaitingHandshake = state {
             logger[metadataKey: "device"] = "\(summary.deviceIdentity)"
             state = .awaitingConnect(received: context.channel.allocator.buffer(capacity: 0),
@@ -55,6 +60,16 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         context.fireUserInboundEventTriggered(event)
     }
 
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .awaitingConnect = state {
+            state = .decided
+            connectDeadline?.cancel()
+            tracer.record(.admission, "refused: the connection ended before a complete CONNECT", failure: true,
+                          details: ["reason": "the connection ended before a complete CONNECT"])
+        }
+        context.fireChannelInactive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .awaitingConnect(var received, let certificate) = state else { return }
         var bytes = unwrapInboundIn(data)
@@ -65,7 +80,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         case .needMoreBytes:
             return
         case let .refused(refusal):
-            tracer.record(.connect, "first packet refused: \(refusal.reason)", failure: true, details: ["reason": refusal.reason])
+            // The refusal itself is the admission event (one failure per refused device).
+            tracer.record(.connect, "first packet is not an acceptable CONNECT", details: ["reason": refusal.reason])
             refuse(refusal.reason, connack: refusal.connackBytes, context: context)
         case let .connect(connect, packetLength):
             judge(connect, packetLength: packetLength, received: received, certificate: certificate, context: context)

@@ -49,6 +49,19 @@ public final class HandwrittenMQTTClient: @unchecked Sendable {
         try input.write([0xC0, 0x00])
     }
 
+    /// Sends `bytes` as they are: a first packet that is not a CONNECT, a malformed or partial
+    /// one, anything a well-behaved client would never write.
+    public func send(_ bytes: [UInt8]) throws {
+        try input.write(bytes)
+    }
+
+    /// Waits until s_client has exited, which it does when the other end closes the connection
+    /// (its input, the FIFO, stays open); returns how it ended.
+    @discardableResult
+    public func waitForClose(timeout: Duration = .seconds(10)) async throws -> ProcessExit {
+        try await process.waitForExit(timeout: timeout)
+    }
+
     /// How many PINGRESP the broker has sent so far.
     public var pingResponses: Int { received(Self.pingResponse) }
 
@@ -63,7 +76,7 @@ public final class HandwrittenMQTTClient: @unchecked Sendable {
 
     /// Occurrences of `packet` in s_client's stdout (the handshake report is ASCII, so the
     /// packets' high-bit bytes cannot be confused with it).
-    func received(_ packet: [UInt8]) -> Int {
+    public func received(_ packet: [UInt8]) -> Int {
         let bytes = [UInt8](process.stdout.data)
         guard bytes.count >= packet.count else { return 0 }
         var count = 0

@@ -17,20 +17,23 @@ public final class MosquittoBroker: @unchecked Sendable {
     private var current: ManagedProcess?
     private var earlierLogs = ""
 
-    /// Writes the configuration; `start` launches it.
-    public init(tcp: Bool = true, unixSocket: Bool = false) throws {
+    /// Writes the configuration; `start` launches it. `extraConfiguration`: mosquitto.conf lines
+    /// appended to the generated ones (e.g. "acl_file /tmp/…/acl"; files it names must be readable
+    /// by user mosquitto, which the broker becomes when started as root).
+    public init(tcp: Bool = true, unixSocket: Bool = false, extraConfiguration: [String] = []) throws {
         precondition(tcp || unixSocket, "a broker needs a listener")
         directory = try TemporaryDirectory(prefix: "mosquitto")
         port = tcp ? try FreePort.next() : nil
         // The socket is created by mosquitto after it dropped root for user mosquitto.
         unixSocketPath = unixSocket ? try directory.subdirectory("socket", mode: 0o777) + "/mosquitto.sock" : nil
-        configPath = try directory.write("mosquitto.conf", Self.configuration(port: port, unixSocketPath: unixSocketPath))
+        configPath = try directory.write("mosquitto.conf", Self.configuration(port: port, unixSocketPath: unixSocketPath,
+                                                                              extraConfiguration: extraConfiguration))
     }
 
     /// The project's config/mosquitto.conf with its listeners replaced by the test's own (a free
     /// loopback port and/or a socket in a temp folder), plus what the tests rely on: anonymous,
     /// no persistence, log to stderr, subscriptions logged.
-    static func configuration(port: Int?, unixSocketPath: String?) -> String {
+    static func configuration(port: Int?, unixSocketPath: String?, extraConfiguration: [String] = []) -> String {
         let project = (try? String(contentsOfFile: projectConfigurationPath, encoding: .utf8)) ?? ""
         var settings = project.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty && !$0.hasPrefix("#") && !$0.hasPrefix("listener ") }
@@ -49,14 +52,15 @@ public final class MosquittoBroker: @unchecked Sendable {
                         "max_queued_messages 0"] {
             require(setting)
         }
-        return (lines + settings).joined(separator: "\n") + "\n"
+        return (lines + settings + extraConfiguration).joined(separator: "\n") + "\n"
     }
 
     static var projectConfigurationPath: String { Repository.path("config/mosquitto.conf") }
 
     /// Starts and waits until it accepts connections.
-    public static func start(tcp: Bool = true, unixSocket: Bool = false, timeout: Duration = .seconds(15)) async throws -> MosquittoBroker {
-        let broker = try MosquittoBroker(tcp: tcp, unixSocket: unixSocket)
+    public static func start(tcp: Bool = true, unixSocket: Bool = false, extraConfiguration: [String] = [],
+                             timeout: Duration = .seconds(15)) async throws -> MosquittoBroker {
+        let broker = try MosquittoBroker(tcp: tcp, unixSocket: unixSocket, extraConfiguration: extraConfiguration)
         try await broker.start(timeout: timeout)
         return broker
     }
