@@ -82,7 +82,10 @@ public final class TraceStore: Sendable {
         connection = NIOLockedValueBox(Connection(pool: pool, identity: FileIdentity(path: path)))
     }
 
-    private static func open(_ path: String, tuning: Tuning) throws -> DatabasePool {
+    /// `createFolder`: at start only. A reopen (the file was replaced or removed under a running
+    /// gateway) must not recreate a state directory someone removed: it fails, and events are
+    /// dropped and counted until the folder is back.
+    private static func open(_ path: String, tuning: Tuning, createFolder: Bool = true) throws -> DatabasePool {
         var configuration = Configuration()
         // Waiting a little for a lock (an operator's sqlite3 shell, a checkpoint) beats failing at
         // once; the wait happens on the writer, and `record` drops rather than waits meanwhile.
@@ -100,8 +103,10 @@ public final class TraceStore: Sendable {
         }
         do {
             let folder = (path as NSString).deletingLastPathComponent
-            if !folder.isEmpty {
+            if !folder.isEmpty && createFolder {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } else if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
+                throw TraceStoreError("its folder \(folder) no longer exists")
             }
             // A DatabasePool is in WAL mode: `staplegate trace` reads while the gateway writes.
             let pool = try DatabasePool(path: path, configuration: configuration)
@@ -277,7 +282,7 @@ public final class TraceStore: Sendable {
                 connection.pool = nil
                 logger.warning("the trace store \(path) was removed or replaced while in use: opening it again")
             }
-            let pool = try Self.open(path, tuning: tuning)
+            let pool = try Self.open(path, tuning: tuning, createFolder: false)
             connection.pool = pool
             connection.identity = FileIdentity(path: path)
             return pool
