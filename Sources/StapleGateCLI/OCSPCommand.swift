@@ -18,23 +18,13 @@ struct OCSPStatusCommand: ParsableCommand {
         discussion: "Reads ocsp-status.json, which the running gateway rewrites in its state directory after every change."
     )
 
-    @Option(name: .shortAndLong, help: "The gateway's YAML configuration file (to find its state directory).")
-    var config: String?
-
-    @Option(name: .customLong("state-dir"), help: "The state directory, instead of reading it from --config.")
-    var stateDirectory: String?
+    @OptionGroup var state: StateDirectoryOptions
 
     @Flag(name: .long, help: "Print the status as JSON.")
     var json = false
 
-    func validate() throws {
-        guard (config == nil) != (stateDirectory == nil) else {
-            throw ValidationError("give either --config or --state-dir")
-        }
-    }
-
     func run() throws {
-        let directory = try stateDirectory ?? loadConfigurationOrExit(path: config!).configuration.stateDirectory
+        let directory = try state.directory()
         let persistence = StaplePersistence(directory: directory)
         guard FileManager.default.fileExists(atPath: persistence.statusFile) else {
             FileHandle.standardError.write(Data("staplegate: no OCSP status in \(directory) (is the gateway running with stapling on, with this state directory?)\n".utf8))

@@ -39,13 +39,4 @@ public final class LiveSessions: Sendable {
     public func sessions(identity: String) -> [Session] {
         all.filter { $0.identity == identity }
     }
-
-    /// The sessions grouped by certificate (one device may hold several connections).
-    public var byCertificate: [(certificate: X509Certificate, sessions: [Session])] {
-        var groups: [String: (X509Certificate, [Session])] = [:]
-        for session in all {
-            groups[session.certificate.sha256Fingerprint, default: (session.certificate, [])].1.append(session)
-        }
-        return groups.values.map { (certificate: $0.0, sessions: $0.1) }
-    }
 }
