@@ -62,7 +62,15 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     private func partnerClosed() {
+        announceEnding(closedBy: partner?.side ?? "broker", reason: "the \(partner?.side ?? "broker") closed its connection")
         context?.close(promise: nil)
+    }
+
+    /// Tells the device pipeline's observers (traces) why the session ends; the broker side's
+    /// pipeline has none.
+    private func announceEnding(closedBy: String, reason: String) {
+        guard side == "device", let context else { return }
+        context.pipeline.fireUserInboundEventTriggered(ProxyEvent.sessionEnding(closedBy: closedBy, reason: reason))
     }
 
     private func partnerWritabilityChanged(isWritable: Bool) {
@@ -99,6 +107,7 @@ final class GlueHandler: ChannelDuplexHandler {
             if outputClosed { context.close(promise: nil) }
         } else if let event = event as? IdleStateHandler.IdleStateEvent, event == .all {
             logger.info("session idle too long; closing")
+            announceEnding(closedBy: "gateway", reason: "no traffic for longer than the idle timeout")
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -106,7 +115,9 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.info("\(side) connection error: \(ProxySessionHandler.describe(error))")
+        let reason = ProxySessionHandler.describe(error)
+        logger.info("\(side) connection error: \(reason)")
+        announceEnding(closedBy: side, reason: "\(side) connection error: \(reason)")
         context.close(promise: nil)
     }
 

@@ -10,6 +10,9 @@ public enum ProxyEvent: Sendable {
     case upstreamConnected(endpoint: String, duration: Duration)
     /// The device is being disconnected (after `farewell`, if any, was sent).
     case upstreamFailed(endpoint: String, reason: String)
+    /// Why an established session is ending, when the gateway knows: `closedBy` is "device",
+    /// "broker" or "gateway". Fired on the device's pipeline just before it closes.
+    case sessionEnding(closedBy: String, reason: String)
 }
 
 /// Joins an admitted device connection to the broker. Added to the device pipeline once the

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import StapleGateOCSP
+import StapleGateProxy
 import StapleGateTLS
 
 /// Applies revocations to sessions already open, which no other front does: when the cached
@@ -116,6 +117,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
                 logger.warning("closing the session of a device whose certificate is no longer accepted: \(verdict.reason)", metadata: [
                     "device": "\(session.identity)", "conn": "\(session.connectionID)", "why": "\(reason)",
                 ])
+                session.channel.pipeline.fireUserInboundEventTriggered(
+                    ProxyEvent.sessionEnding(closedBy: "gateway", reason: "certificate no longer accepted: \(verdict.reason)"))
                 session.channel.close(promise: nil)
                 closed += 1
             }

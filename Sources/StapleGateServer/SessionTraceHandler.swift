@@ -23,6 +23,8 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var bytesToDevice = 0
     private var packetsFromDevice = MQTTPacketCounter()
     private var packetsToDevice = MQTTPacketCounter()
+    /// Who ended the session and why, when a handler after this one said so.
+    private var ending: (closedBy: String, reason: String)?
     /// Who ended the session, when it was not the gateway.
     private var deviceClosedFirst = false
     private var closedByGateway = false
@@ -60,6 +62,8 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case let ProxyEvent.upstreamFailed(endpoint, reason):
             tracer.record(.upstream, "broker unreachable at \(endpoint): \(reason)", failure: true,
                           details: ["endpoint": endpoint, "reason": reason])
+        case let ProxyEvent.sessionEnding(closedBy, reason):
+            if ending == nil { ending = (closedBy, reason) }
         case let channelEvent as ChannelEvent where channelEvent == .inputClosed:
             if !closedByGateway { deviceClosedFirst = true }
         default:
@@ -90,7 +94,8 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if admitted {
             let seconds = Double((NIODeadline.now() - opened).nanoseconds) / 1e9
-            let who = deviceClosedFirst ? "device" : (closedByGateway ? "gateway or broker" : "connection lost")
+            var who = deviceClosedFirst ? "device" : (closedByGateway ? "gateway" : "connection lost")
+            if let ending, !deviceClosedFirst { who = "\(ending.closedBy): \(ending.reason)" }
             tracer.record(.disconnect,
                           "disconnected (closed by \(who)) after \(String(format: "%.1f", seconds)) s: \(bytesFromDevice) bytes in \(packetsFromDevice.packets) packets from the device, \(bytesToDevice) bytes in \(packetsToDevice.packets) packets to it",
                           details: ["closed_by": who, "duration_s": String(format: "%.3f", seconds),

@@ -115,6 +115,11 @@ final class LiveRevocationTests: GatewayTestCase {
         XCTAssertTrue(recheck.stdout.contains("revoked"), "\(recheck)")
         try await assertSessionClosed(subscriber)
         try await gateway.waitForOutput("why=recheck requested")
+        // The device's trace says who ended its session, and why.
+        try await waitUntil(timeout: .seconds(10), "the disconnect in the device's trace") {
+            let trace = try await gateway.command(["trace", Self.device])
+            return trace.stdout.contains("closed by gateway: certificate no longer accepted: device certificate revoked")
+        }
         try await assertRefusedAsRevoked(Self.device, pki: pki, gateway: gateway)
         // The in-process device sees the same refusal (after its own TLS 1.3 handshake completed).
         let swarm = try await TLSDeviceSwarm.connect(port: gateway.port, devices: [(pki.certificate(Self.device), pki.key(Self.device))],
