@@ -173,13 +173,18 @@ extension MQTTAdmissionTests {
         try await waitUntil(timeout: .seconds(10), "CONNACK for \(pacedID)", details: { paced.process.output }) {
             paced.received([0x20, 0x02, 0x00, 0x00]) == 1
         }
-        try await Task.sleep(for: .milliseconds(1500))  // the device stays silent past connect_timeout
+        // The paced device stays silent past connect_timeout: proven by a silent probe, opened now,
+        // being closed by that timeout, rather than by sleeping.
+        let probe = try HandwrittenMQTTClient(port: gateway.port, pki: pki, device: "device-1",
+                                              clientID: uniqueClientID("probe"), directory: directory)
+        try await probe.waitForHandshake()
+        _ = try await probe.waitForClose(timeout: .seconds(10))
         try paced.ping()
         try await paced.waitForPingResponses(1)
         paced.input.close()
         try await paced.waitForClose()
         let after = try await traceEvents(gateway, ["device-1"]) { events in events.contains { $0.kind == .disconnect } }
-        XCTAssertEqual(after.filter { $0.kind == .admission && $0.isFailure }.count, 2, "\(after)")
+        XCTAssertEqual(after.filter { $0.kind == .admission && $0.isFailure }.count, 3, "the two silent devices and the probe\n\(after)")
         XCTAssertEqual(after.last { $0.kind == .connect }?.details["client_id"], pacedID)
     }
 
