@@ -145,13 +145,14 @@ public final class Gateway: Service, Sendable {
         let settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
             messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) })
-        let tls = try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)
-        try channel.pipeline.syncOperations.addHandlers([
-            tls,
-            SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
-                                deviceStatus: traceStore == nil ? nil : deviceStatus),
-            HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger),
-            MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger),
-        ])
+        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)]
+        // Untraced gateways keep the data path one handler shorter.
+        if traceStore != nil {
+            handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
+                                                deviceStatus: deviceStatus))
+        }
+        handlers.append(HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger))
+        handlers.append(MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger))
+        try channel.pipeline.syncOperations.addHandlers(handlers)
     }
 }
