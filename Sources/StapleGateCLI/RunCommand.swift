@@ -46,10 +46,14 @@ struct RunCommand: AsyncParsableCommand {
         let traceStore = openTraceStore(loaded.configuration, logger: logger)
         var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
         if let checker { deviceStatus = { checker.cachedStatus(of: $0) } }
+        let systemd = SystemdNotifier()
         let gateway = Gateway(configuration: loaded.configuration, serverContext: serverContext, group: eventLoops,
                               logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions,
-                              traceStore: traceStore, deviceStatus: deviceStatus)
+                              traceStore: traceStore, deviceStatus: deviceStatus, systemd: systemd)
         services.append(gateway)
+        if let systemd, let interval = systemd.watchdogInterval {
+            services.append(WatchdogKeepAlive(notifier: systemd, interval: interval, group: eventLoops))
+        }
         let monitor = checker.map { SessionRevocationMonitor(checker: $0, sessions: liveSessions, logger: logger) }
         if let monitor { services.append(monitor) }
         let routes = ControlRoutes(checker: checker, monitor: monitor, traceStore: traceStore,

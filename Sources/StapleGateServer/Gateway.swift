@@ -27,6 +27,8 @@ public final class Gateway: Service, Sendable {
     private let traceStore: TraceStore?
     /// The device-status cache's entry for a certificate, for the OCSP details of traces.
     private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
+    /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
+    private let systemd: SystemdNotifier?
 
     private struct ListenerState {
         var channel: Channel?
@@ -46,8 +48,10 @@ public final class Gateway: Service, Sendable {
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
                 group: EventLoopGroup? = nil, logger: Logger,
                 admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
-                traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil) {
+                traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil,
+                systemd: SystemdNotifier? = nil) {
         self.deviceStatus = deviceStatus
+        self.systemd = systemd
         self.configuration = configuration
         self.admissionGate = admissionGate
         self.liveSessions = liveSessions
@@ -90,6 +94,7 @@ public final class Gateway: Service, Sendable {
         logger.notice("listening for devices", metadata: [
             "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.endpoint)",
         ])
+        systemd?.notify("READY=1\nSTATUS=listening for devices on \(address.displayText)")
         return address
     }
 
@@ -97,6 +102,7 @@ public final class Gateway: Service, Sendable {
     public func run() async throws {
         if localAddress == nil { try await start() }
         try? await gracefulShutdown()
+        systemd?.notify("STOPPING=1")
         try await stop()
     }
 

@@ -1,0 +1,119 @@
+import Foundation
+import NIOConcurrencyHelpers
+@testable import StapleGateServer
+import TestSupport
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// systemd's notify protocol, with a fake NOTIFY_SOCKET: the real binary says READY=1 once it
+/// listens, pings the watchdog while its event loops answer, and says STOPPING=1 on SIGTERM.
+final class SystemdNotifyTests: GatewayTestCase {
+    func testTheGatewayReportsReadyWatchdogAndStoppingInOrder() async throws {
+        let directory = try makeTemporaryDirectory()
+        let socket = try NotifySocket(path: directory.file("notify.sock"))
+        defer { socket.close() }
+        let port = try FreePort.next()
+        let configPath = try directory.write("staplegate.yaml", """
+        listen: { address: "127.0.0.1", port: \(port) }
+        tls:
+          certificates:
+            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
+          device_ca: "\(pki.caChain)"
+        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        state_directory: "\(directory.file("state"))"
+        stapling: { enabled: false }
+        device_ocsp: { enabled: false }
+
+        """)
+        let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],
+                                         environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000"])
+        try await waitUntil(timeout: .seconds(20), "READY=1 and two watchdog pings after it", details: { "\(socket.messages)\n\(gateway.output)" }) {
+            let messages = socket.messages
+            guard let ready = messages.firstIndex(where: { $0.hasPrefix("READY=1") }) else { return false }
+            return messages[ready...].filter { $0 == "WATCHDOG=1" }.count >= 2
+        }
+        XCTAssertTrue(socket.messages.first { $0.hasPrefix("READY=1") }?.contains("STATUS=listening for devices on 127.0.0.1:\(port)") ?? false,
+                      "\(socket.messages)")
+        XCTAssertTrue(MosquittoBroker.acceptsTCP(port: port), "READY=1 came before the listener was up")
+
+        gateway.signal(SIGTERM)
+        let exit = try await gateway.waitForExit(timeout: .seconds(15))
+        XCTAssertEqual(exit, .exited(0), gateway.output)
+        let messages = socket.messages
+        XCTAssertEqual(messages.filter { $0 == "STOPPING=1" }.count, 1, "\(messages)")
+        let stopping = try XCTUnwrap(messages.firstIndex(of: "STOPPING=1"))
+        XCTAssertLessThan(try XCTUnwrap(messages.firstIndex { $0.hasPrefix("READY=1") }), stopping, "\(messages)")
+    }
+
+    func testWithoutNotifySocketNothingIsSentAndTheWatchdogIsOff() {
+        XCTAssertNil(SystemdNotifier(environment: [:]))
+        XCTAssertNil(SystemdNotifier(environment: ["NOTIFY_SOCKET": "relative/path"]))
+        let other = SystemdNotifier(environment: ["NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"])
+        XCTAssertNil(other?.watchdogInterval, "the watchdog of another process")
+        let ours = SystemdNotifier(environment: ["NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1000000"])
+        XCTAssertEqual(ours?.watchdogInterval, .seconds(1))
+    }
+
+    func testAnAbstractNamespaceSocketIsReached() throws {
+        let name = "staplegate-test-\(UUID().uuidString.prefix(8))"
+        let socket = try NotifySocket(abstractName: name)
+        defer { socket.close() }
+        let notifier = try XCTUnwrap(SystemdNotifier(environment: ["NOTIFY_SOCKET": "@\(name)"]))
+        XCTAssertTrue(notifier.notify("READY=1"))
+        try waitUntilBlocking(timeout: .seconds(5), "the datagram") { socket.messages == ["READY=1"] }
+    }
+}
+
+/// A datagram socket standing in for systemd's: collects what is sent to it, on a thread of its own.
+private final class NotifySocket: @unchecked Sendable {
+    let path: String
+    private let fd: Int32
+    private let received = NIOLockedValueBox<[String]>([])
+    private let thread: Thread
+
+    var messages: [String] { received.withLockedValue { $0 } }
+
+    convenience init(path: String) throws {
+        try self.init(address: Array(path.utf8), path: path)
+    }
+
+    convenience init(abstractName: String) throws {
+        try self.init(address: [0] + Array(abstractName.utf8), path: "@\(abstractName)")
+    }
+
+    private init(address bytes: [UInt8], path: String) throws {
+        self.path = path
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXFailure("socket", errno) }
+        self.fd = fd
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else {
+            _ = Glibc.close(fd)
+            throw POSIXFailure("bind \(path)", errno)
+        }
+        let (descriptor, box) = (fd, received)
+        thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(descriptor, &buffer, buffer.count, 0)
+                guard count > 0 else { return }  // closed
+                box.withLockedValue { $0.append(String(decoding: buffer.prefix(count), as: UTF8.self)) }
+            }
+        }
+        thread.start()
+    }
+
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        _ = Glibc.close(fd)
+        if path.hasPrefix("/") { unlink(path) }
+    }
+}
