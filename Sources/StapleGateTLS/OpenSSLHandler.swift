@@ -67,8 +67,14 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         }
         state = .closed
+        connection.abandonPausedHandshake()
         failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        // Still on the event loop: the last chance to unwind a handshake paused for a verdict.
+        connection.abandonPausedHandshake()
     }
 
     private func beginHandshake(context: ChannelHandlerContext) {

@@ -99,14 +99,22 @@ final class SSLConnection {
     }
 
     deinit {
-        // A job paused for a verdict still holds its stack: resume it with a refusal so it ends.
-        if let verdictSlot, verdictSlot.holdsPausedJob {
-            verdictSlot.phase = .answered(X509_V_ERR_OCSP_VERIFY_NEEDED)
-            ERR_clear_error()
-            _ = SSL_do_handshake(ssl)
-            ERR_clear_error()
-        }
+        // The handler unwinds a paused job on its event loop (`abandonPausedHandshake`). One still
+        // paused here means this runs elsewhere (the last reference dropped by a verdict task):
+        // resuming an async job off its thread crashes, so its small stack is left behind instead.
+        if let verdictSlot, verdictSlot.holdsPausedJob { return }
         SSL_free(ssl)
+    }
+
+    /// Ends a handshake paused for a verdict that will no longer be used (the connection
+    /// closed): resumes the job with a refusal so it returns its stack. On the event loop only,
+    /// as the job must be resumed on the thread that paused it.
+    func abandonPausedHandshake() {
+        guard let verdictSlot, verdictSlot.holdsPausedJob else { return }
+        verdictSlot.phase = .answered(X509_V_ERR_OCSP_VERIFY_NEEDED)
+        ERR_clear_error()
+        _ = SSL_do_handshake(ssl)
+        ERR_clear_error()
     }
 
     /// Hands ciphertext received from the peer to OpenSSL.
