@@ -38,9 +38,10 @@ final class DeviceOCSPStormTests: GatewayTestCase {
     /// The real binary, asking `proxy` about devices, with `deviceOCSP` as further keys of its
     /// `device_ocsp` section; its log's tail is printed if the test fails.
     private func startGateway(in directory: TemporaryDirectory, proxy: CountingTCPProxy,
-                              deviceOCSP: [String] = []) async throws -> StapleGateProcess {
+                              deviceOCSP: [String] = [], tls: [String] = []) async throws -> StapleGateProcess {
         let section = (["device_ocsp:", "  responder: \"\(proxy.url)\""] + deviceOCSP.map { "  \($0)" }).joined(separator: "\n")
-        let gateway = try await StapleGateProcess.start(pki: pki, broker: broker, directory: directory, sections: [section])
+        let gateway = try await StapleGateProcess.start(pki: pki, broker: broker, directory: directory, sections: [section],
+                                                        tls: tls)
         gateways.append(gateway)
         addTeardownBlock { [weak self] in
             guard let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 else { return }
@@ -84,40 +85,6 @@ final class DeviceOCSPStormTests: GatewayTestCase {
         let status: String
     }
 
-    /// Like `startGateway`, with tls.handshake_timeout raised from 10 s to 30 s, which
-    /// `StapleGateProcess` cannot set (its `tls` section is fixed; a second one is refused): the
-    /// last of 300 queued checks finishes after ~4 s, ~7 s on a busy machine. Returns the port.
-    private func startGatewayWithLongHandshakeTimeout(proxy: CountingTCPProxy, deviceOCSP: [String]) async throws -> Int {
-        let directory = try makeTemporaryDirectory()
-        let port = try FreePort.next()
-        let text = """
-            listen: { address: "127.0.0.1", port: \(port) }
-            tls:
-              certificates:
-                - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
-              device_ca: "\(pki.caChain)"
-              handshake_timeout: 30s
-            upstream: { address: 127.0.0.1, port: \(broker.port!) }
-            state_directory: "\(directory.file("state"))"
-            logging: { level: debug }
-            stapling: { enabled: false }
-            device_ocsp:
-              responder: "\(proxy.url)"
-            \(deviceOCSP.map { "  \($0)\n" }.joined())
-            """
-        let configPath = try directory.write("staplegate.yaml", text)
-        let process = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath])
-        addTeardownBlock { [weak self] in
-            if let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 {
-                let lines = process.stderr.lines
-                print("--- gateway log (last 150 of \(lines.count) lines) ---\n\(lines.suffix(150).joined(separator: "\n"))")
-            }
-            await process.terminate()
-        }
-        try await process.waitForOutput("listening for devices", timeout: .seconds(20))
-        return port
-    }
-
     // MARK: Tests
 
     /// A fleet sharing one certificate (or one device reconnecting in a loop) costs the
@@ -155,7 +122,9 @@ final class DeviceOCSPStormTests: GatewayTestCase {
     func testThreeHundredNewDevicesAtOnceNeverPutMoreThanMaxInFlightRequestsOnTheResponder() async throws {
         let devices = try pki.issueDevices(count: 300, prefix: "storm-\(UUID().uuidString.prefix(6).lowercased())")
         let proxy = try await startResponderBehindProxy(responseDelay: .milliseconds(100))
-        let port = try await startGatewayWithLongHandshakeTimeout(proxy: proxy, deviceOCSP: ["max_in_flight: 8"])
+        // The last of 300 queued checks finishes after ~4 s, ~7 s on a busy machine: 30 s, not 10.
+        let port = try await startGateway(in: try makeTemporaryDirectory(), proxy: proxy, deviceOCSP: ["max_in_flight: 8"],
+                                          tls: ["handshake_timeout: 30s"]).port
 
         let sampler = InFlightSampler(proxy)
         let started = ContinuousClock.now

@@ -16,9 +16,11 @@ final class StapleGateProcess {
     /// - Parameters:
     ///   - sections: top-level YAML sections, e.g. "device_ocsp:\n  timeout: 1s".
     ///   - deviceCA: the device CA bundle (default: the PKI's ca-chain.pem).
+    ///   - tls: more keys of the `tls` section, e.g. "handshake_timeout: 30s".
     ///   - directory: where the config and the state go; reused across a restart.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
-                      deviceCA: String? = nil, port: Int? = nil, stapling: Bool = false) async throws -> StapleGateProcess {
+                      deviceCA: String? = nil, tls: [String] = [], port: Int? = nil,
+                      stapling: Bool = false) async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -27,7 +29,7 @@ final class StapleGateProcess {
           certificates:
             - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
           device_ca: "\(deviceCA ?? pki.caChain)"
-        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        \(tls.map { "  \($0)\n" }.joined())upstream: { address: 127.0.0.1, port: \(broker.port!) }
         state_directory: "\(state)"
         logging: { level: debug }
 
