@@ -9,7 +9,7 @@ struct StapleGateCommand: AsyncParsableCommand {
         commandName: "staplegate",
         abstract: "A mutual-TLS front for Mosquitto with OCSP stapling and device revocation checks.",
         version: StapleGateVersion.description,
-        subcommands: [RunCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self, SimulateCommand.self,
+        subcommands: [RunCommand.self, ReloadCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self, SimulateCommand.self,
                       VersionCommand.self]
     )
 }

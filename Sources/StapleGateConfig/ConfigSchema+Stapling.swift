@@ -5,7 +5,7 @@ import StapleGateTLS
 extension ConfigSchema {
     static let staplingKeys = [
         "enabled", "policy", "responder", "ca_bundle", "method", "timeout", "max_response_size",
-        "max_refresh_interval", "retry_min", "retry_max", "clock_skew",
+        "max_refresh_interval", "retry_min", "retry_max", "clock_skew", "reload_staple_wait",
     ]
 
     func stapling(_ section: YAMLValue) throws(ConfigError) -> StaplingConfiguration {
@@ -30,6 +30,7 @@ extension ConfigSchema {
             }
         }
         if let value = keys["clock_skew"] { stapling.clockSkew = try duration(value) }
+        if let value = keys["reload_staple_wait"] { stapling.reloadStapleWait = try duration(value) }
         return stapling
     }
 

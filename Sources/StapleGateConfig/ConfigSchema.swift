@@ -59,7 +59,7 @@ struct ConfigSchema {
     // MARK: - Sections
 
     private func listen(_ section: YAMLValue) throws(ConfigError) -> ListenConfiguration {
-        let keys = try section.mapping(knownKeys: ["address", "port", "backlog"])
+        let keys = try section.mapping(knownKeys: ["address", "port", "backlog", "drain_grace_period"])
         var listen = ListenConfiguration()
         if let value = keys["address"] {
             let address = try value.string()
@@ -70,6 +70,7 @@ struct ConfigSchema {
         }
         if let value = keys["port"] { listen.port = try value.integer(in: 0...65535) }
         if let value = keys["backlog"] { listen.backlog = try value.integer(in: 1...65535) }
+        if let value = keys["drain_grace_period"] { listen.drainGracePeriod = try duration(value) }
         return listen
     }
 

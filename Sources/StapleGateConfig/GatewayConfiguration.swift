@@ -44,10 +44,15 @@ public struct ListenConfiguration: Sendable, Equatable {
     /// 0 lets the kernel pick (tests use it); the bound port is reported at start.
     public var port: Int
     public var backlog: Int
+    /// On SIGTERM: how long sessions may go on after the listener closes, before the rest are
+    /// closed (devices that reconnect then find another instance, or this one restarted).
+    public var drainGracePeriod: Duration
 
-    public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024) {
+    public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024,
+                drainGracePeriod: Duration = .seconds(30)) {
         self.address = address
         self.port = port
         self.backlog = backlog
+        self.drainGracePeriod = drainGracePeriod
     }
 }

@@ -19,6 +19,9 @@ public struct StaplingConfiguration: Sendable, Equatable {
     public var timing: StapleSchedule.Timing
     /// Tolerated clock difference with the responder when checking thisUpdate / nextUpdate.
     public var clockSkew: Duration
+    /// On reload, how long a new server certificate waits for its first staple before it is
+    /// switched in anyway (until then, handshakes keep the previous certificate and its staple).
+    public var reloadStapleWait: Duration = .seconds(60)
 
     public init(enabled: Bool = true, policy: Policy? = nil, responderOverride: String? = nil,
                 fetch: OCSPFetchConfiguration = OCSPFetchConfiguration(),

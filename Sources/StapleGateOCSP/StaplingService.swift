@@ -127,6 +127,13 @@ public final class StaplingService: Sendable {
         return nil
     }
 
+    /// The certificates (by SHA-256 fingerprint) holding no staple that may be served now,
+    /// whatever their policy: what a reload waits for before switching to a new certificate.
+    public func fingerprintsWithoutStaple(now: Date = Date()) -> Set<String> {
+        let schedules = self.schedules.withLockedValue { $0 }
+        return Set(targets.filter { schedules[$0.index].servable(at: now) == nil }.map(\.leaf.sha256Fingerprint))
+    }
+
     public func statuses(now: Date = Date()) -> [StapleStatus] {
         let schedules = self.schedules.withLockedValue { $0 }
         return targets.map { StapleStatus(target: $0, schedule: schedules[$0.index], now: now) }

@@ -6,17 +6,20 @@ import StapleGateTrace
 /// - `GET /ocsp/cache`: the device-status cache, most recently used first;
 /// - `POST /ocsp/recheck?serial=HEX` or `?device=IDENTITY`: forget the cached status, ask the
 ///   responder again for connected devices, close the sessions now refused;
+/// - `POST /reload`: re-read the configuration (as SIGHUP does) and answer how it went;
 /// - `POST /trace/enable?device=ID&seconds=N`, `POST /trace/disable?device=ID`: message trace.
 public struct ControlRoutes: Sendable {
-    let checker: DeviceStatusChecker?
-    let monitor: SessionRevocationMonitor?
+    let monitor: SessionRevocationMonitor
     let traceStore: TraceStore?
     let maximumMessageTrace: Duration
+    /// `POST /reload`: what `staplegate reload` asks for.
+    let reload: (@Sendable () async -> ReloadOutcome)?
 
-    public init(checker: DeviceStatusChecker?, monitor: SessionRevocationMonitor?, traceStore: TraceStore? = nil,
-                maximumMessageTrace: Duration = .seconds(24 * 3600)) {
-        self.checker = checker
+    public init(monitor: SessionRevocationMonitor, traceStore: TraceStore? = nil,
+                maximumMessageTrace: Duration = .seconds(24 * 3600),
+                reload: (@Sendable () async -> ReloadOutcome)? = nil) {
         self.monitor = monitor
+        self.reload = reload
         self.traceStore = traceStore
         self.maximumMessageTrace = maximumMessageTrace
     }
@@ -28,11 +31,15 @@ public struct ControlRoutes: Sendable {
 
     public func handle(_ request: ControlRequest) async -> ControlResponse {
         switch (request.method, request.path) {
+        case ("POST", "/reload"):
+            guard let reload else { return .error("this gateway cannot reload", status: 409) }
+            let outcome = await reload()
+            return .json(outcome, status: outcome.applied ? 200 : 422)
         case ("GET", "/ocsp/cache"):
-            guard let checker else { return .error("device OCSP checks are off", status: 409) }
+            guard let checker = monitor.checker else { return .error("device OCSP checks are off", status: 409) }
             return .json(checker.cache.entries().map(\.listing))
         case ("POST", "/ocsp/recheck"):
-            guard let monitor else { return .error("device OCSP checks are off", status: 409) }
+            guard monitor.checker != nil else { return .error("device OCSP checks are off", status: 409) }
             if let serial = request.query["serial"], !serial.isEmpty {
                 guard serial.allSatisfy(\.isHexDigit) else { return .error("serial must be hexadecimal: \(serial)", status: 400) }
                 return .json(await monitor.recheck(serialHex: serial))

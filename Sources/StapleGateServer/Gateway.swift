@@ -12,28 +12,25 @@ import StapleGateTrace
 /// The listener that accepts devices and builds each connection's pipeline:
 /// TLS → handshake deadline → admission → (proxy, once admitted).
 public final class Gateway: Service, Sendable {
-    public let configuration: GatewayConfiguration
-    private let serverContext: ServerContext
     private let group: EventLoopGroup
     private let ownsGroup: Bool
     private let logger: Logger
     private let state = NIOLockedValueBox(ListenerState())
-    /// Asked for every accepted connection: a reason to refuse it before any TLS work (e.g. a
-    /// strict stapling policy with no valid staple held), or nil to go ahead.
-    private let admissionGate: @Sendable () -> String?
+    /// What new connections are built from; a reload swaps it (see `adopt`).
+    private let generation: NIOLockedValueBox<GatewayGeneration>
     /// Sessions admitted to the broker, by certificate (for rechecks of live sessions).
     public let liveSessions: LiveSessions
     /// Where per-device trace events go; nil: not traced.
     private let traceStore: TraceStore?
-    /// The device-status cache's entry for a certificate, for the OCSP details of traces.
-    private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
     private let systemd: SystemdNotifier?
 
     private struct ListenerState {
         var channel: Channel?
+        /// Set when SIGTERM starts the drain: the listener is closed and stays closed.
+        var draining = false
         var nextConnectionID: UInt64 = 1
-        /// Open device connections, so that stop() can close them.
+        /// Open device connections, so that the drain can wait for them and close the rest.
         var connections: [ObjectIdentifier: Channel] = [:]
     }
 
@@ -45,31 +42,45 @@ public final class Gateway: Service, Sendable {
 
     /// - Parameter group: the event loops to run on; by default one per core, owned and shut
     ///   down by the gateway.
-    public init(configuration: GatewayConfiguration, serverContext: ServerContext,
-                group: EventLoopGroup? = nil, logger: Logger,
-                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
-                traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil,
+    public init(generation: GatewayGeneration, group: EventLoopGroup? = nil, logger: Logger,
+                liveSessions: LiveSessions = LiveSessions(), traceStore: TraceStore? = nil,
                 systemd: SystemdNotifier? = nil) {
-        self.deviceStatus = deviceStatus
+        self.generation = NIOLockedValueBox(generation)
         self.systemd = systemd
-        self.configuration = configuration
-        self.admissionGate = admissionGate
         self.liveSessions = liveSessions
         self.traceStore = traceStore
-        self.serverContext = serverContext
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.ownsGroup = group == nil
         self.logger = logger
     }
 
-    public convenience init(loaded: LoadedConfiguration, group: EventLoopGroup? = nil, logger: Logger,
-                            admissionGate: @escaping @Sendable () -> String? = { nil }) {
-        self.init(configuration: loaded.configuration, serverContext: loaded.serverContext, group: group,
-                  logger: logger, admissionGate: admissionGate)
+    /// A gateway without device checks or stapling.
+    public convenience init(configuration: GatewayConfiguration, serverContext: ServerContext,
+                            group: EventLoopGroup? = nil, logger: Logger, liveSessions: LiveSessions = LiveSessions(),
+                            traceStore: TraceStore? = nil) {
+        self.init(generation: GatewayGeneration(configuration: configuration, serverContext: serverContext),
+                  group: group, logger: logger, liveSessions: liveSessions, traceStore: traceStore)
+    }
+
+    /// The configuration new connections follow (the latest one reloaded).
+    public var configuration: GatewayConfiguration { currentGeneration.configuration }
+
+    public var currentGeneration: GatewayGeneration { generation.withLockedValue { $0 } }
+
+    /// From the next accepted connection on, connections are built from `next`; those already
+    /// open keep what they were accepted with.
+    public func adopt(_ next: GatewayGeneration) {
+        generation.withLockedValue { $0 = next }
     }
 
     /// The address devices connect to, once started.
     public var localAddress: SocketAddress? { state.withLockedValue { $0.channel?.localAddress } }
+
+    /// Listening and not draining: what readiness reports.
+    public var isAcceptingDevices: Bool { state.withLockedValue { $0.channel != nil && !$0.draining } }
+
+    /// Device connections open now (handshaking, admitting or proxying).
+    public var openConnectionCount: Int { state.withLockedValue { $0.connections.count } }
 
     /// Binds the listener. Returns the bound address (useful with port 0).
     @discardableResult
@@ -94,43 +105,91 @@ public final class Gateway: Service, Sendable {
         logger.notice("listening for devices", metadata: [
             "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.endpoint)",
         ])
-        systemd?.notify("READY=1\nSTATUS=listening for devices on \(address.displayText)")
         return address
     }
 
-    /// Service entry point: listens until graceful shutdown is requested, then stops.
+    /// Service entry point: listens until graceful shutdown is requested, then drains.
     public func run() async throws {
         if localAddress == nil { try await start() }
+        await cancelWhenGracefulShutdown { await self.announceReady() }
         try? await gracefulShutdown()
-        systemd?.notify("STOPPING=1")
-        try await stop()
+        await drain(gracePeriod: configuration.listen.drainGracePeriod)
+        if ownsGroup { try await group.shutdownGracefully() }
+        logger.notice("stopped")
     }
 
-    /// Stops accepting and closes every connection.
-    public func stop() async throws {
-        let channel = state.withLockedValue { state -> Channel? in
-            defer { state.channel = nil }
-            return state.channel
+    /// READY=1 once devices can be served: at once, or, under a strict staple policy, once the
+    /// staple is held (systemd then sees the start fail by its timeout if it never is).
+    private func announceReady() async {
+        var waiting: String?
+        while let reason = currentGeneration.refusalReason() {
+            if waiting != reason {
+                waiting = reason
+                logger.warning("not ready: \(reason)")
+                systemd?.notify("STATUS=waiting: \(reason)")
+            }
+            do { try await Task.sleep(for: .milliseconds(200)) } catch { return }
         }
-        try? await channel?.close()
-        let open = state.withLockedValue { Array($0.connections.values) }
-        let closed = open.map { connection in connection.close().recover { _ in } }
+        let listening = localAddress?.displayText ?? "?"
+        systemd?.notify("READY=1\nSTATUS=listening for devices on \(listening)")
+    }
+
+    /// SIGTERM: stop accepting (readiness drops first), let open sessions finish for
+    /// `gracePeriod`, then close the rest.
+    public func drain(gracePeriod: Duration) async {
+        let (listener, open) = state.withLockedValue { state -> (Channel?, [Channel]) in
+            state.draining = true
+            defer { state.channel = nil }
+            return (state.channel, Array(state.connections.values))
+        }
+        systemd?.notify("STOPPING=1\nSTATUS=draining \(open.count) connections")
+        try? await listener?.close()
+        if !open.isEmpty {
+            logger.notice("draining: the listener is closed; \(open.count) connections may finish within \(gracePeriod)")
+            // Whichever comes first: every connection closed, or the grace period over.
+            let loop = group.any()
+            let over = loop.makePromise(of: Void.self)
+            let deadline = loop.scheduleTask(in: TimeAmount(gracePeriod)) { over.succeed() }
+            EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: loop).whenComplete { _ in
+                deadline.cancel()
+                over.succeed()
+            }
+            try? await over.futureResult.get()
+        }
+        let remaining = state.withLockedValue { Array($0.connections.values) }
+        if !remaining.isEmpty {
+            logger.notice("drain grace period over: closing \(remaining.count) connections still open")
+        }
+        let closed = remaining.map { connection in connection.close().recover { _ in } }
         try? await EventLoopFuture.andAllComplete(closed, on: group.any()).get()
+    }
+
+    /// Stops at once: no grace period (tests, and callers that manage their own shutdown).
+    public func stop() async throws {
+        await drain(gracePeriod: .zero)
         if ownsGroup { try await group.shutdownGracefully() }
         logger.notice("stopped")
     }
 
     private func setUpConnection(_ channel: Channel) throws {
-        let id = state.withLockedValue { state -> UInt64 in
+        let accepted = state.withLockedValue { state -> UInt64? in
+            // Accepted just as the drain closed the listener: not served.
+            guard !state.draining else { return nil }
             defer { state.nextConnectionID += 1 }
             return state.nextConnectionID
+        }
+        guard let id = accepted else {
+            channel.close(promise: nil)
+            return
         }
         var connectionLogger = logger
         let remote = channel.remoteAddress?.displayText ?? "?"
         connectionLogger[metadataKey: "conn"] = "\(id)"
         connectionLogger[metadataKey: "remote"] = "\(remote)"
         let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
-        if let refusal = admissionGate() {
+        let generation = currentGeneration
+        let configuration = generation.configuration
+        if let refusal = generation.refusalReason() {
             connectionLogger.warning("refusing device connection: \(refusal)")
             tracer.record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
             channel.close(promise: nil)
@@ -151,9 +210,11 @@ public final class Gateway: Service, Sendable {
         let settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
             messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) })
-        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)]
+        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger)]
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
+            var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
+            if let checker = generation.checker { deviceStatus = { checker.cachedStatus(of: $0) } }
             handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
                                                 deviceStatus: deviceStatus))
         }

@@ -21,7 +21,9 @@ public final class SessionRevocationMonitor: Service, Sendable {
         public let sessionsClosed: Int
     }
 
-    private let checker: DeviceStatusChecker
+    /// The serving generation's checker; a reload hands over the new one (nil: checks off).
+    private let currentChecker: NIOLockedValueBox<DeviceStatusChecker?>
+    public var checker: DeviceStatusChecker? { currentChecker.withLockedValue { $0 } }
     private let sessions: LiveSessions
     /// Each live session's cache key, worked out once (an issuer search and two hashes) rather
     /// than on every pass over thousands of sessions; nil when its issuer is unknown.
@@ -29,8 +31,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
     private let interval: Duration
     private let logger: Logger
 
-    public init(checker: DeviceStatusChecker, sessions: LiveSessions, interval: Duration = .seconds(1), logger: Logger) {
-        self.checker = checker
+    public init(checker: DeviceStatusChecker?, sessions: LiveSessions, interval: Duration = .seconds(1), logger: Logger) {
+        self.currentChecker = NIOLockedValueBox(checker)
         self.sessions = sessions
         self.interval = interval
         self.logger = logger
@@ -45,8 +47,15 @@ public final class SessionRevocationMonitor: Service, Sendable {
         }
     }
 
+    /// From now on, sessions are rechecked with `checker` (a reload's), or not at all (nil).
+    public func use(_ checker: DeviceStatusChecker?) {
+        currentChecker.withLockedValue { $0 = checker }
+        keys.withLockedValue { $0 = [:] }  // a new device CA bundle may resolve issuers differently
+    }
+
     /// Rechecks every connected certificate whose cached status has expired (or was dropped).
     func recheckExpired(now: Date) async {
+        guard let checker else { return }
         let live = sessions.all
         var groups: [CertID: [LiveSessions.Session]] = [:]
         keys.withLockedValue { keys in
@@ -73,14 +82,14 @@ public final class SessionRevocationMonitor: Service, Sendable {
     /// next connect asks the responder too), rechecks each connected certificate with it, and
     /// closes the sessions it would now refuse.
     public func recheck(serialHex: String) async -> [RecheckResult] {
-        checker.cache.remove(serialHex: serialHex)
+        checker?.cache.remove(serialHex: serialHex)
         return await recheck(sessions.sessions(serialHex: serialHex), reason: "recheck requested")
     }
 
     /// The same for a device identity (certificate CN).
     public func recheck(identity: String) async -> [RecheckResult] {
         let matching = sessions.sessions(identity: identity)
-        for serial in Set(matching.map(\.certificate.serialHex)) { checker.cache.remove(serialHex: serial) }
+        for serial in Set(matching.map(\.certificate.serialHex)) { checker?.cache.remove(serialHex: serial) }
         return await recheck(matching, reason: "recheck requested")
     }
 
@@ -98,6 +107,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
 
     private func recheck(_ certificate: X509Certificate, sessions group: [LiveSessions.Session], reason: String) async -> RecheckResult? {
         let identity = group.first?.identity ?? certificate.subject
+        guard let checker else { return nil }
         guard let (verdict, _) = await checker.recheck(certificate) else {
             logger.warning("cannot recheck a connected device: its issuing CA is not known", metadata: ["device": "\(identity)"])
             return nil

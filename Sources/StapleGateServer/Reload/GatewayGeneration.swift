@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import StapleGateConfig
+import StapleGateOCSP
+import StapleGateTLS
+
+/// Everything new device connections are built from, as one configuration file produced it:
+/// the TLS context (with the device checker as its gate), the stapling service filling that
+/// context's staples, and the settings admission and the proxy read. A reload builds a new
+/// generation beside the one serving and swaps it in whole; connections already open keep the
+/// one they were accepted with, so an established session never sees a half-applied change.
+public final class GatewayGeneration: Sendable {
+    public let configuration: GatewayConfiguration
+    public let serverContext: ServerContext
+    /// nil when OCSP checks are off for every device CA.
+    public let checker: DeviceStatusChecker?
+    /// nil when stapling is off.
+    public let stapling: StaplingService?
+
+    public init(configuration: GatewayConfiguration, serverContext: ServerContext, checker: DeviceStatusChecker? = nil,
+                stapling: StaplingService? = nil) {
+        self.configuration = configuration
+        self.serverContext = serverContext
+        self.checker = checker
+        self.stapling = stapling
+    }
+
+    /// Why a new connection must be refused now (a strict staple policy with no staple), or nil.
+    public func refusalReason() -> String? { stapling?.refusalReason() }
+
+    /// The server certificates' fingerprints, in configuration order: what decides whether a
+    /// reload changes the certificate devices see.
+    public var serverCertificateFingerprints: [String] {
+        serverContext.material.identities.map(\.leaf.sha256Fingerprint)
+    }
+}
+
+/// Builds generations: at start and for each reload. What must outlive a reload lives here —
+/// the device-status cache (statuses are keyed by CertID, so they stay right whatever the new
+/// configuration says; a reload must not make the whole fleet ask the responder again).
+public final class GatewayGenerationBuilder: Sendable {
+    private let eventLoops: EventLoopGroup
+    private let logger: Logger
+    private let statusCache = NIOLockedValueBox<OCSPStatusCache?>(nil)
+
+    public init(eventLoops: EventLoopGroup, logger: Logger) {
+        self.eventLoops = eventLoops
+        self.logger = logger
+    }
+
+    /// The generation `loaded` describes. Its stapling service is built but not started: the
+    /// caller loads persisted staples and primes it before the generation serves anyone.
+    public func build(_ loaded: LoadedConfiguration) throws -> GatewayGeneration {
+        let checker = makeDeviceStatusChecker(loaded)
+        let serverContext = try checker.map { try loaded.serverContext.with(deviceCertificateGate: $0) } ?? loaded.serverContext
+        var stapling: StaplingService?
+        let configuration = loaded.configuration
+        if configuration.stapling.enabled {
+            stapling = try StaplingService(
+                serverContext: serverContext, configuration: configuration.stapling,
+                persistence: StaplePersistence(directory: configuration.stateDirectory),
+                client: OCSPHTTPClient(group: eventLoops), logger: logger)
+        }
+        return GatewayGeneration(configuration: configuration, serverContext: serverContext, checker: checker,
+                                 stapling: stapling)
+    }
+
+    /// The device checker the configuration asks for (nil when OCSP is off for every device
+    /// CA), on the one status cache, filled from the state directory the first time so that
+    /// known devices reconnect without a responder request after a restart.
+    private func makeDeviceStatusChecker(_ loaded: LoadedConfiguration) -> DeviceStatusChecker? {
+        let configuration = loaded.configuration.deviceOCSP
+        guard configuration.defaultPolicy.enabled || configuration.overrides.contains(where: \.policy.enabled) else {
+            logger.notice("device OCSP checks are off")
+            return nil
+        }
+        let cache = statusCache.withLockedValue { cache in
+            if let cache { return cache }
+            let opened = openStatusCache(loaded)
+            cache = opened
+            return opened
+        }
+        return DeviceStatusChecker(configuration: configuration, deviceCAs: loaded.serverContext.material.deviceCAs,
+                                   client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger)
+    }
+
+    private func openStatusCache(_ loaded: LoadedConfiguration) -> OCSPStatusCache {
+        let configuration = loaded.configuration.deviceOCSP
+        let path = loaded.configuration.deviceOCSPCachePath
+        var store: OCSPCacheStore?
+        do { store = try OCSPCacheStore(path: path) } catch {
+            logger.error("\(error); device statuses are cached in memory only")
+        }
+        let cache = OCSPStatusCache(capacity: configuration.cacheCapacity, store: store)
+        do {
+            let loadedCount = try cache.loadPersisted(now: Date())
+            logger.notice("device OCSP checks on", metadata: [
+                "cached_statuses_loaded": "\(loadedCount)", "cache": "\(path)",
+                "unreachable": "\(configuration.defaultPolicy.unreachable.rawValue)",
+            ])
+        } catch {
+            logger.error("cannot read the persisted device statuses in \(path): \(error)")
+        }
+        return cache
+    }
+
+    /// The status cache, once device checks have been on (to flush it at exit).
+    public var deviceStatusCache: OCSPStatusCache? { statusCache.withLockedValue { $0 } }
+}
