@@ -29,6 +29,7 @@ public final class Gateway: Service, Sendable {
     private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
     private let systemd: SystemdNotifier?
+    private let metrics: GatewayMetrics
 
     private struct ListenerState {
         var channel: Channel?
@@ -49,7 +50,8 @@ public final class Gateway: Service, Sendable {
                 group: EventLoopGroup? = nil, logger: Logger,
                 admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
                 traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil,
-                systemd: SystemdNotifier? = nil) {
+                systemd: SystemdNotifier? = nil, metrics: GatewayMetrics = GatewayMetrics()) {
+        self.metrics = metrics
         self.deviceStatus = deviceStatus
         self.systemd = systemd
         self.configuration = configuration
@@ -70,6 +72,9 @@ public final class Gateway: Service, Sendable {
 
     /// The address devices connect to, once started.
     public var localAddress: SocketAddress? { state.withLockedValue { $0.channel?.localAddress } }
+
+    /// Whether the device listener is bound and accepting (readiness: /readyz).
+    public var isAcceptingDevices: Bool { state.withLockedValue { $0.channel?.isActive ?? false } }
 
     /// Binds the listener. Returns the bound address (useful with port 0).
     @discardableResult
@@ -130,6 +135,7 @@ public final class Gateway: Service, Sendable {
         connectionLogger[metadataKey: "conn"] = "\(id)"
         connectionLogger[metadataKey: "remote"] = "\(remote)"
         let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
+        metrics.connectionAccepted(channel)
         if let refusal = admissionGate() {
             connectionLogger.warning("refusing device connection: \(refusal)")
             tracer.record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
@@ -150,8 +156,9 @@ public final class Gateway: Service, Sendable {
         let traceStore = self.traceStore
         let settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
-            messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) })
-        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: serverContext, logger: connectionLogger)]
+            messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) }, proxyMetrics: metrics.proxy)
+        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: serverContext, logger: connectionLogger),
+                                          HandshakeMetricsHandler(metrics: metrics)]
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
             handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
