@@ -28,6 +28,7 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "staplegate")
+        let metricsRegistry = PrometheusMetrics.bootstrap()
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
 
@@ -50,6 +51,10 @@ struct RunCommand: AsyncParsableCommand {
         let gateway = Gateway(configuration: loaded.configuration, serverContext: serverContext, group: eventLoops,
                               logger: logger, admissionGate: { stapling?.refusalReason() }, liveSessions: liveSessions,
                               traceStore: traceStore, deviceStatus: deviceStatus, systemd: systemd)
+        // Before the gateway: services stop in reverse order, so /readyz answers during the drain.
+        if let admin = makeAdminServer(loaded.configuration, gateway: gateway, stapling: stapling, checker: checker,
+                                       traceStore: traceStore, registry: metricsRegistry, eventLoops: eventLoops,
+                                       logger: logger) { services.append(admin) }
         services.append(gateway)
         if let systemd, let interval = systemd.watchdogInterval {
             services.append(WatchdogKeepAlive(notifier: systemd, interval: interval, group: eventLoops))
