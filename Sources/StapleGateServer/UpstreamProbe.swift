@@ -39,7 +39,11 @@ public final class UpstreamProbe: Sendable {
             state.inFlight = probe
             return probe
         }
-        return (try? await pending.get()) ?? "the probe did not finish"
+        do {
+            return try await pending.get()
+        } catch {
+            return "the probe failed: \(error)"  // not expected: every failure is recovered into a reason
+        }
     }
 
     private func connect() -> EventLoopFuture<String?> {
