@@ -2,7 +2,7 @@
 # Debian packages they need first, so both work on a fresh machine.
 
 SWIFT ?= swift
-APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime
+APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build test demo clean

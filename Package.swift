@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Libraries are split by concept; data flows device → TLS → (admission) → proxy → broker,
-// so each target depends only on the ones before it in that flow.
+// so each target depends only on the ones before it in that flow (the proxy uses admission's
+// MQTT packet counter for its relayed-message metrics).
 let strictSwift: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 let testSwift: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // The system OpenSSL (libssl + libcrypto). One TLS stack in the binary: this one.
@@ -73,9 +75,11 @@ let package = Package(
         .target(
             name: "StapleGateProxy",
             dependencies: [
+                "StapleGateAdmission",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Sources/StapleGateProxy",
             swiftSettings: strictSwift
@@ -124,6 +128,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Sources/StapleGateServer",
             swiftSettings: strictSwift
@@ -147,6 +152,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/StapleGateCLI",
             swiftSettings: strictSwift
@@ -191,8 +198,21 @@ let package = Package(
                 "StapleGateProxy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Tests/StapleGateProxyTests",
+            swiftSettings: testSwift
+        ),
+        // Handlers and services of the server library that need no real process around them.
+        .testTarget(
+            name: "StapleGateServerTests",
+            dependencies: [
+                "StapleGateServer", "StapleGateTLS", "StapleGateProxy", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            path: "Tests/StapleGateServerTests",
             swiftSettings: testSwift
         ),
         .testTarget(

@@ -28,6 +28,7 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "staplegate")
+        let metricsRegistry = PrometheusMetrics.bootstrap()
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
 
@@ -60,6 +61,11 @@ struct RunCommand: AsyncParsableCommand {
             ControlSocket(path: loaded.configuration.controlSocketPath, group: eventLoops, logger: logger,
                           handler: { await routes.handle($0) }),
         ]
+        // Before the gateway: services stop in reverse order, so /readyz answers during the drain.
+        if let admin = makeAdminServer(loaded.configuration, gateway: gateway, traceStore: traceStore,
+                                       registry: metricsRegistry, eventLoops: eventLoops, logger: logger) {
+            services.append(admin)
+        }
         if let systemd, let interval = systemd.watchdogInterval {
             services.append(WatchdogKeepAlive(notifier: systemd, interval: interval, group: eventLoops))
         }

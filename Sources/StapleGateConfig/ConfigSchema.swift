@@ -29,10 +29,10 @@ struct ConfigSchema {
     func configuration(from root: YAMLValue) throws(ConfigError) -> GatewayConfiguration {
         guard case .mapping = root.node else {
             throw ConfigError(file: file, line: root.node.mark?.line,
-                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling, device_ocsp, admission and trace, got \(root.kind)")
+                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling, device_ocsp, admission, trace and admin, got \(root.kind)")
         }
         let sections = try root.mapping(knownKeys: [
-            "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp", "admission", "trace",
+            "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp", "admission", "trace", "admin",
         ])
         // An optional section left with every key commented out reads as empty: all defaults.
         var listen = ListenConfiguration()
@@ -53,6 +53,7 @@ struct ConfigSchema {
                                                  stateDirectory: stateDirectory, stapling: stapling, deviceOCSP: deviceOCSP)
         if let section = sections["admission"], section.node.tagName != .null { configuration.admission = try admission(section) }
         if let section = sections["trace"], section.node.tagName != .null { configuration.trace = try trace(section) }
+        if let section = sections["admin"], section.node.tagName != .null { configuration.admin = try admin(section) }
         return configuration
     }
 

@@ -20,6 +20,8 @@ public struct GatewayConfiguration: Sendable {
     public var admission = AdmissionConfiguration()
     /// Per-device trace events in the state directory.
     public var trace = TraceConfiguration()
+    /// The admin HTTP listener (health, readiness, metrics).
+    public var admin = AdminConfiguration()
 
     public static let defaultStateDirectory = "/var/lib/staplegate"
 

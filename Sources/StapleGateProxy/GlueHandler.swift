@@ -19,16 +19,21 @@ final class GlueHandler: ChannelDuplexHandler {
     private var outputClosed = false
     private let side: String
     private let logger: Logger
+    /// What this side read and handed to its partner; nil when metrics are not wanted.
+    private var relayed: RelayTally?
 
-    private init(side: String, logger: Logger) {
+    private init(side: String, logger: Logger, relayed: RelayTally?) {
         self.side = side
         self.logger = logger
+        self.relayed = relayed
     }
 
     /// Two glue handlers that know each other: install one in each channel's pipeline.
-    static func matchedPair(logger: Logger) -> (device: GlueHandler, upstream: GlueHandler) {
-        let device = GlueHandler(side: "device", logger: logger)
-        let upstream = GlueHandler(side: "broker", logger: logger)
+    static func matchedPair(logger: Logger, metrics: ProxyMetrics? = nil) -> (device: GlueHandler, upstream: GlueHandler) {
+        let device = GlueHandler(side: "device", logger: logger,
+                                 relayed: metrics.map { RelayTally(counters: $0.counters(.toBroker)) })
+        let upstream = GlueHandler(side: "broker", logger: logger,
+                                   relayed: metrics.map { RelayTally(counters: $0.counters(.toDevice)) })
         device.partner = upstream
         upstream.partner = device
         return (device, upstream)
@@ -39,6 +44,7 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        relayed?.publish()
         self.context = nil
         partner = nil
     }
@@ -86,15 +92,25 @@ final class GlueHandler: ChannelDuplexHandler {
 
     // MARK: Own channel
 
+    /// Bytes that reached the partner without passing this handler (the device's CONNECT and
+    /// whatever came with it, held while the broker connection opened), counted as relayed.
+    func countRelayed(_ buffer: ByteBuffer) {
+        relayed?.count(buffer)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        partner?.partnerWrite(unwrapInboundIn(data))
+        let buffer = unwrapInboundIn(data)
+        relayed?.count(buffer)
+        partner?.partnerWrite(buffer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        relayed?.publish()
         partner?.partnerFlush()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        relayed?.publish()
         partner?.partnerClosed()
         context.fireChannelInactive()
     }

@@ -36,12 +36,15 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
     /// CONNACK "server unavailable" in the device's MQTT version, so it backs off as the
     /// protocol intends instead of seeing a bare disconnect.
     private let farewell: [UInt8]?
+    private let metrics: ProxyMetrics?
     private var state: State = .connecting(heldBytes: [], deviceInputClosed: false, readRequested: false)
 
-    public init(configuration: UpstreamConfiguration, logger: Logger, farewell: [UInt8]? = nil) {
+    public init(configuration: UpstreamConfiguration, logger: Logger, farewell: [UInt8]? = nil,
+                metrics: ProxyMetrics? = nil) {
         self.configuration = configuration
         self.logger = logger
         self.farewell = farewell
+        self.metrics = metrics
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -59,6 +62,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
                 self.join(context: context, upstream: upstream)
             case let .failure(error):
                 self.state = .failed
+                self.metrics?.upstreamFailed()
                 let reason = Self.describe(error)
                 self.logger.error("broker unreachable at \(endpoint): \(reason); disconnecting device")
                 context.pipeline.fireUserInboundEventTriggered(ProxyEvent.upstreamFailed(endpoint: "\(endpoint)", reason: reason))
@@ -96,7 +100,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             return
         }
         state = .joined
-        let (deviceGlue, upstreamGlue) = GlueHandler.matchedPair(logger: logger)
+        let (deviceGlue, upstreamGlue) = GlueHandler.matchedPair(logger: logger, metrics: metrics)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
             var deviceHandlers: [ChannelHandler] = []
@@ -111,7 +115,11 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        for bytes in heldBytes { upstream.write(bytes, promise: nil) }
+        metrics?.sessionStarted(device: context.channel)
+        for bytes in heldBytes {
+            deviceGlue.countRelayed(bytes)
+            upstream.write(bytes, promise: nil)
+        }
         upstream.flush()
         if deviceInputClosed { upstream.close(mode: .output, promise: nil) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -153,7 +161,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
         }
     }
 
-    static func describe(_ error: Error) -> String {
+    public static func describe(_ error: Error) -> String {
         if let error = error as? ChannelError, case .connectTimeout = error { return "connect timed out" }
         if let error = error as? NIOConnectionError, let first = error.connectionErrors.first {
             return describe(first.error)

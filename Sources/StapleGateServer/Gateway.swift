@@ -24,6 +24,7 @@ public final class Gateway: Service, Sendable {
     private let traceStore: TraceStore?
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
     private let systemd: SystemdNotifier?
+    private let metrics: GatewayMetrics
 
     private struct ListenerState {
         var channel: Channel?
@@ -44,8 +45,9 @@ public final class Gateway: Service, Sendable {
     ///   down by the gateway.
     public init(generation: GatewayGeneration, group: EventLoopGroup? = nil, logger: Logger,
                 liveSessions: LiveSessions = LiveSessions(), traceStore: TraceStore? = nil,
-                systemd: SystemdNotifier? = nil) {
+                systemd: SystemdNotifier? = nil, metrics: GatewayMetrics = GatewayMetrics()) {
         self.generation = NIOLockedValueBox(generation)
+        self.metrics = metrics
         self.systemd = systemd
         self.liveSessions = liveSessions
         self.traceStore = traceStore
@@ -189,6 +191,7 @@ public final class Gateway: Service, Sendable {
         let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
         let generation = currentGeneration
         let configuration = generation.configuration
+        metrics.connectionAccepted(channel)
         if let refusal = generation.refusalReason() {
             connectionLogger.warning("refusing device connection: \(refusal)")
             tracer.record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
@@ -209,8 +212,9 @@ public final class Gateway: Service, Sendable {
         let traceStore = self.traceStore
         let settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
-            messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) })
-        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger)]
+            messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) }, proxyMetrics: metrics.proxy)
+        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger),
+                                          HandshakeMetricsHandler(metrics: metrics)]
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
             var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?

@@ -28,6 +28,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         let liveSessions: LiveSessions?
         /// Until when publishes of this device identity are traced (nil: not traced).
         let messageTraceUntil: @Sendable (String) -> Date?
+        /// Where the proxy reports sessions and relayed traffic; nil: not measured.
+        var proxyMetrics: ProxyMetrics? = nil
     }
 
     private let settings: Settings
@@ -122,7 +124,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         tracer.record(.admission, note, details: ["identity": identity])
         logger.info("\(note)", metadata: ["mqtt.client_id": "\(connect.clientID)", "mqtt.protocol": "\(version)"])
         let proxy = ProxySessionHandler(configuration: settings.upstream, logger: logger,
-                                        farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version))
+                                        farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version),
+                                        metrics: settings.proxyMetrics)
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(proxy, position: .after(self))

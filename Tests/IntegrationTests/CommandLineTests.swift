@@ -56,6 +56,8 @@ final class CommandLineTests: GatewayTestCase {
         state_directory: state
         # No OCSP responder runs for these tests (DeviceRevocationTests cover device checks).
         device_ocsp: { enabled: false }
+        # Any free port: gateways of parallel test runs never compete for the default one.
+        admin: { port: 0 }
 
         """
     }

@@ -7,6 +7,8 @@ import XCTest
 /// folder. Extra YAML sections (`stapling`, `device_ocsp`, …) are passed as text.
 final class StapleGateProcess {
     let port: Int
+    /// The admin listener's port, read from its "admin listening on" log line; nil when it is off.
+    let adminPort: Int?
     let configPath: String
     let stateDirectory: String
     let process: ManagedProcess
@@ -18,9 +20,10 @@ final class StapleGateProcess {
     ///   - deviceCA: the device CA bundle (default: the PKI's ca-chain.pem).
     ///   - tls: more keys of the `tls` section, e.g. "handshake_timeout: 30s".
     ///   - directory: where the config and the state go; reused across a restart.
+    ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
                       deviceCA: String? = nil, tls: [String] = [], port: Int? = nil,
-                      stapling: Bool = false) async throws -> StapleGateProcess {
+                      stapling: Bool = false, admin: String = "{ port: 0 }") async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -35,16 +38,33 @@ final class StapleGateProcess {
 
         """
         if !stapling { text += "stapling: { enabled: false }\n" }
+        text += "admin: \(admin)\n"
         text += sections.joined(separator: "\n") + "\n"
         let configPath = try directory.write("staplegate.yaml", text)
         let executable = try CommandLineTests.findExecutable()
         let process = try ManagedProcess(executable, ["run", "--config", configPath])
         try await process.waitForOutput("listening for devices", timeout: .seconds(20))
-        return StapleGateProcess(port: port, configPath: configPath, stateDirectory: state, process: process)
+        var adminPort: Int?
+        if !admin.contains("enabled: false") {
+            try await process.waitForOutput(adminLogLine, timeout: .seconds(20))
+            adminPort = Self.adminPort(in: process.output)
+        }
+        return StapleGateProcess(port: port, adminPort: adminPort, configPath: configPath, stateDirectory: state, process: process)
     }
 
-    private init(port: Int, configPath: String, stateDirectory: String, process: ManagedProcess) {
+    static let adminLogLine = "admin listening on "
+
+    /// The port of the last "admin listening on 127.0.0.1:PORT" line of `output`.
+    static func adminPort(in output: String) -> Int? {
+        guard let line = output.split(separator: "\n").last(where: { $0.contains(adminLogLine) }),
+              let address = line.range(of: adminLogLine).map({ line[$0.upperBound...] }),
+              let colon = address.lastIndex(of: ":") else { return nil }
+        return Int(address[address.index(after: colon)...].prefix { $0.isNumber })
+    }
+
+    private init(port: Int, adminPort: Int?, configPath: String, stateDirectory: String, process: ManagedProcess) {
         self.port = port
+        self.adminPort = adminPort
         self.configPath = configPath
         self.stateDirectory = stateDirectory
         self.process = process

@@ -36,6 +36,7 @@ final class StaplingTests: GatewayTestCase {
         state_directory: "\(state.file("state"))"
         # Device checks are DeviceRevocationTests' subject; here the responder is sometimes down.
         device_ocsp: { enabled: false }
+        admin: { port: 0 }
         stapling:
         \(stapling.map { "  \($0)\n" }.joined())  retry_min: 1s
           retry_max: 2s

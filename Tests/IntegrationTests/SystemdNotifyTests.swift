@@ -25,6 +25,7 @@ final class SystemdNotifyTests: GatewayTestCase {
         state_directory: "\(directory.file("state"))"
         stapling: { enabled: false }
         device_ocsp: { enabled: false }
+        admin: { port: 0 }
 
         """)
         let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],

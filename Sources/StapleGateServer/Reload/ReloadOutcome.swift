@@ -27,6 +27,7 @@ enum RestartOnlySettings {
         if old.stateDirectory != new.stateDirectory { changed.append("state_directory") }
         if old.logLevel != new.logLevel { changed.append("logging") }
         if old.trace != new.trace { changed.append("trace") }
+        if old.admin != new.admin { changed.append("admin") }
         if old.deviceOCSP.cacheCapacity != new.deviceOCSP.cacheCapacity { changed.append("device_ocsp.cache_capacity") }
         return changed.map { "\($0) changed: takes effect at the next restart" }
     }

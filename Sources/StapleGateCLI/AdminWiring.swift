@@ -1,0 +1,36 @@
+import CoreMetrics
+import Logging
+import NIOCore
+import Prometheus
+import StapleGateConfig
+import StapleGateOCSP
+import StapleGateServer
+import StapleGateTrace
+
+/// The metrics backend of `staplegate run`: Prometheus, exported on the admin listener's
+/// /metrics. Bootstrapped before anything creates a metric (metrics made earlier stay no-ops).
+enum PrometheusMetrics {
+    static func bootstrap() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets = GatewayMetrics.durationBuckets
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+}
+
+/// The admin listener the configuration asks for, or nil (and a log line) when it is off.
+func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: TraceStore?,
+                     registry: PrometheusCollectorRegistry, eventLoops: EventLoopGroup, logger: Logger) -> AdminServer? {
+    guard configuration.admin.enabled else {
+        logger.notice("admin listener off (admin.enabled: false)")
+        return nil
+    }
+    let routes = AdminRoutes(
+        isAcceptingDevices: { gateway.isAcceptingDevices },
+        upstream: UpstreamProbe(currentEndpoint: { gateway.configuration.upstream.endpoint }, group: eventLoops),
+        generation: { gateway.currentGeneration },
+        traceStorePath: traceStore == nil ? nil : configuration.traceStorePath,
+        eventLoops: eventLoops, metricsText: { registry.emitToBuffer() })
+    return AdminServer(configuration: configuration.admin, group: eventLoops, logger: logger, routes: routes)
+}

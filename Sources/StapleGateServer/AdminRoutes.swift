@@ -1,0 +1,162 @@
+import Foundation
+import NIOCore
+import StapleGateConfig
+import StapleGateOCSP
+import StapleGateTLS
+import StapleGateTrace
+
+/// What the admin listener answers (all GET; other methods get 405, unknown paths 404):
+/// - `/healthz`: 200 "ok" while every event loop runs tasks;
+/// - `/readyz`: 200 when devices are accepted, the broker answers and a staple is held where
+///   the stapling policy needs one; 503 with the failing conditions otherwise;
+/// - `/metrics`: Prometheus text format;
+/// - `/ocsp`: the staples held and the device-status cache;
+/// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`.
+public struct AdminRoutes: Sendable {
+    let isAcceptingDevices: @Sendable () -> Bool
+    let upstream: UpstreamProbe
+    /// The serving generation (a reload replaces it): its staples and device checker.
+    let generation: @Sendable () -> GatewayGeneration
+    /// The trace store's file; nil when tracing is off.
+    let traceStorePath: String?
+    /// The metrics backend's exposition in the Prometheus text format.
+    let metricsText: @Sendable () -> [UInt8]
+    let eventLoops: EventLoopGroup
+
+    public init(isAcceptingDevices: @escaping @Sendable () -> Bool, upstream: UpstreamProbe,
+                generation: @escaping @Sendable () -> GatewayGeneration, traceStorePath: String?, eventLoops: EventLoopGroup,
+                metricsText: @escaping @Sendable () -> [UInt8]) {
+        self.isAcceptingDevices = isAcceptingDevices
+        self.upstream = upstream
+        self.generation = generation
+        self.traceStorePath = traceStorePath
+        self.eventLoops = eventLoops
+        self.metricsText = metricsText
+    }
+
+    public static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    public func handle(_ request: ControlRequest) async -> ControlResponse {
+        guard request.method == "GET" else {
+            return ControlResponse(status: 405, body: ControlResponse.error("only GET is served here, not \(request.method)", status: 405).body,
+                                   headers: [("Allow", "GET")])
+        }
+        switch request.path {
+        case "/healthz": return await health()
+        case "/readyz": return await readiness()
+        case "/metrics": return ControlResponse(status: 200, body: metricsText(), contentType: Self.prometheusContentType)
+        case "/ocsp": return ocsp()
+        default:
+            if request.path.hasPrefix("/devices/"), request.path.hasSuffix("/trace") {
+                let device = String(request.path.dropFirst("/devices/".count).dropLast("/trace".count))
+                if !device.isEmpty { return trace(device: device, since: request.query["since"]) }
+            }
+            return .error("no such route: GET \(request.path)", status: 404)
+        }
+    }
+
+    // MARK: - Probes
+
+    /// Each event loop runs a task: a loop stuck in a busy handshake or a deadlock fails this.
+    private func health() async -> ControlResponse {
+        let loops = Array(eventLoops.makeIterator())
+        let answered = loops.map { $0.submit {} }
+        let deadline = loops[0].scheduleTask(in: .seconds(2)) {}
+        let all = EventLoopFuture.andAllSucceed(answered, on: loops[0])
+        let first = loops[0].makePromise(of: Bool.self)
+        all.whenSuccess { first.succeed(true) }
+        deadline.futureResult.whenSuccess { first.succeed(false) }
+        let alive = (try? await first.futureResult.get()) ?? false
+        deadline.cancel()
+        return alive ? .text("ok\n") : .text("event loops not answering\n", status: 503)
+    }
+
+    public struct Readiness: Codable, Sendable {
+        public struct Failure: Codable, Sendable {
+            /// listener, upstream or stapling.
+            public let check: String
+            public let reason: String
+        }
+
+        public let ready: Bool
+        public let failing: [Failure]
+    }
+
+    private func readiness() async -> ControlResponse {
+        var failing: [Readiness.Failure] = []
+        if !isAcceptingDevices() {
+            failing.append(.init(check: "listener", reason: "the device listener is not accepting connections"))
+        }
+        if let failure = await upstream.failure() {
+            failing.append(.init(check: "upstream", reason: failure))
+        }
+        if let refusal = generation().refusalReason() {
+            failing.append(.init(check: "stapling", reason: refusal))
+        }
+        return .json(Readiness(ready: failing.isEmpty, failing: failing), status: failing.isEmpty ? 200 : 503)
+    }
+
+    // MARK: - OCSP
+
+    public struct OCSPState: Codable, Sendable {
+        public struct Staple: Codable, Sendable {
+            public let subject: String
+            public let serial: String
+            /// good, revoked, unknown or none (nothing verified yet).
+            public let status: String
+            public let serving: Bool
+            public let thisUpdate: Date?
+            public let nextUpdate: Date?
+            public let secondsToNextUpdate: Double?
+            public let consecutiveFailures: Int
+            public let lastResult: String?
+        }
+
+        public let staplingEnabled: Bool
+        public let staples: [Staple]
+        public let deviceChecksEnabled: Bool
+        /// The device-status cache, most recently used first (as `staplegate ocsp cache`).
+        public let deviceCache: [CachedOCSPStatus.Listing]
+    }
+
+    private func ocsp() -> ControlResponse {
+        let now = Date()
+        let serving = generation()
+        let stapling = serving.stapling, checker = serving.checker
+        let staples = (stapling?.statuses(now: now) ?? []).map { status in
+            OCSPState.Staple(subject: status.subject, serial: status.serial, status: status.certStatus,
+                             serving: status.serving, thisUpdate: status.thisUpdate, nextUpdate: status.nextUpdate,
+                             secondsToNextUpdate: status.nextUpdate.map { $0.timeIntervalSince(now).rounded() },
+                             consecutiveFailures: status.consecutiveFailures, lastResult: status.lastResult)
+        }
+        return .json(OCSPState(staplingEnabled: stapling != nil, staples: staples, deviceChecksEnabled: checker != nil,
+                               deviceCache: checker?.cache.entries().map(\.listing) ?? []))
+    }
+
+    // MARK: - Traces
+
+    private func trace(device: String, since: String?) -> ControlResponse {
+        guard let traceStorePath else {
+            return .error("tracing is off (trace.enabled: false, or the store could not be opened)", status: 503)
+        }
+        var after: Date?
+        if let since {
+            guard let duration = ConfigDuration.parse(since), duration > .zero else {
+                return .error("since must be a duration such as 90s, 15m, 1h or 3d, not \"\(since)\"", status: 400)
+            }
+            after = Date().addingTimeInterval(-duration.timeInterval)
+        }
+        let events: [TraceEvent]
+        do {
+            events = try TraceStore.openForReading(path: traceStorePath).events(device: device, since: after)
+        } catch {
+            return .error("\(error)", status: 500)
+        }
+        guard !events.isEmpty else {
+            return .json(["error": "no trace events for device \(device)", "device": device], status: 404)
+        }
+        // The objects `staplegate trace DEVICE --json` prints, as one array.
+        let body = (try? TraceTimeline.jsonEncoder().encode(events)).map(Array.init) ?? Array("[]".utf8)
+        return ControlResponse(status: 200, body: body)
+    }
+}
