@@ -11,6 +11,8 @@ public struct GatewayConfiguration: Sendable {
     public var tls: TLSServerConfiguration
     public var upstream: UpstreamConfiguration
     public var logLevel: Logger.Level
+    /// Text for people, or one JSON object per line for log collectors.
+    public var logFormat = LogFormat.text
     /// Where the gateway keeps what must survive a restart (staples, their status).
     public var stateDirectory: String
     public var stapling: StaplingConfiguration
@@ -44,6 +46,8 @@ public struct ListenConfiguration: Sendable, Equatable {
     /// 0 lets the kernel pick (tests use it); the bound port is reported at start.
     public var port: Int
     public var backlog: Int
+    /// The most device sessions held at once; more are refused with a CONNACK "server busy".
+    public var maxSessions = SessionLimit.automatic
 
     public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024) {
         self.address = address
