@@ -123,6 +123,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Sources/StapleGateServer",
             swiftSettings: strictSwift
@@ -217,6 +218,21 @@ let package = Package(
             name: "StapleGateConfigTests",
             dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "TestSupport"],
             path: "Tests/StapleGateConfigTests",
+            swiftSettings: testSwift
+        ),
+        // Unit tests of the server's parts that need no gateway running: the session cap's
+        // counting, its metrics and log, the JSON log format.
+        .testTarget(
+            name: "StapleGateServerTests",
+            dependencies: [
+                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            path: "Tests/StapleGateServerTests",
             swiftSettings: testSwift
         ),
         .testTarget(

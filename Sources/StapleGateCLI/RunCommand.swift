@@ -21,12 +21,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadConfigurationOrExit(path: config)
-        let level = loaded.configuration.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let (level, format) = (loaded.configuration.logLevel, loaded.configuration.logFormat)
+        LoggingSystem.bootstrap { label in makeLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "staplegate")
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
