@@ -38,7 +38,8 @@ struct RunCommand: AsyncParsableCommand {
             await stapling.prime()
             services.append(StaplingRefresher(stapling: stapling))
         }
-        let liveSessions = LiveSessions()
+        let liveSessions = LiveSessions(capacity: SessionCapacity.resolve(loaded.configuration.listen.maxSessions, logger: logger),
+                                        logger: logger)
         let traceStore = openTraceStore(loaded.configuration, logger: logger)
         var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
         if let checker { deviceStatus = { checker.cachedStatus(of: $0) } }

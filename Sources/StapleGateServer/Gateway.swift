@@ -47,14 +47,16 @@ public final class Gateway: Service, Sendable {
     ///   down by the gateway.
     public init(configuration: GatewayConfiguration, serverContext: ServerContext,
                 group: EventLoopGroup? = nil, logger: Logger,
-                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions = LiveSessions(),
+                admissionGate: @escaping @Sendable () -> String? = { nil }, liveSessions: LiveSessions? = nil,
                 traceStore: TraceStore? = nil, deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil,
                 systemd: SystemdNotifier? = nil) {
         self.deviceStatus = deviceStatus
         self.systemd = systemd
         self.configuration = configuration
         self.admissionGate = admissionGate
-        self.liveSessions = liveSessions
+        // By default capped as the configuration says (listen.max_sessions).
+        self.liveSessions = liveSessions ?? LiveSessions(
+            capacity: SessionCapacity.resolve(configuration.listen.maxSessions, logger: logger), logger: logger)
         self.traceStore = traceStore
         self.serverContext = serverContext
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
