@@ -2,7 +2,8 @@
 # Debian packages they need first, so both work on a fresh machine.
 
 SWIFT ?= swift
-APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client
+# systemd: for systemd-analyze, with which the tests verify systemd/*.service (not on a minimal Debian image).
+APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client systemd
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build test demo clean

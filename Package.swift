@@ -203,18 +203,6 @@ let package = Package(
             path: "Tests/StapleGateProxyTests",
             swiftSettings: testSwift
         ),
-        // Handlers and services of the server library that need no real process around them.
-        .testTarget(
-            name: "StapleGateServerTests",
-            dependencies: [
-                "StapleGateServer", "StapleGateTLS", "StapleGateProxy", "TestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
-            ],
-            path: "Tests/StapleGateServerTests",
-            swiftSettings: testSwift
-        ),
         .testTarget(
             name: "StapleGateAdmissionTests",
             dependencies: [
@@ -238,6 +226,21 @@ let package = Package(
             name: "StapleGateConfigTests",
             dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "TestSupport"],
             path: "Tests/StapleGateConfigTests",
+            swiftSettings: testSwift
+        ),
+        // Unit tests of the server's parts that need no gateway running: the session cap's
+        // counting, its metrics and log, the JSON log format, the gateway metrics, the broker probe.
+        .testTarget(
+            name: "StapleGateServerTests",
+            dependencies: [
+                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            path: "Tests/StapleGateServerTests",
             swiftSettings: testSwift
         ),
         .testTarget(

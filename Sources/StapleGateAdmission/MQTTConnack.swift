@@ -5,6 +5,9 @@ public enum MQTTConnackRefusal: Sendable, Equatable, CaseIterable, CustomStringC
     case unacceptableProtocolVersion
     case identifierRejected
     case serverUnavailable
+    /// The gateway holds as many sessions as it may (`listen.max_sessions`). 5.0 says so ("Server
+    /// busy"); 3.1 and 3.1.1 have no such code and say "server unavailable".
+    case serverBusy
     case notAuthorized
     /// The CONNECT exceeds the configured cap. 5.0 only; earlier versions can only close.
     case packetTooLarge
@@ -16,6 +19,7 @@ public enum MQTTConnackRefusal: Sendable, Equatable, CaseIterable, CustomStringC
         case .unacceptableProtocolVersion: "unacceptable protocol version"
         case .identifierRejected: "identifier rejected"
         case .serverUnavailable: "server unavailable"
+        case .serverBusy: "server busy"
         case .notAuthorized: "not authorized"
         case .packetTooLarge: "packet too large"
         case .malformedPacket: "malformed packet"
@@ -46,7 +50,7 @@ public enum MQTTConnack {
         switch refusal {
         case .unacceptableProtocolVersion: 0x01
         case .identifierRejected: 0x02
-        case .serverUnavailable: 0x03
+        case .serverUnavailable, .serverBusy: 0x03
         case .notAuthorized: 0x05
         case .packetTooLarge, .malformedPacket: nil
         }
@@ -58,6 +62,7 @@ public enum MQTTConnack {
         case .unacceptableProtocolVersion: 0x84
         case .identifierRejected: 0x85
         case .serverUnavailable: 0x88
+        case .serverBusy: 0x89
         case .notAuthorized: 0x87
         case .packetTooLarge: 0x95
         case .malformedPacket: 0x81

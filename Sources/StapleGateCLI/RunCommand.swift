@@ -21,12 +21,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadConfigurationOrExit(path: config)
-        let level = loaded.configuration.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let (level, format) = (loaded.configuration.logLevel, loaded.configuration.logFormat)
+        LoggingSystem.bootstrap { label in makeLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "staplegate")
         let metricsRegistry = PrometheusMetrics.bootstrap()
         for warning in loaded.warnings { logger.warning("\(warning)") }
@@ -40,7 +36,8 @@ struct RunCommand: AsyncParsableCommand {
             stapling.loadPersisted()
             await stapling.prime()
         }
-        let liveSessions = LiveSessions()
+        let liveSessions = LiveSessions(capacity: SessionCapacity.resolve(loaded.configuration.listen.maxSessions, logger: logger),
+                                        logger: logger)
         let traceStore = openTraceStore(loaded.configuration, logger: logger)
         let systemd = SystemdNotifier()
         let gateway = Gateway(generation: generation, group: eventLoops, logger: logger, liveSessions: liveSessions,

@@ -39,8 +39,8 @@ struct ConfigSchema {
         if let section = sections["listen"], section.node.tagName != .null { listen = try self.listen(section) }
         let tls = try self.tls(sections.required("tls"))
         let upstream = try self.upstream(sections.required("upstream"))
-        var logLevel = Logger.Level.info
-        if let section = sections["logging"], section.node.tagName != .null { logLevel = try logging(section) }
+        var logging = LoggingConfiguration()
+        if let section = sections["logging"], section.node.tagName != .null { logging = try self.logging(section) }
         var stateDirectory = GatewayConfiguration.defaultStateDirectory
         if let value = sections["state_directory"] { stateDirectory = try self.stateDirectory(value) }
         var stapling = StaplingConfiguration()
@@ -49,8 +49,9 @@ struct ConfigSchema {
         if let section = sections["device_ocsp"], section.node.tagName != .null {
             deviceOCSP = try self.deviceOCSP(section, deviceCA: tls.deviceCABundlePath, deviceCALine: root.keyLines()["tls.device_ca"])
         }
-        var configuration = GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logLevel,
+        var configuration = GatewayConfiguration(listen: listen, tls: tls, upstream: upstream, logLevel: logging.level,
                                                  stateDirectory: stateDirectory, stapling: stapling, deviceOCSP: deviceOCSP)
+        configuration.logFormat = logging.format
         if let section = sections["admission"], section.node.tagName != .null { configuration.admission = try admission(section) }
         if let section = sections["trace"], section.node.tagName != .null { configuration.trace = try trace(section) }
         if let section = sections["admin"], section.node.tagName != .null { configuration.admin = try admin(section) }
@@ -60,7 +61,7 @@ struct ConfigSchema {
     // MARK: - Sections
 
     private func listen(_ section: YAMLValue) throws(ConfigError) -> ListenConfiguration {
-        let keys = try section.mapping(knownKeys: ["address", "port", "backlog", "drain_grace_period"])
+        let keys = try section.mapping(knownKeys: ["address", "port", "backlog", "drain_grace_period", "max_sessions"])
         var listen = ListenConfiguration()
         if let value = keys["address"] {
             let address = try value.string()
@@ -72,6 +73,7 @@ struct ConfigSchema {
         if let value = keys["port"] { listen.port = try value.integer(in: 0...65535) }
         if let value = keys["backlog"] { listen.backlog = try value.integer(in: 1...65535) }
         if let value = keys["drain_grace_period"] { listen.drainGracePeriod = try duration(value) }
+        if let value = keys["max_sessions"] { listen.maxSessions = try sessionLimit(value) }
         return listen
     }
 
@@ -124,17 +126,6 @@ struct ConfigSchema {
             upstream.idleTimeout = idle == .zero ? nil : idle
         }
         return upstream
-    }
-
-    private func logging(_ section: YAMLValue) throws(ConfigError) -> Logger.Level {
-        let keys = try section.mapping(knownKeys: ["level"])
-        guard let value = keys["level"] else { return .info }
-        let text = try value.string()
-        guard let level = Logger.Level(rawValue: text) else {
-            let levels = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
-            throw value.error("must be one of \(levels), not \"\(text)\"")
-        }
-        return level
     }
 
     // MARK: - Values

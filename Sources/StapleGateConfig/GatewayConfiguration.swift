@@ -11,6 +11,8 @@ public struct GatewayConfiguration: Sendable {
     public var tls: TLSServerConfiguration
     public var upstream: UpstreamConfiguration
     public var logLevel: Logger.Level
+    /// Text for people, or one JSON object per line for log collectors.
+    public var logFormat = LogFormat.text
     /// Where the gateway keeps what must survive a restart (staples, their status).
     public var stateDirectory: String
     public var stapling: StaplingConfiguration
@@ -49,6 +51,8 @@ public struct ListenConfiguration: Sendable, Equatable {
     /// On SIGTERM: how long sessions may go on after the listener closes, before the rest are
     /// closed (devices that reconnect then find another instance, or this one restarted).
     public var drainGracePeriod: Duration
+    /// The most device sessions held at once; more are refused with a CONNACK "server busy".
+    public var maxSessions = SessionLimit.automatic
 
     public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024,
                 drainGracePeriod: Duration = .seconds(30)) {

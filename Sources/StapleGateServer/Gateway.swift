@@ -44,12 +44,14 @@ public final class Gateway: Service, Sendable {
     /// - Parameter group: the event loops to run on; by default one per core, owned and shut
     ///   down by the gateway.
     public init(generation: GatewayGeneration, group: EventLoopGroup? = nil, logger: Logger,
-                liveSessions: LiveSessions = LiveSessions(), traceStore: TraceStore? = nil,
+                liveSessions: LiveSessions? = nil, traceStore: TraceStore? = nil,
                 systemd: SystemdNotifier? = nil, metrics: GatewayMetrics = GatewayMetrics()) {
         self.generation = NIOLockedValueBox(generation)
         self.metrics = metrics
         self.systemd = systemd
-        self.liveSessions = liveSessions
+        // By default capped as the configuration says (listen.max_sessions).
+        self.liveSessions = liveSessions ?? LiveSessions(
+            capacity: SessionCapacity.resolve(generation.configuration.listen.maxSessions, logger: logger), logger: logger)
         self.traceStore = traceStore
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         self.ownsGroup = group == nil
@@ -58,7 +60,7 @@ public final class Gateway: Service, Sendable {
 
     /// A gateway without device checks or stapling.
     public convenience init(configuration: GatewayConfiguration, serverContext: ServerContext,
-                            group: EventLoopGroup? = nil, logger: Logger, liveSessions: LiveSessions = LiveSessions(),
+                            group: EventLoopGroup? = nil, logger: Logger, liveSessions: LiveSessions? = nil,
                             traceStore: TraceStore? = nil) {
         self.init(generation: GatewayGeneration(configuration: configuration, serverContext: serverContext),
                   group: group, logger: logger, liveSessions: liveSessions, traceStore: traceStore)

@@ -107,6 +107,14 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
             refuse(reason, connack: MQTTConnack.bytes(for: .identifierRejected, version: version), context: context)
             return
         }
+        // Last of the checks, so a device refused for what it is hears that, not "busy". Checked and
+        // taken atomically across event loops; given back when this connection closes.
+        if let sessions = settings.liveSessions, !sessions.reserveSlot(for: context.channel) {
+            // Logged at warning by LiveSessions, at most once a second for all such devices.
+            refuse(sessions.capReachedReason, connack: MQTTConnack.bytes(for: .serverBusy, version: version), context: context,
+                   logLevel: .debug)
+            return
+        }
         var forwarded: ByteBuffer
         var note = "admitted as \(identity)"
         if settings.admission.usernameFromCertificate {
@@ -145,12 +153,13 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     /// Answers with `connack` (if the version has one for the reason) and closes.
-    private func refuse(_ reason: String, connack: [UInt8], context: ChannelHandlerContext) {
+    private func refuse(_ reason: String, connack: [UInt8], context: ChannelHandlerContext,
+                        logLevel: Logger.Level = .warning) {
         guard case .awaitingConnect = state else { return }
         state = .decided
         connectDeadline?.cancel()
         tracer.record(.admission, "refused: \(reason)", failure: true, details: ["reason": reason])
-        logger.warning("MQTT session refused: \(reason)")
+        logger.log(level: logLevel, "MQTT session refused: \(reason)")
         guard !connack.isEmpty else {
             context.close(promise: nil)
             return

@@ -255,12 +255,13 @@ extension MQTTAdmissionTests {
     /// The real binary with `admission` set to `admission` (lines of the section) and device OCSP
     /// off, forwarding to `broker` (the class's by default); its log and the broker's are printed
     /// if the test fails.
-    func startAdmissionGateway(_ admission: [String] = [], broker: MosquittoBroker? = nil) async throws -> StapleGateProcess {
+    func startAdmissionGateway(_ admission: [String] = [], broker: MosquittoBroker? = nil,
+                               listen: [String] = []) async throws -> StapleGateProcess {
         let upstream = broker ?? self.broker!
         var sections = ["device_ocsp: { enabled: false }"]
         if !admission.isEmpty { sections.append((["admission:"] + admission.map { "  \($0)" }).joined(separator: "\n")) }
         let gateway = try await StapleGateProcess.start(pki: pki, broker: upstream, directory: try makeTemporaryDirectory(),
-                                                        sections: sections)
+                                                        sections: sections, listen: listen)
         addTeardownBlock { [weak self] in
             if let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 {
                 print("--- gateway log ---\n\(gateway.output)\n--- broker log ---\n\(upstream.log)")

@@ -19,22 +19,25 @@ final class StapleGateProcess {
     ///   - sections: top-level YAML sections, e.g. "device_ocsp:\n  timeout: 1s".
     ///   - deviceCA: the device CA bundle (default: the PKI's ca-chain.pem).
     ///   - tls: more keys of the `tls` section, e.g. "handshake_timeout: 30s".
+    ///   - listen: more keys of the `listen` section, e.g. "max_sessions: 3".
+    ///   - logging: the `logging` section, as a flow mapping.
     ///   - directory: where the config and the state go; reused across a restart.
     ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
-                      deviceCA: String? = nil, tls: [String] = [], port: Int? = nil,
-                      stapling: Bool = false, admin: String = "{ port: 0 }") async throws -> StapleGateProcess {
+                      deviceCA: String? = nil, tls: [String] = [], listen: [String] = [], port: Int? = nil,
+                      logging: String = "{ level: debug }", stapling: Bool = false,
+                      admin: String = "{ port: 0 }") async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
-        listen: { address: "127.0.0.1", port: \(port) }
+        listen: { address: "127.0.0.1", port: \(port)\(listen.map { ", \($0)" }.joined()) }
         tls:
           certificates:
             - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
           device_ca: "\(deviceCA ?? pki.caChain)"
         \(tls.map { "  \($0)\n" }.joined())upstream: { address: 127.0.0.1, port: \(broker.port!) }
         state_directory: "\(state)"
-        logging: { level: debug }
+        logging: \(logging)
 
         """
         if !stapling { text += "stapling: { enabled: false }\n" }
@@ -43,6 +46,7 @@ final class StapleGateProcess {
         let configPath = try directory.write("staplegate.yaml", text)
         let executable = try CommandLineTests.findExecutable()
         let process = try ManagedProcess(executable, ["run", "--config", configPath])
+        // In either log format: the JSON one has the message as a string field.
         try await process.waitForOutput("listening for devices", timeout: .seconds(20))
         var adminPort: Int?
         if !admin.contains("enabled: false") {

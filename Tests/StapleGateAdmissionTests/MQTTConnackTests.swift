@@ -9,6 +9,7 @@ final class MQTTConnackTests: XCTestCase {
             .unacceptableProtocolVersion: [0x20, 0x02, 0x00, 0x01],
             .identifierRejected: [0x20, 0x02, 0x00, 0x02],
             .serverUnavailable: [0x20, 0x02, 0x00, 0x03],
+            .serverBusy: [0x20, 0x02, 0x00, 0x03],
             .notAuthorized: [0x20, 0x02, 0x00, 0x05],
             .packetTooLarge: [],
             .malformedPacket: [],
@@ -24,7 +25,7 @@ final class MQTTConnackTests: XCTestCase {
     func testReasonCodesIn5() {
         let expected: [MQTTConnackRefusal: UInt8] = [
             .unacceptableProtocolVersion: 0x84, .identifierRejected: 0x85, .serverUnavailable: 0x88,
-            .notAuthorized: 0x87, .packetTooLarge: 0x95, .malformedPacket: 0x81,
+            .serverBusy: 0x89,            .notAuthorized: 0x87, .packetTooLarge: 0x95, .malformedPacket: 0x81,
         ]
         for refusal in MQTTConnackRefusal.allCases {
             XCTAssertEqual(MQTTConnack.bytes(for: refusal, version: .v5), [0x20, 0x03, 0x00, expected[refusal]!, 0x00], "\(refusal)")

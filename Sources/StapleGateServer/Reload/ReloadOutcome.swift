@@ -24,6 +24,7 @@ enum RestartOnlySettings {
             || old.listen.backlog != new.listen.backlog {
             changed.append("listen (address, port, backlog)")
         }
+        if old.listen.maxSessions != new.listen.maxSessions { changed.append("listen.max_sessions") }
         if old.stateDirectory != new.stateDirectory { changed.append("state_directory") }
         if old.logLevel != new.logLevel { changed.append("logging") }
         if old.trace != new.trace { changed.append("trace") }

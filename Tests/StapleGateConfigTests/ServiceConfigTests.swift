@@ -1,0 +1,51 @@
+import Foundation
+import XCTest
+@testable import StapleGateConfig
+
+/// `logging.format` and `listen.max_sessions`: defaults, accepted values, and refusals naming
+/// the file, line and key with the values allowed.
+final class ServiceConfigTests: ConfigTestCase {
+    func testDefaultsAreTextLogsAndAnAutomaticSessionCap() throws {
+        let configuration = try load(yaml()).configuration
+        XCTAssertEqual(configuration.logFormat, .text)
+        XCTAssertEqual(configuration.listen.maxSessions, .automatic)
+    }
+
+    func testJSONLogFormatNextToTheLevel() throws {
+        let configuration = try load(yaml(logging: "level: debug\nformat: json")).configuration
+        XCTAssertEqual(configuration.logFormat, .json)
+        XCTAssertEqual(configuration.logLevel, .debug)
+        XCTAssertEqual(try load(yaml(logging: "format: text")).configuration.logFormat, .text)
+        XCTAssertEqual(try load(yaml(logging: "format: json")).configuration.logLevel, .info, "the level keeps its default")
+    }
+
+    func testUnknownLogFormatNamesTheAllowedOnes() {
+        assertError(yaml(logging: "format: logfmt"), key: "logging.format", lineContaining: "format: logfmt",
+                    reasonContains: [#"must be text or json, not "logfmt""#])
+        assertError(yaml(logging: "format: JSON"), key: "logging.format", lineContaining: "format: JSON",
+                    reasonContains: [#"must be text or json, not "JSON""#])
+    }
+
+    func testMisspeltLoggingKeyIsRefusedWithASuggestion() {
+        assertError(yaml(logging: "fromat: json"), key: "logging.fromat", lineContaining: "fromat",
+                    reasonContains: [#"did you mean "format"?"#])
+    }
+
+    func testMaxSessionsAutoOrAWholeNumber() throws {
+        XCTAssertEqual(try load(yaml(listen: "max_sessions: auto")).configuration.listen.maxSessions, .automatic)
+        XCTAssertEqual(try load(yaml(listen: "max_sessions: 3")).configuration.listen.maxSessions, .fixed(3))
+        XCTAssertEqual(try load(yaml(listen: "max_sessions: 200000")).configuration.listen.maxSessions, .fixed(200_000))
+    }
+
+    func testMaxSessionsRefusesAnythingElse() {
+        let expected = "must be auto or a whole number of sessions from 1 to 50000000, not "
+        assertError(yaml(listen: "max_sessions: 0"), key: "listen.max_sessions", lineContaining: "max_sessions",
+                    reasonContains: [expected + "0"])
+        assertError(yaml(listen: "max_sessions: unlimited"), key: "listen.max_sessions", lineContaining: "max_sessions",
+                    reasonContains: [expected + #""unlimited""#])
+        assertError(yaml(listen: "max_sessions: 2.5"), key: "listen.max_sessions", lineContaining: "max_sessions",
+                    reasonContains: [expected + #""2.5""#])
+        assertError(yaml(listen: "max_sessions: \"3\""), key: "listen.max_sessions", lineContaining: "max_sessions",
+                    reasonContains: [expected + #""3""#])
+    }
+}

@@ -1,0 +1,146 @@
+import Dispatch
+import Logging
+import MetricsTestKit
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+@testable import StapleGateServer
+import StapleGateTLS
+import TestSupport
+import XCTest
+
+/// The session cap's bookkeeping (`LiveSessions.reserveSlot`): slots up to the cap, given back
+/// when the connection closes, never over-sold under concurrent reservations; and each refusal
+/// counted and logged without one line per device.
+final class SessionCapTests: XCTestCase {
+    func testSlotsAreGivenUpToTheCapAndTheRestRefusedAndCounted() throws {
+        let metrics = TestMetrics()
+        let sessions = LiveSessions(capacity: 3, logger: Logger.recording(into: LogRecorder()), metricsFactory: metrics)
+        let keys = (0..<5).map { _ in Key() }
+        XCTAssertEqual(keys.map { sessions.reserveSlot($0.id) }, [true, true, true, false, false])
+        XCTAssertEqual(sessions.slotsTaken, 3)
+        XCTAssertTrue(sessions.reserveSlot(keys[0].id), "a slot already held is held, not taken twice")
+        XCTAssertEqual(sessions.slotsTaken, 3)
+        XCTAssertEqual(try metrics.expectCounter("staplegate_sessions_refused_total", [("reason", "session_cap")]).totalValue, 2)
+        XCTAssertEqual(sessions.capReachedReason, "session cap of 3 reached")
+
+        sessions.releaseSlot(keys[1].id)
+        XCTAssertTrue(sessions.reserveSlot(keys[3].id), "a slot given back goes to the next device")
+        XCTAssertFalse(sessions.reserveSlot(keys[4].id))
+        XCTAssertEqual(try metrics.expectCounter("staplegate_sessions_refused_total", [("reason", "session_cap")]).totalValue, 3)
+    }
+
+    func testWithoutACapEveryDeviceGetsASlotAndNothingIsCounted() throws {
+        let metrics = TestMetrics()
+        let sessions = LiveSessions(capacity: nil, metricsFactory: metrics)
+        let keys = (0..<1000).map { _ in Key() }
+        XCTAssertTrue(keys.allSatisfy { sessions.reserveSlot($0.id) })
+        XCTAssertThrowsError(try metrics.expectCounter("staplegate_sessions_refused_total", [("reason", "session_cap")]))
+    }
+
+    /// The slot follows the connection: closing it frees the slot, whether the device was only
+    /// being admitted or its session registered too (which takes no second slot).
+    func testClosingTheConnectionGivesTheSlotBack() throws {
+        let sessions = LiveSessions(capacity: 1, logger: Logger.recording(into: LogRecorder()), metricsFactory: TestMetrics())
+        let first = EmbeddedChannel()
+        XCTAssertTrue(sessions.reserveSlot(for: first))
+        let second = EmbeddedChannel()
+        XCTAssertFalse(sessions.reserveSlot(for: second))
+        XCTAssertNoThrow(try first.close().wait())
+        first.embeddedEventLoop.run()
+        XCTAssertEqual(sessions.slotsTaken, 0)
+
+        XCTAssertTrue(sessions.reserveSlot(for: second))
+        sessions.admitted(second, certificate: try Self.certificate(), identity: "device-1", connectionID: 2)
+        XCTAssertEqual(sessions.count, 1)
+        XCTAssertEqual(sessions.slotsTaken, 1, "the admitted session keeps the slot it reserved")
+        XCTAssertNoThrow(try second.close().wait())
+        second.embeddedEventLoop.run()
+        XCTAssertEqual(sessions.count, 0)
+        XCTAssertEqual(sessions.slotsTaken, 0)
+    }
+
+    /// Many threads reserving at once never get more slots than the cap, and with one slot left
+    /// two devices at the same moment never both get it.
+    func testConcurrentReservationsNeverExceedTheCap() {
+        let sessions = LiveSessions(capacity: 100, logger: Logger.recording(into: LogRecorder()), metricsFactory: TestMetrics())
+        let keys = (0..<2000).map { _ in Key() }
+        let granted = NIOLockedValueBox(0)
+        DispatchQueue.concurrentPerform(iterations: keys.count) { index in
+            if sessions.reserveSlot(keys[index].id) { granted.withLockedValue { $0 += 1 } }
+        }
+        XCTAssertEqual(granted.withLockedValue { $0 }, 100)
+        XCTAssertEqual(sessions.slotsTaken, 100)
+
+        for round in 0..<500 {
+            let pair = LiveSessions(capacity: 2, logger: Logger.recording(into: LogRecorder()), metricsFactory: TestMetrics())
+            let holder = Key()  // kept alive with the contenders: identifiers of freed objects are reused
+            XCTAssertTrue(pair.reserveSlot(holder.id))  // cap − 1 taken
+            let contenders = [Key(), Key()]
+            let admitted = NIOLockedValueBox(0)
+            DispatchQueue.concurrentPerform(iterations: 2) { index in
+                if pair.reserveSlot(contenders[index].id) { admitted.withLockedValue { $0 += 1 } }
+            }
+            XCTAssertEqual(admitted.withLockedValue { $0 }, 1, "round \(round)")
+            withExtendedLifetime(holder) {}
+        }
+    }
+
+    /// A flood of refusals makes one warning per interval, each with the count since the last.
+    func testRefusalsAreLoggedAtMostOncePerIntervalWithACount() throws {
+        let recorder = LogRecorder()
+        let clock = NIOLockedValueBox(NIODeadline.uptimeNanoseconds(1_000_000_000))
+        let metrics = TestMetrics()
+        let refusals = SessionCapRefusals(capacity: 3, logger: Logger.recording(into: recorder), metricsFactory: metrics,
+                                          logInterval: .seconds(1), now: { clock.withLockedValue { $0 } })
+        refusals.refused()
+        for _ in 0..<4 {
+            clock.withLockedValue { $0 = $0 + .milliseconds(200) }
+            refusals.refused()
+        }
+        XCTAssertEqual(recorder.entries.count, 1, recorder.text)
+        clock.withLockedValue { $0 = $0 + .milliseconds(200) }  // 1 s after the first line
+        refusals.refused()
+
+        let warnings = recorder.entries
+        XCTAssertEqual(warnings.map(\.level), [.warning, .warning])
+        XCTAssertEqual(warnings.map(\.message), [
+            "session cap of 3 reached: refused 1 device (CONNACK \"server busy\")",
+            "session cap of 3 reached: refused 5 devices (CONNACK \"server busy\")",
+        ])
+        XCTAssertEqual(warnings.map { $0.metadata["refused"] }, ["1", "5"])
+        XCTAssertEqual(warnings.map { $0.metadata["max_sessions"] }, ["3", "3"])
+        XCTAssertEqual(try metrics.expectCounter("staplegate_sessions_refused_total", [("reason", "session_cap")]).totalValue, 6,
+                       "every refusal is counted, logged or not")
+    }
+
+    func testAutomaticCapLeavesTheReserveAndTwoDescriptorsPerSession() {
+        XCTAssertEqual(SessionCapacity.automatic(openFileLimit: 262_144), 131_008)
+        XCTAssertEqual(SessionCapacity.automatic(openFileLimit: 1024), 448)
+        XCTAssertEqual(SessionCapacity.automatic(openFileLimit: 100), 1, "a tiny limit still allows one session")
+    }
+
+    func testResolvingLogsTheCapAndWarnsWhenAnExplicitOneExceedsTheDescriptors() throws {
+        let recorder = LogRecorder()
+        let logger = Logger.recording(into: recorder)
+        let openFiles = try XCTUnwrap(SessionCapacity.currentOpenFileLimit())
+        XCTAssertEqual(SessionCapacity.resolve(.automatic, logger: logger), SessionCapacity.automatic(openFileLimit: openFiles))
+        XCTAssertTrue(recorder.contains("listen.max_sessions: auto; open-files limit \(openFiles)"), recorder.text)
+        XCTAssertEqual(SessionCapacity.resolve(.fixed(3), logger: logger), 3)
+        XCTAssertFalse(recorder.entries.contains { $0.level == .warning }, recorder.text)
+        let tooMany = Int(openFiles)  // needs twice as many descriptors
+        XCTAssertEqual(SessionCapacity.resolve(.fixed(tooMany), logger: logger), tooMany)
+        XCTAssertTrue(recorder.entries.contains { $0.level == .warning && $0.message.contains("raise LimitNOFILE") }, recorder.text)
+    }
+
+    private static func certificate() throws -> X509Certificate {
+        let pki = try TestPKI()
+        defer { pki.remove() }
+        return try PEMFile.certificateChain(at: pki.certificate("device-1"))[0]
+    }
+}
+
+/// An object whose identity stands for a connection; kept alive so no two keys are equal.
+private final class Key {
+    var id: ObjectIdentifier { ObjectIdentifier(self) }
+}
