@@ -8,15 +8,16 @@ import Glibc
 #endif
 
 /// systemd's notify protocol, with a fake NOTIFY_SOCKET: the real binary says READY=1 once it
-/// listens, pings the watchdog while its event loops answer, and says STOPPING=1 on SIGTERM.
+/// listens, pings the watchdog while its event loops answer, RELOADING=1 / READY=1 around each
+/// reload (applied or refused), and STOPPING=1 on SIGTERM.
 final class SystemdNotifyTests: GatewayTestCase {
-    func testTheGatewayReportsReadyWatchdogAndStoppingInOrder() async throws {
+    func testTheGatewayReportsReadyReloadingWatchdogAndStoppingInOrder() async throws {
         let directory = try makeTemporaryDirectory()
         let socket = try NotifySocket(path: directory.file("notify.sock"))
         defer { socket.close() }
         let port = try FreePort.next()
-        let configPath = try directory.write("staplegate.yaml", """
-        listen: { address: "127.0.0.1", port: \(port) }
+        let configText = """
+        listen: { address: "127.0.0.1", port: \(port), drain_grace_period: 5s }
         tls:
           certificates:
             - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
@@ -27,7 +28,8 @@ final class SystemdNotifyTests: GatewayTestCase {
         device_ocsp: { enabled: false }
         admin: { port: 0 }
 
-        """)
+        """
+        let configPath = try directory.write("staplegate.yaml", configText)
         let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],
                                          environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000"])
         try await waitUntil(timeout: .seconds(20), "READY=1 and two watchdog pings after it", details: { "\(socket.messages)\n\(gateway.output)" }) {
@@ -39,13 +41,71 @@ final class SystemdNotifyTests: GatewayTestCase {
                       "\(socket.messages)")
         XCTAssertTrue(MosquittoBroker.acceptsTCP(port: port), "READY=1 came before the listener was up")
 
+        // SIGHUP (what `systemctl reload` sends): RELOADING=1, then READY=1 once it is applied.
+        gateway.signal(SIGHUP)
+        try await waitUntil(timeout: .seconds(15), "RELOADING=1 then READY=1", details: { "\(socket.messages)\n\(gateway.output)" }) {
+            socket.messages.contains { $0.contains("last reload: applied") }
+        }
+        // A reload of a broken file says so and is READY=1 again, on the configuration it had.
+        try configText.replacingOccurrences(of: "port: \(broker.port!)", with: "port: not-a-port")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        gateway.signal(SIGHUP)
+        try await waitUntil(timeout: .seconds(15), "READY=1 after the refused reload", details: { "\(socket.messages)\n\(gateway.output)" }) {
+            socket.messages.contains { $0.contains("last reload: refused") }
+        }
+        XCTAssertTrue(gateway.output.contains("reload refused, nothing changed"), gateway.output)
+        XCTAssertTrue(MosquittoBroker.acceptsTCP(port: port), "the refused reload stopped the listener")
+
         gateway.signal(SIGTERM)
         let exit = try await gateway.waitForExit(timeout: .seconds(15))
         XCTAssertEqual(exit, .exited(0), gateway.output)
         let messages = socket.messages
-        XCTAssertEqual(messages.filter { $0 == "STOPPING=1" }.count, 1, "\(messages)")
-        let stopping = try XCTUnwrap(messages.firstIndex(of: "STOPPING=1"))
-        XCTAssertLessThan(try XCTUnwrap(messages.firstIndex { $0.hasPrefix("READY=1") }), stopping, "\(messages)")
+        let states = messages.map { $0.split(separator: "\n").first.map(String.init) ?? "" }.filter { $0 != "WATCHDOG=1" }
+        XCTAssertEqual(states, ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], "\(messages)")
+        let reloading = try XCTUnwrap(messages.first { $0.hasPrefix("RELOADING=1") })
+        XCTAssertNotNil(reloading.range(of: #"MONOTONIC_USEC=\d+"#, options: .regularExpression),
+                        "Type=notify-reload needs the monotonic time of the reload: \(reloading)")
+        let stopping = try XCTUnwrap(messages.firstIndex { $0.hasPrefix("STOPPING=1") })
+        XCTAssertTrue(messages[..<stopping].contains("WATCHDOG=1"), "\(messages)")
+    }
+
+    /// Under a strict staple policy the gateway is not ready until it holds a staple: systemd
+    /// (and whatever waits on the unit) sees it start only once devices can really connect.
+    func testUnderAStrictStaplePolicyReadyWaitsForTheStaple() async throws {
+        let directory = try makeTemporaryDirectory()
+        let socket = try NotifySocket(path: directory.file("notify.sock"))
+        defer { socket.close() }
+        let configPath = try directory.write("staplegate.yaml", """
+        listen: { address: "127.0.0.1", port: 0 }
+        tls:
+          certificates:
+            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
+          device_ca: "\(pki.caChain)"
+        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        state_directory: "\(directory.file("state"))"
+        stapling: { policy: strict, retry_min: 1s, retry_max: 1s, timeout: 1s }
+        device_ocsp: { enabled: false }
+        admin: { port: 0 }
+
+        """)
+        let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],
+                                         environment: ["NOTIFY_SOCKET": socket.path])
+        // The responder is down: listening, but waiting, and saying what for.
+        try await gateway.waitForOutput("listening for devices", timeout: .seconds(20))
+        try await waitUntil(timeout: .seconds(15), "STATUS=waiting", details: { "\(socket.messages)\n\(gateway.output)" }) {
+            socket.messages.contains { $0.hasPrefix("STATUS=waiting: no valid OCSP staple held") }
+        }
+        XCTAssertFalse(socket.messages.contains { $0.hasPrefix("READY=1") }, "\(socket.messages)")
+
+        let responder = try await OCSPResponder.start(pki: pki)
+        defer { responder.stopBlocking() }
+        try await waitUntil(timeout: .seconds(20), "READY=1 once stapled", details: { "\(socket.messages)\n\(gateway.output)" }) {
+            socket.messages.contains { $0.hasPrefix("READY=1") }
+        }
+        XCTAssertTrue(gateway.output.contains("OCSP staple refreshed"), gateway.output)
+        gateway.signal(SIGTERM)
+        let exit = try await gateway.waitForExit(timeout: .seconds(15))
+        XCTAssertEqual(exit, .exited(0), gateway.output)
     }
 
     func testWithoutNotifySocketNothingIsSentAndTheWatchdogIsOff() {

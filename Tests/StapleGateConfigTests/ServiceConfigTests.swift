@@ -48,4 +48,24 @@ final class ServiceConfigTests: ConfigTestCase {
         assertError(yaml(listen: "max_sessions: \"3\""), key: "listen.max_sessions", lineContaining: "max_sessions",
                     reasonContains: [expected + #""3""#])
     }
+
+    // MARK: Drain and reload
+
+    func testDrainGracePeriodAndReloadStapleWaitHaveDefaultsAndTakeDurations() throws {
+        let defaults = try load(yaml()).configuration
+        XCTAssertEqual(defaults.listen.drainGracePeriod, .seconds(30))
+        XCTAssertEqual(defaults.stapling.reloadStapleWait, .seconds(60))
+        let set = try load(yaml(listen: "drain_grace_period: 2m") + "stapling:\n  reload_staple_wait: 10s\n").configuration
+        XCTAssertEqual(set.listen.drainGracePeriod, .seconds(120))
+        XCTAssertEqual(set.stapling.reloadStapleWait, .seconds(10))
+        XCTAssertEqual(try load(yaml(listen: "drain_grace_period: 0")).configuration.listen.drainGracePeriod, .zero,
+                       "0: close every session at once")
+    }
+
+    func testDrainGracePeriodAndReloadStapleWaitRefuseWhatIsNotADuration() {
+        assertError(yaml(listen: "drain_grace_period: soon"), key: "listen.drain_grace_period",
+                    lineContaining: "drain_grace_period", reasonContains: [#""soon" is not a duration"#])
+        assertError(yaml() + "stapling:\n  reload_staple_wait: 1 minute\n", key: "stapling.reload_staple_wait",
+                    lineContaining: "reload_staple_wait", reasonContains: [#""1 minute" is not a duration"#])
+    }
 }

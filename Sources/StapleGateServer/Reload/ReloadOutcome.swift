@@ -26,10 +26,10 @@ enum RestartOnlySettings {
         }
         if old.listen.maxSessions != new.listen.maxSessions { changed.append("listen.max_sessions") }
         if old.stateDirectory != new.stateDirectory { changed.append("state_directory") }
-        if old.logLevel != new.logLevel { changed.append("logging") }
+        if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("logging") }
         if old.trace != new.trace { changed.append("trace") }
         if old.admin != new.admin { changed.append("admin") }
-        if old.deviceOCSP.cacheCapacity != new.deviceOCSP.cacheCapacity { changed.append("device_ocsp.cache_capacity") }
+        if old.deviceOCSP.cacheCapacity != new.deviceOCSP.cacheCapacity { changed.append("device_ocsp.cache_size") }
         return changed.map { "\($0) changed: takes effect at the next restart" }
     }
 }
