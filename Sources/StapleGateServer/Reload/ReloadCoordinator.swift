@@ -92,6 +92,11 @@ public final class ReloadCoordinator: Service, Sendable {
                 warnings.append("switched to the new server certificate without an OCSP staple after waiting \(loaded.configuration.stapling.reloadStapleWait) (stapling.reload_staple_wait): \(unstapled)")
             }
         }
+        // Under a strict or must policy, a certificate without its staple refuses every device:
+        // worse than the configuration serving now, so that one stays.
+        if current.refusalReason() == nil, let refusal = next.refusalReason() {
+            return .refused("the new configuration would refuse every device (\(refusal)); keeping the current one: reload again once the new certificate's OCSP staple can be fetched")
+        }
         participants.gateway.adopt(next)
         participants.stapling.switchTo(next.stapling)
         participants.monitor.use(next.checker)
@@ -103,7 +108,8 @@ public final class ReloadCoordinator: Service, Sendable {
     }
 
     /// Primes `stapling` until every certificate in `fingerprints` holds a staple or `wait` is
-    /// over. nil when they all hold one; otherwise why not, for the warning.
+    /// over. nil when they all hold one; otherwise why not, for the warning. A fetch under way
+    /// when the wait ends is let finish, so the worst case is the wait plus `stapling.timeout`.
     private func waitForStaples(_ stapling: StaplingService, of fingerprints: Set<String>, upTo wait: Duration) async -> String? {
         let deadline = ContinuousClock.now + wait
         await stapling.prime()
