@@ -13,7 +13,7 @@ import StapleGateTrace
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run the gateway in the foreground until SIGTERM or SIGINT."
+        abstract: "Run the gateway in the foreground: SIGTERM drains it, SIGINT (Ctrl-C) stops it at once, SIGHUP reloads."
     )
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.")
@@ -67,7 +67,9 @@ struct RunCommand: AsyncParsableCommand {
             services.append(WatchdogKeepAlive(notifier: systemd, interval: interval, group: eventLoops))
         }
         services.append(gateway)
-        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // SIGTERM (systemctl stop) drains for listen.drain_grace_period; SIGINT (Ctrl-C) stops at once.
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm], cancellationSignals: [.sigint],
+                                 logger: logger)
         // Device statuses are written behind; whatever is still queued is saved before exiting.
         defer {
             builder.deviceStatusCache?.store?.flush()

@@ -117,7 +117,9 @@ public final class Gateway: Service, Sendable {
         if localAddress == nil { try await start() }
         await cancelWhenGracefulShutdown { await self.announceReady() }
         try? await gracefulShutdown()
-        await drain(gracePeriod: configuration.listen.drainGracePeriod)
+        // Graceful shutdown (SIGTERM) drains; cancellation (SIGINT, Ctrl-C at a terminal) means
+        // now, so open sessions are closed at once.
+        await drain(gracePeriod: Task.isCancelled ? .zero : configuration.listen.drainGracePeriod)
         if ownsGroup { try await group.shutdownGracefully() }
         logger.notice("stopped")
     }
