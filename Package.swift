@@ -133,13 +133,20 @@ let package = Package(
             path: "Sources/StapleGateServer",
             swiftSettings: strictSwift
         ),
-        // A device on libmosquitto with OCSP required: what operators run to check a deployment.
+        // Linux epoll for the load generator (`staplegate load`), which Glibc's module leaves out.
+        .systemLibrary(
+            name: "CEpoll",
+            path: "Sources/StapleGateSimulator/CEpoll"
+        ),
+        // A device on libmosquitto with OCSP required: what operators run to check a deployment;
+        // and the load generator, many such devices driven by a few threads.
         .target(
             name: "StapleGateSimulator",
             dependencies: [
-                "CMosquitto", "COpenSSL", "CStapleGateShim", "StapleGateTLS", "StapleGateOCSP",
+                "CMosquitto", "COpenSSL", "CStapleGateShim", "StapleGateTLS", "StapleGateOCSP", "CEpoll",
             ],
             path: "Sources/StapleGateSimulator",
+            exclude: ["CEpoll"],
             swiftSettings: strictSwift
         ),
         .executableTarget(
@@ -243,6 +250,15 @@ let package = Package(
             path: "Tests/StapleGateServerTests",
             swiftSettings: testSwift
         ),
+        // The load generator's pure parts (`staplegate load`): the latency histogram's
+        // percentiles, the payload stamp, option checks, the report's JSON. Its end-to-end tests
+        // are IntegrationTests/LoadGeneratorTests.
+        .testTarget(
+            name: "StapleGateSimulatorTests",
+            dependencies: ["StapleGateSimulator"],
+            path: "Tests/StapleGateSimulatorTests",
+            swiftSettings: testSwift
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
@@ -255,3 +271,4 @@ let package = Package(
         ),
     ]
 )
+

@@ -9,8 +9,8 @@ struct StapleGateCommand: AsyncParsableCommand {
         commandName: "staplegate",
         abstract: "A mutual-TLS front for Mosquitto with OCSP stapling and device revocation checks.",
         version: StapleGateVersion.description,
-        subcommands: [RunCommand.self, ReloadCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self, SimulateCommand.self,
-                      VersionCommand.self]
+        subcommands: [RunCommand.self, ReloadCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self,
+                      SimulateCommand.self, LoadCommand.self, VersionCommand.self]
     )
 }
 

@@ -16,19 +16,7 @@ final class SystemdNotifyTests: GatewayTestCase {
         let socket = try NotifySocket(path: directory.file("notify.sock"))
         defer { socket.close() }
         let port = try FreePort.next()
-        let configText = """
-        listen: { address: "127.0.0.1", port: \(port), drain_grace_period: 5s }
-        tls:
-          certificates:
-            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
-          device_ca: "\(pki.caChain)"
-        upstream: { address: 127.0.0.1, port: \(broker.port!) }
-        state_directory: "\(directory.file("state"))"
-        stapling: { enabled: false }
-        device_ocsp: { enabled: false }
-        admin: { port: 0 }
-
-        """
+        let configText = configuration(port: port, stapling: "{ enabled: false }", in: directory)
         let configPath = try directory.write("staplegate.yaml", configText)
         let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],
                                          environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000"])
@@ -75,19 +63,8 @@ final class SystemdNotifyTests: GatewayTestCase {
         let directory = try makeTemporaryDirectory()
         let socket = try NotifySocket(path: directory.file("notify.sock"))
         defer { socket.close() }
-        let configPath = try directory.write("staplegate.yaml", """
-        listen: { address: "127.0.0.1", port: 0 }
-        tls:
-          certificates:
-            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
-          device_ca: "\(pki.caChain)"
-        upstream: { address: 127.0.0.1, port: \(broker.port!) }
-        state_directory: "\(directory.file("state"))"
-        stapling: { policy: strict, retry_min: 1s, retry_max: 1s, timeout: 1s }
-        device_ocsp: { enabled: false }
-        admin: { port: 0 }
-
-        """)
+        let configPath = try directory.write("staplegate.yaml", configuration(
+            port: 0, stapling: "{ policy: strict, retry_min: 1s, retry_max: 1s, timeout: 1s }", in: directory))
         let gateway = try ManagedProcess(try CommandLineTests.findExecutable(), ["run", "--config", configPath],
                                          environment: ["NOTIFY_SOCKET": socket.path])
         // The responder is down: listening, but waiting, and saying what for.
@@ -106,6 +83,23 @@ final class SystemdNotifyTests: GatewayTestCase {
         gateway.signal(SIGTERM)
         let exit = try await gateway.waitForExit(timeout: .seconds(15))
         XCTAssertEqual(exit, .exited(0), gateway.output)
+    }
+
+    /// A gateway on `port` (0: any) with this `stapling` section, device checks off.
+    private func configuration(port: Int, stapling: String, in directory: TemporaryDirectory) -> String {
+        """
+        listen: { address: "127.0.0.1", port: \(port), drain_grace_period: 5s }
+        tls:
+          certificates:
+            - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
+          device_ca: "\(pki.caChain)"
+        upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        state_directory: "\(directory.file("state"))"
+        stapling: \(stapling)
+        device_ocsp: { enabled: false }
+        admin: { port: 0 }
+
+        """
     }
 
     func testWithoutNotifySocketNothingIsSentAndTheWatchdogIsOff() {
