@@ -85,6 +85,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.recvAllocator, value: SessionReceiveBuffers.allocator)
         switch configuration.endpoint {
         case let .tcp(host, port):
             return bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)

@@ -173,6 +173,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             flushWritesAwaitingHandshake(context: context)
             // Application data can arrive in the same read as the client's Finished.
             decryptReceived(context: context)
+            connection.shedHandshakeBuffers()
         }
     }
 
@@ -231,7 +232,10 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Plaintext is never larger than the ciphertext it came from, so one allocation suffices.
         var plaintext = context.channel.allocator.buffer(capacity: max(connection.maximumPlaintextPending, 1))
         var outcome: SSLConnection.ReadResult = .wantRead
-        readLoop: while case .established(inputClosed: false, _) = state {
+        // Only while there is something to decrypt: an SSL_read that finds nothing sets up a
+        // fresh 16 KB record buffer and keeps it (SSL_MODE_RELEASE_BUFFERS frees it only after a
+        // whole record), which on idle sessions doubled the memory each one holds.
+        readLoop: while case .established(inputClosed: false, _) = state, connection.maximumPlaintextPending > 0 {
             if plaintext.writableBytes == 0 {
                 context.fireChannelRead(wrapInboundOut(plaintext))
                 plaintext = context.channel.allocator.buffer(capacity: max(connection.maximumPlaintextPending, 1))
@@ -242,6 +246,9 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
         sendPendingOutput(context: context)
+        // An idle MQTT session is the common case: give its 16 KB record buffers back now rather
+        // than hold them until the next record (SSL_MODE_RELEASE_BUFFERS alone misses some).
+        connection.releaseIdleBuffers()
 
         switch outcome {
         case .bytesRead, .wantRead:

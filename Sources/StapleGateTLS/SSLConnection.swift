@@ -19,8 +19,8 @@ final class SSLConnection {
 
     let role: Role
     private let ssl: OpaquePointer
-    private let networkIn: OpaquePointer
-    private let networkOut: OpaquePointer
+    private var networkIn: OpaquePointer
+    private var networkOut: OpaquePointer
     /// The context this `SSL` came from, kept alive as long as this connection: OpenSSL's
     /// callbacks (e.g. stapling) reach it through an unretained pointer, which must not dangle
     /// mid-handshake after a reload has replaced the context.
@@ -190,6 +190,26 @@ final class SSLConnection {
         case SSL_ERROR_ZERO_RETURN: return .closeNotify
         default: return .failed(failure(operation: "SSL_read"))
         }
+    }
+
+    /// Frees OpenSSL's record buffers when nothing is buffered in them (a partial record keeps
+    /// them); the next record allocates again.
+    func releaseIdleBuffers() {
+        guard maximumPlaintextPending == 0 else { return }
+        _ = SSL_free_buffers(ssl)
+    }
+
+    /// Replaces both memory BIOs by empty ones once they are drained. A memory BIO keeps the
+    /// largest buffer it ever held, here the handshake's certificate flights, which an idle
+    /// session would otherwise carry for its whole life.
+    func shedHandshakeBuffers() {
+        guard BIO_ctrl_pending(networkIn) == 0, BIO_ctrl_pending(networkOut) == 0,
+              let freshIn = BIO_new(BIO_s_mem()) else { return }
+        guard let freshOut = BIO_new(BIO_s_mem()) else { BIO_free(freshIn); return }
+        _ = sg_BIO_set_mem_eof_return(freshIn, -1)
+        SSL_set_bio(ssl, freshIn, freshOut)  // frees the old pair
+        networkIn = freshIn
+        networkOut = freshOut
     }
 
     /// Encrypts all of `buffer`; the records land in the output BIO.
