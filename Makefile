@@ -3,10 +3,13 @@
 
 SWIFT ?= swift
 # systemd: for systemd-analyze, with which the tests verify systemd/*.service (not on a minimal Debian image).
-APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client systemd
+# nginx, libnginx-mod-stream, gnuplot-nox: `make bench` compares against nginx stream and draws its chart
+# (and the bench's smoke test runs in `make test`).
+APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client systemd \
+	nginx libnginx-mod-stream gnuplot-nox
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo bench clean
 
 all: build
 
@@ -29,6 +32,23 @@ test: deps
 ## demo: a device publishing through StapleGate into Mosquitto; stays up until Ctrl-C
 demo: build
 	bash config/demo.sh
+
+## bench: StapleGate vs nginx stream vs Mosquitto's TLS listener (issue 7); results in
+## .build/bench/results/latest/. Sizes: make bench BENCH_ARGS="--runs 5 --sessions 3000" (see --help).
+BENCH_ARGS ?=
+# 5 000 idle sessions need ~15 100 descriptors in the load generator and ~10 100 in a proxying front.
+BENCH_OPEN_FILES := 15100
+bench: deps
+	$(SWIFT) build -c release --product staplegate
+	$(SWIFT) build -c release --product staplegate-bench
+	@hard=$$(ulimit -Hn); \
+	if ulimit -n "$$hard" 2>/dev/null; then echo "bench: open-files limit raised to $$(ulimit -n)"; \
+	else echo "bench: cannot raise the open-files limit (soft $$(ulimit -n), hard $$hard)"; fi; \
+	if [ "$$hard" != unlimited ] && [ "$$hard" -lt $(BENCH_OPEN_FILES) ]; then \
+		echo "bench: the hard open-files limit $$hard is below the $(BENCH_OPEN_FILES) that 5000 sessions need:" \
+			"raise it (ulimit -Hn, LimitNOFILE=) or pass BENCH_ARGS=--sessions N; the bench will use fewer sessions"; \
+	fi; \
+	.build/release/staplegate-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .build .demo certs/out

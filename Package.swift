@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "staplegate", targets: ["StapleGateCLI"]),
+        .executable(name: "staplegate-bench", targets: ["StapleGateBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -166,6 +167,16 @@ let package = Package(
             swiftSettings: strictSwift
         ),
 
+        // `make bench` (issue 7): StapleGate, nginx stream and Mosquitto's own TLS listener side
+        // by side. Its own executable, driving every front and load generator as separate
+        // processes, so nothing of it is linked into the gateway.
+        .executableTarget(
+            name: "StapleGateBench",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/StapleGateBench",
+            swiftSettings: strictSwift
+        ),
+
         // Helpers shared by the test suites: real processes, free ports, deadlines.
         .target(
             name: "TestSupport",
@@ -271,4 +282,3 @@ let package = Package(
         ),
     ]
 )
-

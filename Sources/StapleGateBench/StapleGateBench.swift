@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+
+/// `make bench`: StapleGate, nginx stream and Mosquitto's own TLS listener, side by side on one
+/// machine (issue 7). Every front, the broker, the OCSP responder and every load generator is a
+/// separate process started here and stopped at the end, on an error and on Ctrl-C.
+@main
+struct StapleGateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "staplegate-bench",
+        abstract: "Benchmark StapleGate against nginx stream and Mosquitto's TLS listener, with the issue's targets.",
+        discussion: """
+        Writes results.md, results.json and chart.png into the results folder (default \
+        .build/bench/results/<timestamp>/, with a `latest` symlink beside it). Needs openssl, \
+        mosquitto, nginx with libnginx-mod-stream and gnuplot (`make deps` installs them).
+        """
+    )
+
+    @Option(help: "Runs of every figure; the table shows medians with min–max.") var runs: Int?
+    @Flag(help: "Tiny sizes (1 s per figure, 50 sessions, 1 run): checks that the bench works, in well under a minute.")
+    var smoke = false
+    @Option(help: "Results folder (default: .build/bench/results/<timestamp>).") var output: String?
+    @Option(help: "The staplegate executable (default: the one next to this executable).") var staplegate: String?
+    @Option(help: "Seconds of openssl s_time per handshake figure.") var handshakeSeconds: Int?
+    @Option(help: "Seconds of publishing per throughput figure.") var throughputSeconds: Double?
+    @Option(help: "Seconds of publishing for the latency figure.") var latencySeconds: Double?
+    @Option(help: "Total messages/s for the latency figure (keep it below saturation).") var latencyRate: Double?
+    @Option(help: "Idle sessions for the memory and time-to-open figures.") var sessions: Int?
+    @Option(help: "Most sessions between connect and CONNACK at once.") var sessionConcurrency: Int?
+    @Option(help: "Publishing sessions for throughput and latency.") var publishers: Int?
+
+    func validate() throws {
+        let settings = self.settings
+        guard settings.runs >= 1, settings.handshakeSeconds >= 1, settings.throughputSeconds > 0, settings.latencySeconds > 0,
+              settings.latencyRate > 0, settings.sessions >= 1, settings.sessionConcurrency >= 1, settings.publishers >= 1 else {
+            throw ValidationError("every size must be positive (--runs, --handshake-seconds, --sessions, …)")
+        }
+    }
+
+    var settings: BenchSettings {
+        var settings = smoke ? BenchSettings.smoke : BenchSettings()
+        if let runs { settings.runs = runs }
+        if let handshakeSeconds { settings.handshakeSeconds = handshakeSeconds }
+        if let throughputSeconds { settings.throughputSeconds = throughputSeconds }
+        if let latencySeconds { settings.latencySeconds = latencySeconds }
+        if let latencyRate { settings.latencyRate = latencyRate }
+        if let sessions { settings.sessions = sessions }
+        if let sessionConcurrency { settings.sessionConcurrency = sessionConcurrency }
+        if let publishers { settings.publishers = publishers }
+        return settings
+    }
+
+    func run() throws {
+        ChildRegistry.shared.stopAllOnSignals()
+        do {
+            try bench()
+        } catch {
+            ChildRegistry.shared.stopAll()
+            progress("failed: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    private func bench() throws {
+        var settings = self.settings
+        let startedAt = Date()
+        let start = monotonicSeconds()
+        let staplegate = try staplegate ?? Self.sibling("staplegate")
+        let pkiScript = try Self.repositoryFile("certs/make-demo-pki.sh")
+        try Self.checkPrerequisites()
+        // Load generator: 3 descriptors per libmosquitto session; a proxying front: 2 per session.
+        if let problem = raiseOpenFilesLimit(needed: settings.sessions * 3 + 64) {
+            progress("warning: \(problem)")
+            settings.sessions = max(1, (Self.openFilesLimit() - 64) / 3)
+            progress("warning: measuring with \(settings.sessions) sessions instead")
+        } else {
+            progress("open-files limit \(Self.openFilesLimit()): enough for \(settings.sessions) sessions")
+        }
+
+        let folder = try output ?? Self.defaultOutput(startedAt)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript)
+        progress("results in \(folder); logs and configurations in \(environment.work)")
+        progress("PKI, OCSP responder, broker")
+        try environment.setUp()
+        defer { environment.tearDown() }
+
+        var samples = BenchSamples()
+        let measurer = Measurer(environment: environment, settings: settings, log: progress)
+        for run in 1...settings.runs {
+            for front in FrontKind.allCases {
+                progress("run \(run)/\(settings.runs): \(front.title)")
+                try measure(front, run: run, measurer: measurer, environment: environment, into: &samples)
+            }
+            progress("run \(run)/\(settings.runs): StapleGate device OCSP paths")
+            try measureDeviceOCSP(run: run, measurer: measurer, environment: environment, into: &samples)
+        }
+        environment.tearDown()
+
+        let report = ResultsReport(samples: samples, settings: settings, smoke: smoke, startedAt: startedAt,
+                                   elapsedSeconds: monotonicSeconds() - start, machine: Self.machine())
+        try report.json().write(to: URL(fileURLWithPath: "\(folder)/results.json"))
+        try report.markdown.write(toFile: "\(folder)/results.md", atomically: true, encoding: .utf8)
+        if let problem = try report.writeChart(folder: folder) { throw BenchFailure(problem) }
+        if output == nil { Self.pointLatest(at: folder) }
+        print("\n" + report.markdown)
+        progress("done in \(Int(monotonicSeconds() - start)) s: \(folder)/results.md, results.json, chart.png")
+    }
+
+    private func measure(_ kind: FrontKind, run: Int, measurer: Measurer, environment: BenchEnvironment,
+                         into samples: inout BenchSamples) throws {
+        let front = try environment.start(kind)
+        defer { front.stop() }
+        let group = kind.rawValue
+        let label = "run\(run)-\(group)"
+        let settings = measurer.settings
+
+        let full = try measurer.handshakes(front, resume: false, label: "\(label)-full")
+        samples.add(group, Figure.fullHandshakesPerSecond.rawValue, full.perSecond)
+        samples.add(group, Figure.fullHandshakeCPU.rawValue, full.cpuMicroseconds)
+        progress("  full handshakes: \(Int(full.perSecond))/s, \(Int(full.cpuMicroseconds)) µs CPU each")
+        if kind == .staplegate { samples.add(BenchSamples.ocspGroup, OCSPFigure.offCPU.rawValue, full.cpuMicroseconds) }
+
+        let resumed = try measurer.handshakes(front, resume: true, label: "\(label)-resumed")
+        samples.add(group, Figure.resumedHandshakesPerSecond.rawValue, resumed.perSecond)
+        samples.add(group, Figure.resumedHandshakeCPU.rawValue, resumed.cpuMicroseconds)
+        samples.add(group, Figure.resumedFraction.rawValue, resumed.resumedFraction)
+        progress("  resumed handshakes: \(Int(resumed.perSecond))/s, \(Int(resumed.cpuMicroseconds)) µs CPU each, "
+            + "\(Int(resumed.resumedFraction * 100)) % resumed")
+
+        for (size, throughputFigure, cpuFigure) in [(64, Figure.throughput64, Figure.cpuPerMessage64),
+                                                    (4096, Figure.throughput4K, Figure.cpuPerMessage4K)] {
+            let result = try measurer.publish(front, mode: "throughput", payloadSize: size, rate: nil,
+                                              seconds: settings.throughputSeconds, label: "\(label)-throughput-\(size)")
+            let delivered = result.number("messages_received") ?? 0
+            let perMessage = result.frontCPUSeconds.flatMap { delivered > 0 ? $0 / delivered * 1e6 : nil }
+            samples.add(group, throughputFigure.rawValue, result.number("messages_per_second"))
+            samples.add(group, cpuFigure.rawValue, perMessage)
+            progress("  throughput \(size) B: \(Int(result.number("messages_per_second") ?? 0)) msg/s, "
+                + String(format: "%.2f µs front CPU per message", perMessage ?? .nan))
+        }
+
+        let latency = try measurer.publish(front, mode: "latency", payloadSize: 64, rate: settings.latencyRate,
+                                           seconds: settings.latencySeconds, label: "\(label)-latency")
+        samples.add(group, Figure.latencyP50.rawValue, latency.number("latency_p50_us"))
+        samples.add(group, Figure.latencyP99.rawValue, latency.number("latency_p99_us"))
+        samples.add(group, Figure.latencyP999.rawValue, latency.number("latency_p999_us"))
+        progress("  latency at \(Int(settings.latencyRate)) msg/s: p50 \(Int(latency.number("latency_p50_us") ?? 0)) µs, "
+            + "p99 \(Int(latency.number("latency_p99_us") ?? 0)) µs, p99.9 \(Int(latency.number("latency_p999_us") ?? 0)) µs")
+
+        let idle = try measurer.sessions(front, label: "\(label)-sessions")
+        let opened = idle.number("sessions_opened") ?? 0
+        let perSession = idle.residentWithSessions.flatMap { opened > 0 ? Double($0 - idle.residentBefore) / opened : nil }
+        samples.add(group, Figure.rssPerSession.rawValue, perSession)
+        samples.add(group, Figure.sessionsOpenSeconds.rawValue, idle.number("open_seconds"))
+        samples.add(group, Figure.sessionsFailed.rawValue, idle.number("sessions_failed"))
+        progress("  \(Int(opened)) sessions opened in " + String(format: "%.2f s, %.1f KiB RSS each",
+                                                                 idle.number("open_seconds") ?? .nan, perSession ?? .nan))
+    }
+
+    private func measureDeviceOCSP(run: Int, measurer: Measurer, environment: BenchEnvironment,
+                                   into samples: inout BenchSamples) throws {
+        let group = BenchSamples.ocspGroup
+        let cached = try environment.start(.staplegate, deviceOCSP: .cacheHit)
+        defer { cached.stop() }
+        try measurer.warm(cached)
+        let hit = try measurer.handshakes(cached, resume: false, label: "run\(run)-ocsp-cache-hit")
+        cached.stop()
+        samples.add(group, OCSPFigure.cacheHitCPU.rawValue, hit.cpuMicroseconds)
+        // Against this run's "off" figure, so that both come from the same conditions.
+        if let off = samples.spread(group, OCSPFigure.offCPU.rawValue)?.runs.last {
+            samples.add(group, OCSPFigure.cacheHitOverhead.rawValue, (hit.cpuMicroseconds - off) / off * 100)
+        }
+        progress("  cache hit: \(Int(hit.cpuMicroseconds)) µs CPU per handshake")
+
+        let fresh = try environment.start(.staplegate, deviceOCSP: .firstConnect)
+        defer { fresh.stop() }
+        let first = try measurer.handshakes(fresh, resume: false, label: "run\(run)-ocsp-first-connect", measureResponder: true)
+        samples.add(group, OCSPFigure.firstConnectCPU.rawValue, first.cpuMicroseconds)
+        samples.add(group, OCSPFigure.firstConnectPerSecond.rawValue, first.perSecond)
+        samples.add(group, OCSPFigure.firstConnectResponderCPU.rawValue, first.responderCPUMicroseconds)
+        progress("  first connect: \(Int(first.cpuMicroseconds)) µs CPU per handshake, \(Int(first.perSecond))/s, "
+            + "responder \(Int(first.responderCPUMicroseconds ?? 0)) µs")
+    }
+}
+
+private func progress(_ line: String) {
+    FileHandle.standardError.write(Data("staplegate-bench: \(line)\n".utf8))
+}

@@ -1,0 +1,79 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `staplegate-bench --smoke`: the whole bench at tiny sizes, so that it cannot rot. Only that
+/// every front was measured and every output file is complete is checked, never a timing.
+final class BenchSmokeTests: XCTestCase {
+    /// The three fronts and the figures each must have in results.json.
+    private let fronts = ["staplegate", "nginx", "mosquitto"]
+    private let figures = [
+        "full_handshakes_per_s", "full_handshake_cpu_us", "resumed_handshakes_per_s", "resumed_handshake_cpu_us",
+        "throughput_64B_msg_per_s", "cpu_per_message_64B_us", "throughput_4KiB_msg_per_s", "cpu_per_message_4KiB_us",
+        "latency_p50_us", "latency_p99_us", "latency_p999_us", "rss_per_idle_session_kib", "sessions_open_s",
+    ]
+    private let ocspFigures = ["off_handshake_cpu_us", "cache_hit_handshake_cpu_us", "first_connect_handshake_cpu_us"]
+
+    func testSmokeRunWritesEveryResultFile() async throws {
+        // A failure, not a skip: a bench that silently stops running is the rot this test is for.
+        for (path, package) in [("/usr/sbin/nginx", "nginx"), ("/usr/lib/nginx/modules/ngx_stream_module.so", "libnginx-mod-stream"),
+                                ("/usr/bin/gnuplot", "gnuplot-nox")] where !FileManager.default.fileExists(atPath: path) {
+            XCTFail("\(path) is missing: install Debian's \(package) (`make deps` does) to run the bench smoke test")
+            return
+        }
+        let bench = try Self.executable("staplegate-bench")
+        let staplegate = try Self.executable("staplegate")
+        let directory = try TemporaryDirectory(prefix: "bench-smoke")
+        defer { directory.remove() }
+        let results = directory.file("results")
+
+        let run = try await ManagedProcess(bench, ["--smoke", "--output", results, "--staplegate", staplegate])
+            .commandResult(timeout: .seconds(240))
+        XCTAssertEqual(run.status, .exited(0), "staplegate-bench --smoke failed:\n\(run)")
+        guard run.status.succeeded else { return }
+
+        for file in ["results.md", "results.json", "chart.png"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(results)/\(file)"), "\(file) missing in \(results)")
+        }
+        let png = try Data(contentsOf: URL(fileURLWithPath: "\(results)/chart.png"))
+        XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "chart.png is not a PNG")
+
+        let json = try Data(contentsOf: URL(fileURLWithPath: "\(results)/results.json"))
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: json) as? [String: Any], "results.json is not an object")
+        let frontObjects = try XCTUnwrap(object["fronts"] as? [String: Any], "results.json has no fronts")
+        for front in fronts {
+            let measured = (frontObjects[front] as? [String: Any])?["figures"] as? [String: Any] ?? [:]
+            for figure in figures {
+                let spread = measured[figure] as? [String: Any]
+                XCTAssertNotNil(spread?["median"] as? Double, "results.json: \(front) has no \(figure)")
+            }
+        }
+        let ocsp = (object["staplegate_device_ocsp"] as? [String: Any])?["figures"] as? [String: Any] ?? [:]
+        for figure in ocspFigures {
+            XCTAssertNotNil((ocsp[figure] as? [String: Any])?["median"] as? Double, "results.json: device OCSP has no \(figure)")
+        }
+        XCTAssertEqual((object["targets"] as? [Any])?.count, 6, "results.json should judge the issue's 6 targets")
+
+        let markdown = try String(contentsOfFile: "\(results)/results.md", encoding: .utf8)
+        XCTAssertTrue(markdown.contains("| Figure | (a) StapleGate"), "results.md has no table:\n\(markdown)")
+        XCTAssertTrue(markdown.contains("| Server CPU per full handshake (µs) |"), "results.md misses a row:\n\(markdown)")
+    }
+
+    /// `swift build` / `swift test` put every product of the package next to the test bundle.
+    private static func executable(_ name: String) throws -> String {
+        let bundle = Bundle(for: BenchSmokeTests.self).bundleURL
+        let folders = [bundle.deletingLastPathComponent(), bundle, Bundle.main.bundleURL,
+                       Bundle.main.executableURL?.deletingLastPathComponent()].compactMap { $0 }
+        let candidates = folders.map { $0.appendingPathComponent(name).path }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw BenchSetupFailure("\(name) is not next to the test bundle (looked for \(candidates.joined(separator: ", "))); "
+                + "build it with `swift build --build-tests` or run the tests with `swift test`")
+        }
+        return found
+    }
+}
+
+private struct BenchSetupFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
