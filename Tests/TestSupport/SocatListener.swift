@@ -18,10 +18,12 @@ public final class SocatListener: @unchecked Sendable {
         }
     }
 
-    /// Sends `text` to every client as soon as it connects, then closes: e.g. a plain HTTP
-    /// server where a TLS one was expected.
+    /// Sends `text` to every client as soon as it connects, then reads and drops what the
+    /// client sends until it closes: e.g. a plain HTTP server where a TLS one was expected.
+    /// Closing at once instead raced the client's ClientHello: with it unread, the kernel
+    /// resets the connection and the client may lose the answer (seen under load in CI).
     public static func answering(_ text: String) async throws -> SocatListener {
-        try await start { port in ["TCP-LISTEN:\(port),reuseaddr,fork", "SYSTEM:printf '%s' '\(text)'"] }
+        try await start { port in ["TCP-LISTEN:\(port),reuseaddr,fork", "SYSTEM:printf '%s' '\(text)'; cat >/dev/null"] }
     }
 
     /// Sends the bytes of the file at `path` (e.g. a whole HTTP response with a binary DER body)
