@@ -266,7 +266,7 @@ let package = Package(
         // are IntegrationTests/LoadGeneratorTests.
         .testTarget(
             name: "StapleGateSimulatorTests",
-            dependencies: ["StapleGateSimulator"],
+            dependencies: ["StapleGateSimulator", "TestSupport"],
             path: "Tests/StapleGateSimulatorTests",
             swiftSettings: testSwift
         ),

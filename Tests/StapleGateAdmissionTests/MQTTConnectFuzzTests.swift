@@ -1,29 +1,7 @@
 import NIOCore
 import StapleGateAdmission
+import TestSupport
 import XCTest
-
-/// SplitMix64 (Steele, Lea & Flood, 2014): a few lines, identical on every platform, so a failing
-/// iteration reproduces from the seed printed with it.
-struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// 0..<bound.
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in byte() } }
-    mutating func oneIn(_ odds: Int) -> Bool { below(odds) == 0 }
-    mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
-}
 
 /// Random and mutated inputs for the CONNECT parser (and the framer): no crash, every call
 /// returns promptly, and whatever is accepted re-encodes to a packet that parses to the same

@@ -1,5 +1,6 @@
 import NIOCore
 import StapleGateAdmission
+import TestSupport
 import XCTest
 
 /// PUBLISH packets laid out as in 3.1.1 §3.3 and 5.0 §3.3: fixed header (type 3, DUP, QoS,

@@ -1,4 +1,5 @@
 @testable import StapleGateSimulator
+import TestSupport
 import XCTest
 
 /// The latency histogram: exact below 256, within 1/128 above, nearest-rank percentiles.
@@ -88,18 +89,5 @@ final class LoadGeneratorHistogramTests: XCTestCase {
         XCTAssertEqual(first, all)
         first.merge(LatencyHistogram())
         XCTAssertEqual(first, all)
-    }
-}
-
-/// A tiny deterministic generator, so the test sees the same values every run.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
