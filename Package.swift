@@ -195,6 +195,7 @@ let package = Package(
                 "StapleGateTLS", "TestSupport", "COpenSSL", "CStapleGateShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/StapleGateTLSTests",
             swiftSettings: testSwift

@@ -1,6 +1,9 @@
 import COpenSSL
 import CStapleGateShim
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One OpenSSL `SSL`, driven over two memory BIOs: ciphertext from the peer is pushed into
 /// `networkIn`, ciphertext for the peer is pulled out of `networkOut`. It never touches a socket,
@@ -28,6 +31,8 @@ final class SSLConnection {
     /// Present when device certificates are judged during the handshake.
     let gate: (any DeviceCertificateGate)?
     private let verdictSlot: HandshakeVerdictSlot?
+    /// The thread whose `SSL_do_handshake` paused the async job: the only one that may resume it.
+    private var pausedOn: pthread_t?
     /// The gate's last verdict on the device's chain, for the log.
     private(set) var lastVerdict: DeviceCertificateVerdict?
 
@@ -111,6 +116,7 @@ final class SSLConnection {
     /// as the job must be resumed on the thread that paused it.
     func abandonPausedHandshake() {
         guard let verdictSlot, verdictSlot.holdsPausedJob else { return }
+        checkResumingThread()
         verdictSlot.phase = .answered(X509_V_ERR_OCSP_VERIFY_NEEDED)
         ERR_clear_error()
         _ = SSL_do_handshake(ssl)
@@ -127,6 +133,7 @@ final class SSLConnection {
     }
 
     func handshake() -> HandshakeResult {
+        checkResumingThread()
         ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
@@ -137,10 +144,21 @@ final class SSLConnection {
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
             return .wantRead
         case SSL_ERROR_WANT_ASYNC:
+            pausedOn = pthread_self()
             return .paused(takeQuestion())
         default:
             return .failed(failure(operation: "SSL_do_handshake"))
         }
+    }
+
+    /// A job's fibre returns to the stack of the thread that paused it: resumed from any other
+    /// thread it would jump into that thread's stack. An event loop is one thread, so this only
+    /// trips on an executor that hops threads (a DispatchQueue-backed test loop): stop with a
+    /// message rather than a wild jump.
+    private func checkResumingThread() {
+        guard let pausedOn, verdictSlot?.holdsPausedJob == true else { return }
+        precondition(pthread_equal(pausedOn, pthread_self()) != 0,
+                     "a TLS handshake paused in an OpenSSL async job was resumed on another thread")
     }
 
     /// Hands the paused job's question to the caller, once.

@@ -2,7 +2,6 @@ import COpenSSL
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOEmbedded
 @testable import StapleGateTLS
 import TestSupport
 import XCTest
@@ -25,7 +24,7 @@ final class DeviceCertificateGateTests: XCTestCase {
         super.tearDown()
     }
 
-    private var channel: NIOAsyncTestingChannel!
+    private var channel: SocketPairChannel!
     private var recorder: ThreadSafeEventRecorder!
 
     private func makeChannel(gate: ScriptedGate) async throws {
@@ -34,14 +33,11 @@ final class DeviceCertificateGateTests: XCTestCase {
             deviceCABundlePath: Self.pki.path("ca-chain.pem"))).with(deviceCertificateGate: gate)
         recorder = ThreadSafeEventRecorder()
         let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
-        channel = NIOAsyncTestingChannel()
-        let recorder = self.recorder!
-        try await channel.pipeline.addHandlers([handler, recorder]).get()
-        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        channel = try await SocketPairChannel(handlers: [handler, recorder])
     }
 
     override func tearDown() async throws {
-        _ = try? await channel?.finish()
+        await channel?.finish()
     }
 
     private func client(_ device: String = "device-1") -> InMemoryTLSClient {
@@ -49,27 +45,42 @@ final class DeviceCertificateGateTests: XCTestCase {
                           key: Self.pki.path("\(device).key"))
     }
 
-    /// Moves bytes both ways until neither side has anything more to say.
+    /// Moves bytes both ways until the client's side of the handshake is done or has failed (in
+    /// TLS 1.3 it is done once it sent its Finished, whatever the server then makes of it).
     @discardableResult
     private func pump(_ client: InMemoryTLSClient) async throws -> InMemoryTLSClient.Step {
-        var step = client.handshake()
-        for _ in 0..<20 {
-            let toServer = client.outgoing()
-            if !toServer.isEmpty { try await channel.writeInbound(channel.allocator.buffer(bytes: toServer)) }
-            var toClient: [UInt8] = []
-            while let buffer = try await channel.readOutbound(as: ByteBuffer.self) { toClient += buffer.readableBytesView }
-            client.incoming(toClient)
-            step = client.handshake()
-            if toServer.isEmpty, toClient.isEmpty { break }
+        let deadline = Deadline(.seconds(5))
+        while true {
+            let step = client.handshake()
+            try channel.send(client.outgoing())
+            guard step == .wantRead else { return step }
+            switch try channel.receive(timeout: deadline.remaining) {
+            case let .bytes(bytes): client.incoming(bytes)
+            case .endOfStream: return client.handshake()
+            case .nothingYet: throw WaitTimeoutError(what: "the server's handshake flight", timeout: deadline.timeout)
+            }
         }
-        return step
+    }
+
+    /// Feeds the client what the server sent until a read gives more than "want more", or the
+    /// server closed.
+    private func readFromServer(_ client: InMemoryTLSClient) throws -> InMemoryTLSClient.ReadOutcome {
+        let deadline = Deadline(.seconds(5))
+        while true {
+            let outcome = client.read()
+            guard outcome == .wantRead, !deadline.hasPassed else { return outcome }
+            switch try channel.receive(timeout: deadline.remaining) {
+            case let .bytes(bytes): client.incoming(bytes)
+            case .endOfStream, .nothingYet: return client.read()
+            }
+        }
     }
 
     /// In TLS 1.3 the client is done once it sent its Finished; the server's verdict on its
     /// certificate reaches it as an alert on its first read.
     private func refusal(after step: InMemoryTLSClient.Step, _ device: InMemoryTLSClient) -> String? {
         if case let .failed(reason) = step { return reason }
-        if case let .failed(reason) = device.read() { return reason }
+        if case let .failed(reason) = try? readFromServer(device) { return reason }
         return nil
     }
 
@@ -79,6 +90,7 @@ final class DeviceCertificateGateTests: XCTestCase {
         let device = client()
 
         let step = try await pump(device)
+        try await waitUntil(timeout: .seconds(5), "the server to finish its side") { self.recorder.completed != nil }
 
         XCTAssertEqual(step, .done)
         XCTAssertEqual(recorder.completed?.certificateCheck, "OCSP good (cached)")
@@ -117,7 +129,7 @@ final class DeviceCertificateGateTests: XCTestCase {
         try await pump(device)
         try await waitUntil(timeout: .seconds(5), "the gate to be asked") { gate.askedChains.count == 1 }
         XCTAssertNil(recorder.completed, "the server has not finished its side")
-        XCTAssertEqual(device.read(), .wantRead, "nothing reaches the device meanwhile")
+        XCTAssertEqual(try channel.receive(timeout: .zero), .nothingYet, "nothing reaches the device meanwhile")
         XCTAssertNil(recorder.failureReason)
 
         gate.release(.accept(note: "OCSP good (from http://responder)"))
@@ -128,7 +140,7 @@ final class DeviceCertificateGateTests: XCTestCase {
         XCTAssertEqual(recorder.completed?.certificateCheck, "OCSP good (from http://responder)")
         // Application data flows once admitted: the async mode is off for the established session.
         device.write(Array("ping".utf8))
-        try await channel.writeInbound(channel.allocator.buffer(bytes: device.outgoing()))
+        try channel.send(device.outgoing())
         try await waitUntil(timeout: .seconds(5), "plaintext to arrive") { self.recorder.receivedText == "ping" }
     }
 
@@ -153,7 +165,7 @@ final class DeviceCertificateGateTests: XCTestCase {
         try await pump(client())
         try await waitUntil(timeout: .seconds(5), "the gate to be asked") { gate.askedChains.count == 1 }
 
-        channel.pipeline.fireChannelInactive()  // the device's side went away (not our close)
+        channel.closePeer()  // the device went away (not our close)
         try await waitUntil(timeout: .seconds(5), "the handler to report the device gone") { self.recorder.failureReason != nil }
         XCTAssertTrue(recorder.failureReason?.contains("disconnected while its certificate was being checked") ?? false,
                       recorder.failureReason ?? "nil")

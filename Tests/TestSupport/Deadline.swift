@@ -19,6 +19,13 @@ public struct WaitTimeoutError: Error, CustomStringConvertible {
     public let what: String
     public let timeout: Duration
     public let details: String
+
+    public init(what: String, timeout: Duration, details: String = "") {
+        self.what = what
+        self.timeout = timeout
+        self.details = details
+    }
+
     public var description: String {
         "timed out after \(timeout) waiting for \(what)" + (details.isEmpty ? "" : "\n--- details ---\n\(details)")
     }
