@@ -7,6 +7,8 @@ import Foundation
 public final class SocatListener: @unchecked Sendable {
     public let port: Int
     private let process: ManagedProcess
+    /// Holds what `answering(_:)` serves; removed on stop.
+    private var ownedFolder: TemporaryDirectory?
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
@@ -20,10 +22,19 @@ public final class SocatListener: @unchecked Sendable {
 
     /// Sends `text` to every client as soon as it connects, then reads and drops what the
     /// client sends until it closes: e.g. a plain HTTP server where a TLS one was expected.
-    /// Closing at once instead raced the client's ClientHello: with it unread, the kernel
-    /// resets the connection and the client may lose the answer (seen under load in CI).
+    /// The text goes through a file: socat parses quotes in its address itself, so text inlined
+    /// in the shell command (quotes, CR LF) reached sh broken, the command failed before its
+    /// `cat` could read the ClientHello, and the kernel reset the connection under the answer.
     public static func answering(_ text: String) async throws -> SocatListener {
-        try await start { port in ["TCP-LISTEN:\(port),reuseaddr,fork", "SYSTEM:printf '%s' '\(text)'; cat >/dev/null"] }
+        let folder = try TemporaryDirectory(prefix: "socat-answer")
+        do {
+            let listener = try await answering(fileAt: try folder.write("answer", text))
+            listener.ownedFolder = folder
+            return listener
+        } catch {
+            folder.remove()
+            throw error
+        }
     }
 
     /// Sends the bytes of the file at `path` (e.g. a whole HTTP response with a binary DER body)
@@ -63,5 +74,6 @@ public final class SocatListener: @unchecked Sendable {
     /// SIGKILL follows quickly.
     public func stop() async {
         await process.terminateProcessGroup(grace: .milliseconds(100))
+        ownedFolder?.remove()
     }
 }
