@@ -121,7 +121,7 @@ let package = Package(
             name: "StapleGateServer",
             dependencies: [
                 "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP", "StapleGateAdmission",
-                "StapleGateTrace",
+                "StapleGateTrace", "CStapleGateShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,6 @@
+#define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT
+#include <sched.h>
+
 #include "StapleGateShim.h"
 
 long sg_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
@@ -57,4 +60,11 @@ const unsigned char *sg_GENERAL_NAME_text(const GENERAL_NAME *name, int *type, i
     if (name->type != GEN_DNS && name->type != GEN_URI) { *length = 0; return NULL; }
     *length = ASN1_STRING_length(name->d.ia5);
     return ASN1_STRING_get0_data(name->d.ia5);
+}
+
+int sg_allowed_cpu_count(void) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return 0;
+    return CPU_COUNT(&allowed);
 }

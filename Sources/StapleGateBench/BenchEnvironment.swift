@@ -42,6 +42,8 @@ final class BenchEnvironment {
     let work: String
     let pki: String
     let staplegate: String
+    /// Cores for the server side (fronts, broker, responder) and for the load generators.
+    let placement: CPUPlacement
     private let pkiScript: String
     private(set) var brokerPort = 0
     private(set) var responderPort = 0
@@ -57,8 +59,9 @@ final class BenchEnvironment {
     var deviceKey: String { "\(pki)/device-1.key" }
     var caChain: String { "\(pki)/ca-chain.pem" }
 
-    init(work: String, staplegate: String, pkiScript: String) {
+    init(work: String, staplegate: String, pkiScript: String, placement: CPUPlacement) {
         self.work = work
+        self.placement = placement
         self.pki = "\(work)/pki"
         self.staplegate = staplegate
         self.pkiScript = pkiScript
@@ -77,7 +80,7 @@ final class BenchEnvironment {
         let ocsp = try ChildProcess("openssl ocsp", "openssl", [
             "ocsp", "-index", "\(pki)/index.txt", "-CA", "\(pki)/issuing-ca.pem", "-rsigner", "\(pki)/ocsp-signer.pem",
             "-rkey", "\(pki)/ocsp-signer.key", "-port", String(responderPort), "-nmin", "10",
-        ], logPath: "\(work)/ocsp-responder.log")
+        ], logPath: "\(work)/ocsp-responder.log", cpus: placement.servers)
         // Not probed with a connection: openssl ocsp 3.0 without -multi hangs on a connection
         // closed without a request, and every OCSP lookup after it would time out.
         try waitForLog(of: ocsp, containing: "waiting for OCSP client connections")
@@ -85,7 +88,8 @@ final class BenchEnvironment {
 
         brokerPort = try LoopbackPort.free()
         let configuration = try write("mosquitto-broker.conf", Self.mosquittoCommon + ["listener \(brokerPort) 127.0.0.1"])
-        let mosquitto = try ChildProcess("mosquitto (broker)", "mosquitto", ["-c", configuration], logPath: "\(work)/mosquitto-broker.log")
+        let mosquitto = try ChildProcess("mosquitto (broker)", "mosquitto", ["-c", configuration], logPath: "\(work)/mosquitto-broker.log",
+                                        cpus: placement.servers)
         try LoopbackPort.waitUntilListening(brokerPort, by: mosquitto)
         broker = mosquitto
     }
@@ -99,20 +103,22 @@ final class BenchEnvironment {
         switch kind {
         case .staplegate:
             let configuration = try write("\(label).yaml", staplegateConfiguration(port: port, label: label, deviceOCSP: deviceOCSP))
-            process = try ChildProcess("staplegate", staplegate, ["run", "--config", configuration], logPath: "\(work)/\(label).log")
+            process = try ChildProcess("staplegate", staplegate, ["run", "--config", configuration], logPath: "\(work)/\(label).log",
+                                       cpus: placement.servers)
         case .nginx:
             let prefix = "\(work)/\(label)"
             try FileManager.default.createDirectory(atPath: "\(prefix)/logs", withIntermediateDirectories: true)
             let configuration = try write("\(label)/nginx.conf", nginxConfiguration(port: port, prefix: prefix))
             // daemon off: the master stays our child, so its pid is the one to stop and to measure.
             process = try ChildProcess("nginx", "nginx", ["-p", prefix, "-c", configuration, "-e", "\(prefix)/logs/error.log"],
-                                       logPath: "\(work)/\(label).log")
+                                       logPath: "\(work)/\(label).log", cpus: placement.servers)
         case .mosquitto:
             let configuration = try write("\(label).conf", Self.mosquittoCommon + [
                 "listener \(port) 127.0.0.1", "cafile \(caChain)", "certfile \(pki)/server.pem", "keyfile \(pki)/server.key",
                 "require_certificate true", "tls_version tlsv1.3",
             ])
-            process = try ChildProcess("mosquitto (TLS front)", "mosquitto", ["-c", configuration], logPath: "\(work)/\(label).log")
+            process = try ChildProcess("mosquitto (TLS front)", "mosquitto", ["-c", configuration], logPath: "\(work)/\(label).log",
+                                       cpus: placement.servers)
         }
         do {
             try LoopbackPort.waitUntilListening(port, by: process)
@@ -123,7 +129,7 @@ final class BenchEnvironment {
         // nginx forks its workers after it listens; wait until they are there to be measured.
         if kind == .nginx {
             let deadline = Date().addingTimeInterval(10)
-            while ProcessStats.processTree(process.pid).count < 1 + ProcessInfo.processInfo.activeProcessorCount, Date() < deadline {
+            while ProcessStats.processTree(process.pid).count < 1 + placement.serverCores, Date() < deadline {
                 usleep(20_000)
             }
         }
@@ -195,7 +201,7 @@ final class BenchEnvironment {
         """
         # Written by staplegate-bench: Debian's nginx stream module terminating the same mTLS.
         load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-        worker_processes \(ProcessInfo.processInfo.activeProcessorCount);
+        worker_processes \(placement.serverCores);
         worker_rlimit_nofile 20000;
         daemon off;
         pid \(prefix)/nginx.pid;

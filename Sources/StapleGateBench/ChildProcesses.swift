@@ -21,12 +21,20 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Starts `executable` (a path, or a name looked up in PATH) and registers it for cleanup.
     /// `stdoutPath`: where standard output goes (default: the log, with standard error).
+    /// `cpus`: the cores it may run on (taskset's list syntax, "1" or "2,3"); it and every
+    /// process it starts stay there. taskset execs the program, so `pid` is the program's.
     init(_ name: String, _ executable: String, _ arguments: [String], logPath: String, stdoutPath: String? = nil,
-         stderrPipe: Pipe? = nil) throws {
+         stderrPipe: Pipe? = nil, cpus: String? = nil) throws {
         self.name = name
         self.logPath = logPath
-        process.executableURL = URL(fileURLWithPath: try Self.resolve(executable))
-        process.arguments = arguments
+        let program = try Self.resolve(executable)
+        if let cpus {
+            process.executableURL = URL(fileURLWithPath: try Self.resolve("taskset"))
+            process.arguments = ["--cpu-list", cpus, program] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = arguments
+        }
         let log = try Self.openForWriting(logPath)
         process.standardOutput = try stdoutPath.map(Self.openForWriting) ?? log
         process.standardError = stderrPipe ?? log

@@ -44,7 +44,8 @@ struct Measurer {
                          "-key", environment.deviceKey, "-CAfile", environment.caChain]
         let frontMeter = CPUMeter(pids: front.pids)
         let responderMeter = measureResponder ? environment.responder.map { CPUMeter(pids: [$0.pid]) } : nil
-        let sTime = try ChildProcess("openssl s_time", "openssl", arguments, logPath: "\(work)/\(label).log", stdoutPath: output)
+        let sTime = try ChildProcess("openssl s_time", "openssl", arguments, logPath: "\(work)/\(label).log", stdoutPath: output,
+                                     cpus: environment.placement.clients)
         guard sTime.waitForExit(timeout: Double(settings.handshakeSeconds) + 60) != nil else {
             throw BenchFailure("openssl s_time against \(front.kind.rawValue) did not finish; \(output)")
         }
@@ -72,7 +73,7 @@ struct Measurer {
         let client = try ChildProcess("openssl s_client", "openssl", [
             "s_client", "-connect", "127.0.0.1:\(front.port)", "-tls1_3", "-cert", environment.deviceCertificate,
             "-key", environment.deviceKey, "-CAfile", environment.caChain, "-brief",
-        ], logPath: "\(work)/warm-\(front.port).log")
+        ], logPath: "\(work)/warm-\(front.port).log", cpus: environment.placement.clients)
         _ = client.waitForExit(timeout: 20)
     }
 
@@ -105,7 +106,7 @@ struct Measurer {
             "--host", "127.0.0.1", "--port", String(front.port), "--server-name", "localhost", "--cafile", environment.caChain,
             "--cert", environment.deviceCertificate, "--key", environment.deviceKey, "--groups", "X25519", "--tls-version", "1.3",
             "--client-id-prefix", "bench-\(label)", "--json"] + arguments,
-            logPath: "\(work)/\(label).log", stdoutPath: output, stderrPipe: notes)
+            logPath: "\(work)/\(label).log", stdoutPath: output, stderrPipe: notes, cpus: environment.placement.clients)
         let logHandle = FileHandle(forWritingAtPath: generator.logPath)
         var meter: CPUMeter?
         var frontCPU: Double?

@@ -4,6 +4,7 @@ import Foundation
 struct ResultsReport {
     let samples: BenchSamples
     let settings: BenchSettings
+    let placement: CPUPlacement
     let smoke: Bool
     let startedAt: Date
     let elapsedSeconds: Double
@@ -29,9 +30,12 @@ struct ResultsReport {
              "pass": target.pass, "margin": target.margin]
         }
         let settingsObject = try JSONSerialization.jsonObject(with: JSONEncoder().encode(settings))
+        let placementObject: [String: Any] = ["servers": placement.servers ?? NSNull(), "clients": placement.clients ?? NSNull(),
+                                              "server_cores": placement.serverCores]
         let object: [String: Any] = [
             "bench": "staplegate-bench", "smoke": smoke, "started_at": ISO8601DateFormatter().string(from: startedAt),
-            "elapsed_seconds": elapsedSeconds.rounded(), "settings": settingsObject, "machine": machine, "fronts": fronts,
+            "elapsed_seconds": elapsedSeconds.rounded(), "settings": settingsObject, "machine": machine,
+            "cpu_placement": placementObject, "fronts": fronts,
             BenchSamples.ocspGroup: ["figures": figures(BenchSamples.ocspGroup, OCSPFigure.allCases.map(\.rawValue))],
             "targets": targetObjects, "notes": Self.notes,
         ]
@@ -44,7 +48,8 @@ struct ResultsReport {
             "# StapleGate bench\(smoke ? " (smoke: tiny sizes, not figures to quote)" : "")", "",
             "\(ISO8601DateFormatter().string(from: startedAt)); \(machine["cores"] ?? "?") cores, \(machine["kernel"] ?? "?"); "
                 + "\(machine["openssl"] ?? "openssl ?"), nginx \(machine["nginx"] ?? "?"), Mosquitto \(machine["mosquitto"] ?? "?"). "
-                + "\(runs) run\(runs == 1 ? "" : "s"): median\(runs > 1 ? " (min–max)" : ""); took \(Int(elapsedSeconds)) s.", "",
+                + "\(runs) run\(runs == 1 ? "" : "s"): median\(runs > 1 ? " (min–max)" : ""); took \(Int(elapsedSeconds)) s. "
+                + placementText, "",
             "| Figure | \(FrontKind.allCases.map(\.title).joined(separator: " | ")) | Target |",
             "|---|" + String(repeating: "---:|", count: FrontKind.allCases.count) + "---|",
         ]
@@ -69,6 +74,13 @@ struct ResultsReport {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Where the processes ran, for the heading.
+    private var placementText: String {
+        guard let servers = placement.servers, let clients = placement.clients else { return "Every process on any core." }
+        return "Fronts, broker and responder on core\(servers.contains(",") ? "s" : "") \(servers); "
+            + "load generators on core\(clients.contains(",") ? "s" : "") \(clients)."
+    }
+
     static func verdictText(_ verdict: TargetVerdict) -> String {
         "\(verdict.pass ? "✅ pass" : "❌ miss"): \(verdict.margin)"
     }
@@ -90,8 +102,11 @@ struct ResultsReport {
         "Latency: publish → deliver at a fixed total rate below saturation (the rate is in results.json's settings). "
             + "Both Mosquittos run with `set_tcp_nodelay true`: with their default, Nagle and delayed ACKs put every "
             + "front's p99.9 at 10–20 ms.",
-        "Time to open the sessions is bounded by the load generator's own TLS work (client signatures and "
-            + "verification on the same cores), so it separates the fronts little.",
+        "Cores: with two or more, the server side (the front, the broker behind it, the OCSP responder) runs on one "
+            + "half of the cores and the load generators on the other (taskset; `--no-pin` turns it off), so the "
+            + "generators' own TLS work (≈ 1.3 ms of client CPU per session) does not compete with the front's and the "
+            + "time to open the sessions measures the front. nginx gets one worker per server core, as StapleGate one "
+            + "event loop per core it may run on.",
         "Where two fronts' min–max ranges overlap, their difference is within run-to-run noise (larger on a "
             + "machine shared with other work); a target judged on such medians is not settled.",
         "RSS per idle session: (VmRSS of the front's processes with every session open, 1 s after the last CONNACK − VmRSS "

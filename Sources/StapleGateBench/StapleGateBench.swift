@@ -28,6 +28,8 @@ struct StapleGateBench: ParsableCommand {
     @Option(help: "Idle sessions for the memory and time-to-open figures.") var sessions: Int?
     @Option(help: "Most sessions between connect and CONNACK at once.") var sessionConcurrency: Int?
     @Option(help: "Publishing sessions for throughput and latency.") var publishers: Int?
+    @Flag(help: "Run the fronts and the load generators on any core, instead of on separate halves of the cores.")
+    var noPin = false
 
     func validate() throws {
         let settings = self.settings
@@ -79,7 +81,15 @@ struct StapleGateBench: ParsableCommand {
 
         let folder = try output ?? Self.defaultOutput(startedAt)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript)
+        let cores = CPUPlacement.allowedCores() ?? Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+        let placement = noPin ? CPUPlacement.unpinned(cores: cores.count) : CPUPlacement.split(cores)
+        if let servers = placement.servers, let clients = placement.clients {
+            progress("cores: fronts, broker and responder on \(servers); load generators on \(clients)")
+        } else {
+            progress("cores: every process on any of \(cores.count)")
+        }
+        let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript,
+                                           placement: placement)
         progress("results in \(folder); logs and configurations in \(environment.work)")
         progress("PKI, OCSP responder, broker")
         try environment.setUp()
@@ -97,7 +107,7 @@ struct StapleGateBench: ParsableCommand {
         }
         environment.tearDown()
 
-        let report = ResultsReport(samples: samples, settings: settings, smoke: smoke, startedAt: startedAt,
+        let report = ResultsReport(samples: samples, settings: settings, placement: placement, smoke: smoke, startedAt: startedAt,
                                    elapsedSeconds: monotonicSeconds() - start, machine: Self.machine())
         try report.json().write(to: URL(fileURLWithPath: "\(folder)/results.json"))
         try report.markdown.write(toFile: "\(folder)/results.md", atomically: true, encoding: .utf8)

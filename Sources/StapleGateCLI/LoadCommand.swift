@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import StapleGateServer
 import StapleGateSimulator
 
 extension LoadOptions.Mode: ExpressibleByArgument {}
@@ -47,7 +48,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Key exchange groups, OpenSSL syntax (e.g. X25519 or P-256).") var groups: String?
     @Option(help: "MQTT client ids are <prefix>-1, <prefix>-2, … (default: staplegate-load-<pid>).") var clientIDPrefix: String?
     @Option(help: "MQTT keepalive, seconds (0: none).") var keepalive = 60
-    @Option(help: "Worker threads (default: the number of cores).") var threads: Int?
+    @Option(help: "Worker threads (default: one per core it may run on).") var threads: Int?
     @Option(help: "Seconds a session may take from connect to CONNACK before it counts as failed.") var connectTimeout = 30.0
 
     @Option(help: "sessions mode: sessions to open (default: 1000).") var sessions: Int?
@@ -79,7 +80,7 @@ struct LoadCommand: ParsableCommand {
     func loadOptions() throws(LoadOptionsError) -> LoadOptions {
         var options = LoadOptions(mode: mode, clientIDPrefix: clientIDPrefix ?? "staplegate-load-\(getpid())",
                                   topic: topic ?? "staplegate/load/\(getpid())",
-                                  threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+                                  threads: threads ?? UsableCores.count)
         options.host = host
         options.port = port
         options.serverName = serverName

@@ -28,6 +28,11 @@ struct RunCommand: AsyncParsableCommand {
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
 
+        // One event loop per core this process may use (taskset, CPUAffinity=), not per core of
+        // the machine; set before anything touches NIO's shared group, as NIO requires.
+        if ProcessInfo.processInfo.environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil {
+            NIOSingletons.groupLoopCountSuggestion = UsableCores.count
+        }
         let eventLoops = MultiThreadedEventLoopGroup.singleton
         let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger)
         let generation = try builder.build(loaded)

@@ -53,7 +53,7 @@ public final class Gateway: Service, Sendable {
         self.liveSessions = liveSessions ?? LiveSessions(
             capacity: SessionCapacity.resolve(generation.configuration.listen.maxSessions, logger: logger), logger: logger)
         self.traceStore = traceStore
-        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: UsableCores.count)
         self.ownsGroup = group == nil
         self.logger = logger
     }
@@ -109,6 +109,7 @@ public final class Gateway: Service, Sendable {
         let address = channel.localAddress!
         logger.notice("listening for devices", metadata: [
             "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.endpoint)",
+            "event_loops": "\(Array(group.makeIterator()).count)",
         ])
         return address
     }

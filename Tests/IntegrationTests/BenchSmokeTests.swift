@@ -53,6 +53,13 @@ final class BenchSmokeTests: XCTestCase {
             XCTAssertNotNil((ocsp[figure] as? [String: Any])?["median"] as? Double, "results.json: device OCSP has no \(figure)")
         }
         XCTAssertEqual((object["targets"] as? [Any])?.count, 6, "results.json should judge the issue's 6 targets")
+        // Fronts and load generators on separate cores wherever there are two.
+        let placement = try XCTUnwrap(object["cpu_placement"] as? [String: Any], "results.json has no cpu_placement")
+        if ProcessInfo.processInfo.activeProcessorCount >= 2 {
+            let servers = try XCTUnwrap(placement["servers"] as? String, "\(placement)")
+            let clients = try XCTUnwrap(placement["clients"] as? String, "\(placement)")
+            XCTAssertTrue(Set(servers.split(separator: ",")).isDisjoint(with: clients.split(separator: ",")), "\(placement)")
+        }
 
         let markdown = try String(contentsOfFile: "\(results)/results.md", encoding: .utf8)
         XCTAssertTrue(markdown.contains("| Figure | (a) StapleGate"), "results.md has no table:\n\(markdown)")

@@ -252,6 +252,21 @@ final class CommandLineTests: GatewayTestCase {
         try await broker.waitForLog("Client \(subscriber.clientID) closed its connection.")
     }
 
+    /// One event loop per core it may run on: under `taskset` (as under systemd's CPUAffinity=)
+    /// one loop on one core, not one per core of the machine.
+    func testRunSizesItsEventLoopsToTheCoresItMayRunOn() async throws {
+        let path = try makeTemporaryDirectory().write("staplegate.yaml", goodConfiguration(listenPort: 0))
+        var cases = [("0", 1)]
+        if ProcessInfo.processInfo.activeProcessorCount >= 2 { cases.append(("0,1", 2)) }
+        for (cores, loops) in cases {
+            let gateway = try ManagedProcess("taskset", ["--cpu-list", cores, executable, "run", "--config", path])
+            try await gateway.waitForOutput("listening for devices", timeout: .seconds(20))
+            XCTAssertTrue(gateway.stderr.contains("event_loops=\(loops) "), "on cores \(cores):\n\(gateway.output)")
+            gateway.signal(SIGTERM)
+            _ = try await gateway.waitForExit(timeout: .seconds(10))
+        }
+    }
+
     func testRunWithBadConfigurationExits78WithoutListening() async throws {
         let port = try FreePort.next()
         let path = try makeTemporaryDirectory().write("wrong-key.yaml", configuration(

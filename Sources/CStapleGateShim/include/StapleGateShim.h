@@ -66,4 +66,8 @@ int sg_SSL_get_ex_new_index(void);
 // Client role (HTTPS OCSP responders): the name sent as SNI.
 long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 
+// Not OpenSSL, the same need: CPU_COUNT and sched_getaffinity are a macro and a _GNU_SOURCE
+// function Swift cannot reach. The cores the calling thread may run on; 0 if unknown.
+int sg_allowed_cpu_count(void);
+
 #endif
