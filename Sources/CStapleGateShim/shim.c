@@ -1,4 +1,5 @@
 #define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT
+#include <malloc.h>
 #include <sched.h>
 
 #include "StapleGateShim.h"
@@ -60,6 +61,10 @@ const unsigned char *sg_GENERAL_NAME_text(const GENERAL_NAME *name, int *type, i
     if (name->type != GEN_DNS && name->type != GEN_URI) { *length = 0; return NULL; }
     *length = ASN1_STRING_length(name->d.ia5);
     return ASN1_STRING_get0_data(name->d.ia5);
+}
+
+int sg_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
 }
 
 int sg_allowed_cpu_count(void) {

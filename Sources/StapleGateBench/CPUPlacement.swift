@@ -10,7 +10,7 @@ struct CPUPlacement: Codable, Equatable {
     var servers: String?
     var clients: String?
     /// Cores the server side may use: nginx gets one worker per core, as StapleGate one event
-    /// loop per core (NIO counts the cores it is allowed on).
+    /// loop per core it is allowed on.
     var serverCores: Int
 
     static func unpinned(cores: Int) -> CPUPlacement {

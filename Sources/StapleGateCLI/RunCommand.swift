@@ -27,6 +27,7 @@ struct RunCommand: AsyncParsableCommand {
         let metricsRegistry = PrometheusMetrics.bootstrap()
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)
+        MallocThresholds.apply()
 
         // One event loop per core this process may use (taskset, CPUAffinity=), not per core of
         // the machine; set before anything touches NIO's shared group, as NIO requires.

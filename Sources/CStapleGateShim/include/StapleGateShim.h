@@ -70,4 +70,9 @@ long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name);
 // function Swift cannot reach. The cores the calling thread may run on; 0 if unknown.
 int sg_allowed_cpu_count(void);
 
+// glibc's mallopt (malloc.h is not in Swift's Glibc module): requests of at least
+// `mmap_threshold` bytes get their own mapping; free memory above `trim_threshold` at the top of
+// a heap goes back to the kernel. Returns 1 when both were set.
+int sg_malloc_thresholds(int mmap_threshold, int trim_threshold);
+
 #endif
