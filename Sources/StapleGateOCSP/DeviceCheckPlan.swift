@@ -56,6 +56,9 @@ enum DeviceCheckFinding {
     case noResponder(DeviceCheck)
     case status(DeviceCheck, CachedOCSPStatus, url: String, cached: Bool)
 
+    /// Every value `resultLabel` takes, for counters made up front.
+    static let resultLabels = ["good", "revoked", "unknown", "unavailable", "no_responder"]
+
     /// The `result` label of the lookups metric.
     var resultLabel: String {
         switch self {

@@ -19,8 +19,6 @@ struct DeviceOCSPMetrics: Sendable {
     private let lookups: [String: Counter]
     private let factory: any MetricsFactory
 
-    static let lookupResults = ["good", "revoked", "unknown", "unavailable", "no_responder"]
-
     init(factory: any MetricsFactory) {
         self.factory = factory
         hits = Counter(label: "staplegate_device_ocsp_cache_hits_total", factory: factory)
@@ -29,7 +27,7 @@ struct DeviceOCSPMetrics: Sendable {
         inFlight = Gauge(label: "staplegate_device_ocsp_requests_in_flight", factory: factory)
         queued = Gauge(label: "staplegate_device_ocsp_requests_queued", factory: factory)
         entries = Gauge(label: "staplegate_device_ocsp_cache_entries", factory: factory)
-        lookups = Dictionary(uniqueKeysWithValues: Self.lookupResults.map { result in
+        lookups = Dictionary(uniqueKeysWithValues: DeviceCheckFinding.resultLabels.map { result in
             (result, Counter(label: "staplegate_device_ocsp_lookups_total", dimensions: [("result", result)], factory: factory))
         })
     }
