@@ -12,10 +12,13 @@ class TraceStoreTestCase: XCTestCase {
     var log: LogRecorder!
     var storePath: String { state.file("trace.sqlite") }
 
-    /// Whole seconds, so times survive the store's millisecond precision exactly.
-    let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+    /// Whole seconds, so times survive the store's millisecond precision exactly. Set per test
+    /// in setUp: XCTest makes every test case instance when the run starts, minutes before the
+    /// later ones run, and the writer's own retention pass measures age from the real clock.
+    private(set) var now = Date()
 
     override func setUpWithError() throws {
+        now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
         state = try TemporaryDirectory(prefix: "trace")
         metrics = TestMetrics()
         log = LogRecorder()
