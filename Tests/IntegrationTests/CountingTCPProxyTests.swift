@@ -83,6 +83,26 @@ final class CountingTCPProxyTests: XCTestCase {
         try await waitUntilNothingInFlight(proxy)
     }
 
+    /// A request is outstanding while its answer is held, and no longer once the answer has gone
+    /// back (the connection may still be open); a refused connection never counts.
+    func testRequestsAwaitingAnswerCountsHeldAnswersOnly() async throws {
+        let proxy = try XCTUnwrap(proxy)
+        proxy.responseDelay = .seconds(2)
+        let client = try launchQuery()
+        try await waitUntil(timeout: .seconds(10), "the request to be held", details: { client.output }) {
+            proxy.requestsAwaitingAnswer == 1
+        }
+        assertGood(try await client.commandResult(timeout: .seconds(30)))
+        XCTAssertEqual(proxy.requestsAwaitingAnswer, 0, "the answer was forwarded")
+        XCTAssertEqual(proxy.maximumAwaitingAnswer, 1)
+
+        proxy.refuseAll = true
+        _ = try await query(timeoutSeconds: 5)
+        try await waitUntilNothingInFlight(proxy)
+        XCTAssertEqual(proxy.requestsAwaitingAnswer, 0)
+        XCTAssertEqual(proxy.maximumAwaitingAnswer, 1)
+    }
+
     func testResetCountsZeroesAcceptedAndTheHighWaterMark() async throws {
         let proxy = try XCTUnwrap(proxy)
         assertGood(try await query())
@@ -93,6 +113,7 @@ final class CountingTCPProxyTests: XCTestCase {
         proxy.resetCounts()
         XCTAssertEqual(proxy.connectionsAccepted, 0)
         XCTAssertEqual(proxy.maximumInFlight, 0)
+        XCTAssertEqual(proxy.maximumAwaitingAnswer, 0)
 
         assertGood(try await query())
         XCTAssertEqual(proxy.connectionsAccepted, 1)

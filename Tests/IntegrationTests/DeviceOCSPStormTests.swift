@@ -113,12 +113,11 @@ final class DeviceOCSPStormTests: GatewayTestCase {
     /// responder never has more than `max_in_flight` (8) at a time; the rest queue inside their
     /// handshakes and all get in.
     ///
-    /// The proxy counts TCP connections, and may briefly count the one the gateway has just
-    /// closed together with the next one (it learns of the close and of the new connection on
-    /// different event loops): its peak (`maximumInFlight`) can read 9 although the gateway
-    /// never had more than 8 open. So what is checked is how many were in flight *for a while*:
-    /// a real ninth request holds its connection at least as long as the proxy holds its answer
-    /// back (100 ms), while the miscount lasts as long as an event loop takes to notice an EOF.
+    /// The proxy counts a request as outstanding from its connection's accept until the first
+    /// byte of its answer is forwarded. The gateway holds a slot from before it connects until
+    /// after it has read the answer, so that count can never exceed the gateway's own; a ninth
+    /// request at once shows as 9. (Counting open connections instead overcounts by the ones the
+    /// gateway has just closed, which the proxy's event loop sees a turn late on a busy machine.)
     func testThreeHundredNewDevicesAtOnceNeverPutMoreThanMaxInFlightRequestsOnTheResponder() async throws {
         let devices = try pki.issueDevices(count: 300, prefix: "storm-\(UUID().uuidString.prefix(6).lowercased())")
         let proxy = try await startResponderBehindProxy(responseDelay: .milliseconds(100))
@@ -135,11 +134,10 @@ final class DeviceOCSPStormTests: GatewayTestCase {
 
         XCTAssertEqual(results.filter(\.succeeded).count, 300, summary(results))
         XCTAssertEqual(proxy.connectionsAccepted, 300, "one responder request per device")
-        let above = samples.longestStretch { $0 > 8 }
-        XCTAssertLessThan(above, .milliseconds(50), "more than 8 requests in flight for that long (peak \(proxy.maximumInFlight))")
-        XCTAssertGreaterThan(proxy.maximumInFlight, 1, "requests did overlap")
+        XCTAssertLessThanOrEqual(proxy.maximumAwaitingAnswer, 8, "requests outstanding at the responder at once")
+        XCTAssertGreaterThan(proxy.maximumAwaitingAnswer, 1, "requests did overlap")
         XCTAssertGreaterThanOrEqual(samples.count { $0.inFlight == 8 }, 10, "the limit was reached and held: \(samples.histogram)")
-        print("300 devices in \(elapsed); peak \(proxy.maximumInFlight) in flight, sampled \(samples.histogram)")
+        print("300 devices in \(elapsed); peak \(proxy.maximumAwaitingAnswer) outstanding, sampled \(samples.histogram)")
     }
 
     /// The cache survives a restart: known devices reconnecting after it cost the responder
@@ -179,7 +177,7 @@ final class DeviceOCSPStormTests: GatewayTestCase {
     }
 }
 
-/// `connectionsInFlight` of a proxy every 5 ms, from creation until `stop()`.
+/// `requestsAwaitingAnswer` of a proxy every 5 ms, from creation until `stop()`.
 private final class InFlightSampler: @unchecked Sendable {
     struct Sample {
         let at: ContinuousClock.Instant
@@ -192,7 +190,7 @@ private final class InFlightSampler: @unchecked Sendable {
         task = Task {
             var samples: [Sample] = []
             while !Task.isCancelled {
-                samples.append(Sample(at: .now, inFlight: proxy.connectionsInFlight))
+                samples.append(Sample(at: .now, inFlight: proxy.requestsAwaitingAnswer))
                 try? await Task.sleep(for: .milliseconds(5))
             }
             return samples
@@ -210,22 +208,5 @@ extension Array where Element == InFlightSampler.Sample {
     var histogram: String {
         Dictionary(grouping: self, by: \.inFlight).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.count)" }
             .joined(separator: ", ")
-    }
-
-    /// The longest time `condition` held from one sample through the following ones (zero when
-    /// it held only at isolated samples).
-    func longestStretch(where condition: (Int) -> Bool) -> Duration {
-        var longest = Duration.zero
-        var start: ContinuousClock.Instant?
-        for sample in self {
-            if condition(sample.inFlight) {
-                let first = start ?? sample.at
-                start = first
-                longest = Swift.max(longest, first.duration(to: sample.at))
-            } else {
-                start = nil
-            }
-        }
-        return longest
     }
 }

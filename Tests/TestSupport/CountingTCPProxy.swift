@@ -39,11 +39,11 @@ public final class CountingTCPProxy: @unchecked Sendable {
                     switch admission {
                     case .refuse:
                         try handlers.addHandler(RefusingHandler())
-                    case let .forward(delay):
+                    case let .forward(delay, awaitingAnswer):
                         let front = ForwardingHalf(holdingFirstBytesFor: nil)
                         try handlers.addHandler(front)
                         try handlers.addHandler(UpstreamConnector(targetPort: targetPort, responseDelay: delay,
-                                                                  front: front, shared: shared))
+                                                                  front: front, awaitingAnswer: awaitingAnswer, shared: shared))
                     }
                 }
             }
@@ -73,12 +73,23 @@ public final class CountingTCPProxy: @unchecked Sendable {
     /// The most connections that were in flight at once since the start (or the last `resetCounts()`).
     public var maximumInFlight: Int { shared.withLock { $0.maximumInFlight } }
 
-    /// Zeroes `connectionsAccepted` and `maximumInFlight` (connections still open stay counted
-    /// in `connectionsInFlight`).
+    /// Forwarded connections whose answer has not started back to the client yet. Unlike
+    /// `connectionsInFlight`, this never counts more than the client really has outstanding: it
+    /// drops before the first byte of the answer is forwarded, so before the client can know its
+    /// request is answered and start the next one (a close, by contrast, reaches this count an
+    /// event-loop turn after the client has moved on).
+    public var requestsAwaitingAnswer: Int { shared.withLock { $0.awaitingAnswer } }
+
+    /// The most `requestsAwaitingAnswer` at once since the start (or the last `resetCounts()`).
+    public var maximumAwaitingAnswer: Int { shared.withLock { $0.maximumAwaitingAnswer } }
+
+    /// Zeroes `connectionsAccepted`, `maximumInFlight` and `maximumAwaitingAnswer` (connections
+    /// still open stay counted in `connectionsInFlight`).
     public func resetCounts() {
         shared.withLock {
             $0.accepted = 0
             $0.maximumInFlight = 0
+            $0.maximumAwaitingAnswer = 0
         }
     }
 
@@ -117,6 +128,8 @@ extension CountingTCPProxy {
         var accepted = 0
         var inFlight = 0
         var maximumInFlight = 0
+        var awaitingAnswer = 0
+        var maximumAwaitingAnswer = 0
         var responseDelay: Duration = .zero
         var refuseAll = false
         var stopped = false
@@ -126,7 +139,24 @@ extension CountingTCPProxy {
 
     fileprivate enum Admission {
         case refuse
-        case forward(responseDelay: TimeAmount?)
+        case forward(responseDelay: TimeAmount?, awaitingAnswer: AwaitedAnswer)
+    }
+
+    /// One forwarded connection's place in `awaitingAnswer`, given up once: when the answer's
+    /// first bytes are forwarded, or when the connection closes without one. Touched on the
+    /// connection's event loop only (both its channels share it).
+    fileprivate final class AwaitedAnswer {
+        private var shared: Shared?
+
+        init(_ shared: Shared) {
+            self.shared = shared
+        }
+
+        func settle() {
+            guard let shared else { return }
+            self.shared = nil
+            shared.withLock { $0.awaitingAnswer -= 1 }
+        }
     }
 
     /// The counters, switches and open channels, shared by the event loops and the test.
@@ -153,9 +183,13 @@ extension CountingTCPProxy {
                 // Once stopping, a connection that slipped in is refused, so needs no tracking.
                 guard !state.refuseAll, !state.stopped else { return .refuse }
                 state.openChannels[ObjectIdentifier(channel)] = channel
-                return .forward(responseDelay: state.responseDelay > .zero ? TimeAmount(state.responseDelay) : nil)
+                state.awaitingAnswer += 1
+                state.maximumAwaitingAnswer = max(state.maximumAwaitingAnswer, state.awaitingAnswer)
+                return .forward(responseDelay: state.responseDelay > .zero ? TimeAmount(state.responseDelay) : nil,
+                                awaitingAnswer: AwaitedAnswer(self))
             }
-            channel.closeFuture.whenComplete { _ in
+            channel.closeFuture.assumeIsolated().whenComplete { _ in
+                if case let .forward(_, awaitingAnswer) = admission { awaitingAnswer.settle() }
                 self.withLock { state in
                     state.inFlight -= 1
                     state.openChannels[ObjectIdentifier(channel)] = nil
@@ -213,12 +247,15 @@ private final class UpstreamConnector: ChannelInboundHandler {
     private let targetPort: Int
     private let responseDelay: TimeAmount?
     private let front: ForwardingHalf
+    private let awaitingAnswer: CountingTCPProxy.AwaitedAnswer
     private let shared: CountingTCPProxy.Shared
 
-    init(targetPort: Int, responseDelay: TimeAmount?, front: ForwardingHalf, shared: CountingTCPProxy.Shared) {
+    init(targetPort: Int, responseDelay: TimeAmount?, front: ForwardingHalf,
+         awaitingAnswer: CountingTCPProxy.AwaitedAnswer, shared: CountingTCPProxy.Shared) {
         self.targetPort = targetPort
         self.responseDelay = responseDelay
         self.front = front
+        self.awaitingAnswer = awaitingAnswer
         self.shared = shared
     }
 
@@ -227,6 +264,7 @@ private final class UpstreamConnector: ChannelInboundHandler {
         let frontChannel = context.channel
         let front = self.front
         let responseDelay = self.responseDelay
+        let awaitingAnswer = self.awaitingAnswer
         let shared = self.shared
 
         ClientBootstrap(group: context.eventLoop)
@@ -245,7 +283,7 @@ private final class UpstreamConnector: ChannelInboundHandler {
                     return
                 }
                 do {
-                    let upstream = ForwardingHalf(holdingFirstBytesFor: responseDelay)
+                    let upstream = ForwardingHalf(holdingFirstBytesFor: responseDelay, beforeForwardingData: awaitingAnswer.settle)
                     try upstreamChannel.pipeline.syncOperations.addHandler(upstream)
                     ForwardingHalf.join(front, upstream)
                     guard let frontOptions = frontChannel.syncOptions, let upstreamOptions = upstreamChannel.syncOptions else {
@@ -293,9 +331,12 @@ private final class ForwardingHalf: ChannelDuplexHandler {
     private var readRequestedWhilePartnerBlocked = false
     /// The last write handed to this channel: closing waits for it, so nothing is cut off.
     private var lastWrite: EventLoopFuture<Void>?
+    /// Called before each piece of data goes to the partner.
+    private let beforeForwardingData: (() -> Void)?
 
-    init(holdingFirstBytesFor delay: TimeAmount?) {
+    init(holdingFirstBytesFor delay: TimeAmount?, beforeForwardingData: (() -> Void)? = nil) {
         hold = delay.map { .waitingForFirstBytes($0) } ?? .passingThrough
+        self.beforeForwardingData = beforeForwardingData
     }
 
     static func join(_ first: ForwardingHalf, _ second: ForwardingHalf) {
@@ -340,7 +381,9 @@ private final class ForwardingHalf: ChannelDuplexHandler {
     private func deliver(_ event: Event) {
         guard let partner else { return }
         switch event {
-        case let .data(buffer): partner.partnerWrite(buffer)
+        case let .data(buffer):
+            beforeForwardingData?()
+            partner.partnerWrite(buffer)
         case .flush: partner.partnerFlush()
         case .inputEnded: partner.partnerInputEnded()
         case .closed:

@@ -3,26 +3,75 @@ import Foundation
 import Glibc
 #endif
 
-/// Finds TCP ports nobody listens on, by letting the kernel pick one.
+/// Finds TCP ports nobody listens on, for the servers a test starts (Mosquitto, responders, the
+/// gateway's listeners).
+///
+/// Two rules keep a port from being taken between the pick and the server's bind:
+/// - never the same port twice in one test process: the kernel's own pick (bind to port 0) can
+///   hand a just-closed port out again, so two servers of one test could get the same one;
+/// - below the ephemeral range (`ip_local_port_range`), which the kernel uses for the local end
+///   of every outgoing connection: under load a picked port there can become some client's
+///   source port before the server binds it.
 public enum FreePort {
-    /// Binds 127.0.0.1:0, reads the port the kernel chose, closes the socket.
+    /// The next port in a sweep below the ephemeral range that a plain bind on 127.0.0.1 accepts.
     public static func next() throws -> Int {
+        try sweep.withLock { sweep in
+            for _ in 0..<sweep.range.count {
+                let port = sweep.advance()
+                if try bindable(port) { return port }
+            }
+            throw POSIXFailure("bind (every port from \(sweep.range.lowerBound) to \(sweep.range.upperBound) in use)", EADDRINUSE)
+        }
+    }
+
+    private struct Sweep {
+        let range: Range<Int>
+        var position: Int
+
+        init() {
+            // Below the ephemeral range, above the well-known and registered ports most services take.
+            let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+                .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+            let upper = max(ephemeralStart, 12000)
+            range = 10000..<upper
+            // A random start: another test process on the machine sweeps elsewhere.
+            position = Int.random(in: range)
+        }
+
+        mutating func advance() -> Int {
+            let port = position
+            position = position + 1 == range.upperBound ? range.lowerBound : position + 1
+            return port
+        }
+    }
+
+    private static let sweep = LockedSweep()
+
+    private final class LockedSweep: @unchecked Sendable {
+        private let lock = NSLock()
+        private var sweep = Sweep()
+
+        func withLock<T>(_ body: (inout Sweep) throws -> T) rethrows -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return try body(&sweep)
+        }
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound now (no listener, no connection holding it).
+    private static func bindable(_ port: Int) throws -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXFailure("socket", errno) }
         defer { close(fd) }
-        var address = sockaddr_in.loopback(port: 0)
+        var address = sockaddr_in.loopback(port: port)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard bound == 0 else { throw POSIXFailure("bind", errno) }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let named = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw POSIXFailure("getsockname", errno) }
-        return Int(UInt16(bigEndian: address.sin_port))
+        if bound == 0 { return true }
+        if errno == EADDRINUSE || errno == EACCES { return false }
+        throw POSIXFailure("bind", errno)
     }
 }
 
