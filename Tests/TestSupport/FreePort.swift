@@ -15,48 +15,26 @@ import Glibc
 public enum FreePort {
     /// The next port in a sweep below the ephemeral range that a plain bind on 127.0.0.1 accepts.
     public static func next() throws -> Int {
-        try sweep.withLock { sweep in
-            for _ in 0..<sweep.range.count {
-                let port = sweep.advance()
-                if try bindable(port) { return port }
-            }
-            throw POSIXFailure("bind (every port from \(sweep.range.lowerBound) to \(sweep.range.upperBound) in use)", EADDRINUSE)
-        }
-    }
-
-    private struct Sweep {
-        let range: Range<Int>
-        var position: Int
-
-        init() {
-            // Below the ephemeral range, above the well-known and registered ports most services take.
-            let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
-                .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
-            let upper = max(ephemeralStart, 12000)
-            range = 10000..<upper
-            // A random start: another test process on the machine sweeps elsewhere.
-            position = Int.random(in: range)
-        }
-
-        mutating func advance() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        for _ in 0..<range.count {
             let port = position
-            position = position + 1 == range.upperBound ? range.lowerBound : position + 1
-            return port
+            position = port + 1 == range.upperBound ? range.lowerBound : port + 1
+            if try bindable(port) { return port }
         }
+        throw POSIXFailure("bind (every port from \(range.lowerBound) to \(range.upperBound - 1) in use)", EADDRINUSE)
     }
 
-    private static let sweep = LockedSweep()
+    /// From 10000 (clear of the low ports system services listen on) to the ephemeral range.
+    private static let range: Range<Int> = {
+        let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        return 10000..<max(ephemeralStart, 12000)
+    }()
 
-    private final class LockedSweep: @unchecked Sendable {
-        private let lock = NSLock()
-        private var sweep = Sweep()
-
-        func withLock<T>(_ body: (inout Sweep) throws -> T) rethrows -> T {
-            lock.lock()
-            defer { lock.unlock() }
-            return try body(&sweep)
-        }
-    }
+    private static let lock = NSLock()
+    /// A random start: another test process on the machine sweeps elsewhere.
+    private static var position = Int.random(in: range)
 
     /// Whether 127.0.0.1:`port` can be bound now (no listener, no connection holding it).
     private static func bindable(_ port: Int) throws -> Bool {
