@@ -68,7 +68,8 @@ struct OCSPCacheCommand: AsyncParsableCommand {
             status += " at \(date(revokedAt))" + (entry.revocationReason.map { " (\($0))" } ?? "")
         }
         if let failure = entry.failure { status += ": \(failure)" }
-        return "\(entry.serial)  \(entry.subject)  \(status)  checked \(date(entry.checkedAt))  until \(date(entry.expiresAt))"
+        let name = entry.identity.map { "\($0)  \(entry.subject)" } ?? entry.subject
+        return "\(entry.serial)  \(name)  \(status)  checked \(date(entry.checkedAt))  until \(date(entry.expiresAt))"
     }
 
     static let decoder: JSONDecoder = {
@@ -85,31 +86,43 @@ struct OCSPCacheCommand: AsyncParsableCommand {
 struct OCSPRecheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recheck",
-        abstract: "Ask the OCSP responder again about a device now, and cut its sessions if it is revoked.",
+        abstract: "Ask the OCSP responder again now about a device, and cut its sessions if it is refused.",
         discussion: """
-            The gateway forgets what it cached for the certificate (so its next connect asks the responder too), \
-            rechecks every connected session with it, and closes those a new connection would be refused for. \
-            Exits 0 when the device is accepted or not connected, 3 when its sessions were closed.
+            Every certificate the running gateway knows for the device or serial (in its status cache, \
+            on disk, or connected now) is asked about at its responder right away; the answer replaces \
+            what was cached, and the sessions a new connection would be refused for are closed. One line \
+            per certificate says what the responder answered and what was done.
+            Exit status: 0 every certificate accepted; 3 at least one refused (its sessions closed); \
+            4 the gateway knows nothing about the device or serial (nothing was done); 5 none refused, but \
+            at least one could not be asked (responder unreachable, CA unknown); 1 the gateway could not be reached.
             """
     )
 
+    static let refusedExitCode: Int32 = 3
+    static let nothingKnownExitCode: Int32 = 4
+    static let incompleteExitCode: Int32 = 5
+
     @OptionGroup var state: StateDirectoryOptions
 
-    @Option(name: .long, help: "The certificate serial number, in hex (as `openssl x509 -serial` prints it).")
+    @Option(name: .long, help: "The certificate serial number in hex (as `openssl x509 -serial` or `-text` prints it).")
     var serial: String?
 
-    @Option(name: .long, help: "The device identity (certificate CN), instead of --serial.")
+    @Option(name: .long, help: "The device identity (certificate CN by default, see admission.identity), instead of --serial.")
     var device: String?
+
+    @Flag(name: .long, help: "Print the report as JSON.")
+    var json = false
 
     func validate() throws {
         guard (serial == nil) != (device == nil) else { throw ValidationError("give either --serial or --device") }
-        if let serial, serial.isEmpty || !serial.allSatisfy(\.isHexDigit) {
-            throw ValidationError("--serial must be hexadecimal, e.g. 5B1F03A2")
+        if let serial, let problem = CertificateSelector.serialProblem(serial) {
+            throw ValidationError("--serial: \(problem)")
         }
+        if let device, device.isEmpty { throw ValidationError("--device needs an identity") }
     }
 
     func run() async throws {
-        let query = serial.map { "serial=\($0)" } ?? "device=\(device!.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")"
+        let query = serial.map { "serial=\(encode($0))" } ?? "device=\(encode(device!))"
         let (status, body): (Int, [UInt8])
         do {
             (status, body) = try await ControlClient.send(method: .POST, target: "/ocsp/recheck?\(query)",
@@ -118,16 +131,22 @@ struct OCSPRecheckCommand: AsyncParsableCommand {
             throw CommandFailure(message: failure.description)
         }
         guard status == 200 else { throw CommandFailure(message: OCSPCacheCommand.errorText(body)) }
-        let results = try JSONDecoder().decode([SessionRevocationMonitor.RecheckResult].self, from: Data(body))
-        if results.isEmpty {
-            print("no connected device with \(serial.map { "serial \($0)" } ?? "identity \(device!)"); its cached status was dropped, so its next connect asks the responder")
-            return
+        let report = try OCSPCacheCommand.decoder.decode(RecheckReport.self, from: Data(body))
+        if json {
+            print(String(decoding: try StaplePersistence.encoder.encode(report), as: UTF8.self))
+        } else {
+            print(report.lines.joined(separator: "\n"))
         }
-        for result in results {
-            let action = result.refused ? "refused: closed \(result.sessionsClosed) session(s)" : "accepted"
-            print("\(result.serial)  \(result.device)  \(action)  (\(result.verdict))")
+        switch report.outcome {
+        case .accepted: return
+        case .refused: throw ExitCode(Self.refusedExitCode)
+        case .nothingKnown: throw ExitCode(Self.nothingKnownExitCode)
+        case .incomplete: throw ExitCode(Self.incompleteExitCode)
         }
-        if results.contains(where: \.refused) { throw ExitCode(3) }
+    }
+
+    private func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? text
     }
 }
 

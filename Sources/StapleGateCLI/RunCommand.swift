@@ -49,7 +49,8 @@ struct RunCommand: AsyncParsableCommand {
         let gateway = Gateway(generation: generation, group: eventLoops, logger: logger, liveSessions: liveSessions,
                               traceStore: traceStore, systemd: systemd)
         let refresher = StaplingRefresher(stapling: generation.stapling)
-        let monitor = SessionRevocationMonitor(checker: generation.checker, sessions: liveSessions, logger: logger)
+        let monitor = SessionRevocationMonitor(checker: generation.checker, sessions: liveSessions, traceStore: traceStore,
+                                               logger: logger)
         let reloader = ReloadCoordinator(
             configPath: config,
             participants: .init(gateway: gateway, builder: builder, stapling: refresher, monitor: monitor),

@@ -89,7 +89,7 @@ struct TraceEnableCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enable",
         abstract: "Record each PUBLISH of a device (direction, topic, QoS, size; never the payload) for a limited time.",
-        discussion: "Applies to the device's sessions that start from now on."
+        discussion: "Applies to the device's sessions that start from now on, and extends the trace of its sessions already traced."
     )
 
     @OptionGroup var state: StateDirectoryOptions
@@ -107,7 +107,8 @@ struct TraceEnableCommand: AsyncParsableCommand {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         let answer = try decoder.decode(ControlRoutes.MessageTraceState.self, from: Data(body))
-        print("message trace on for \(answer.device) until \(answer.until.map { ISO8601DateFormatter().string(from: $0) } ?? "-") (new sessions)")
+        let until = answer.until.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
+        print("message trace on for \(answer.device) until \(until): sessions that start from now on record their publishes, and so do its sessions already traced")
     }
 
     static func encode(_ text: String) -> String {
@@ -125,7 +126,7 @@ struct TraceDisableCommand: AsyncParsableCommand {
 
     func run() async throws {
         _ = try await control(.POST, "/trace/disable?device=\(TraceEnableCommand.encode(device))", state: state)
-        print("message trace off for \(device)")
+        print("message trace off for \(device): its sessions stop recording their publishes")
     }
 }
 

@@ -5,6 +5,8 @@ extension CachedOCSPStatus {
     public struct Listing: Codable, Sendable, Equatable {
         public var serial: String
         public var subject: String
+        /// The device identity; nil for intermediate CAs and entries from older versions.
+        public var identity: String?
         /// good, revoked, unknown or failed.
         public var status: String
         public var revokedAt: Date?
@@ -21,6 +23,7 @@ extension CachedOCSPStatus {
     public var listing: Listing {
         var listing = Listing(serial: certID.serialHex, subject: subject, status: "good", checkedAt: checkedAt,
                               expiresAt: expiresAt, responder: responderURL)
+        listing.identity = identity
         listing.thisUpdate = thisUpdate
         listing.nextUpdate = nextUpdate
         switch outcome {

@@ -25,12 +25,16 @@ public struct CachedOCSPStatus: Sendable, Equatable {
     public var responderURL: String
     /// The device certificate's subject, for listings.
     public var subject: String
+    /// The device's identity (as `admission.identity` takes it from the certificate), so that
+    /// `staplegate ocsp recheck --device` finds a device that is not connected; nil for
+    /// intermediate CAs and for entries written before identities were recorded.
+    public var identity: String?
     /// How long the responder took (connect to last byte), for answers fetched by this run;
     /// nil for failures and for entries loaded from the store.
     public var latency: Duration?
 
     public init(certID: CertID, outcome: Outcome, thisUpdate: Date?, nextUpdate: Date?, checkedAt: Date,
-                expiresAt: Date, responderURL: String, subject: String) {
+                expiresAt: Date, responderURL: String, subject: String, identity: String? = nil) {
         self.certID = certID
         self.outcome = outcome
         self.thisUpdate = thisUpdate
@@ -39,6 +43,7 @@ public struct CachedOCSPStatus: Sendable, Equatable {
         self.expiresAt = expiresAt
         self.responderURL = responderURL
         self.subject = subject
+        self.identity = identity
     }
 
     public var isFailure: Bool {

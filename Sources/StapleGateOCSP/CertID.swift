@@ -74,6 +74,33 @@ public struct CertID: Hashable, Sendable, CustomStringConvertible {
         self.init(openSSL: id)
     }
 
+    /// The CertID of serial `serialNumber` issued by `issuer`, for a certificate known only by
+    /// its cache entry (a device not connected now). Nil when OpenSSL cannot compute it.
+    init?(serialNumber: [UInt8], issuer: X509Certificate) {
+        guard let id = Self.makeOpenSSL(serialNumber: serialNumber, issuer: issuer) else { return nil }
+        defer { OCSP_CERTID_free(id) }
+        self.init(openSSL: id)
+    }
+
+    /// Whether `issuer` is the CA this CertID names (its name and key hashes match).
+    public func isIssued(by issuer: X509Certificate) -> Bool {
+        CertID(serialNumber: serialNumber, issuer: issuer) == self
+    }
+
+    /// A new OpenSSL `OCSP_CERTID` (the caller frees it) for this serial under `issuer`: what
+    /// `OCSP_cert_to_id` computes from the certificate, here from the serial alone.
+    static func makeOpenSSL(serialNumber: [UInt8], issuer: X509Certificate) -> OpaquePointer? {
+        ERR_clear_error()
+        guard let bignum = BN_bin2bn(serialNumber, Int32(serialNumber.count), nil) else { return nil }
+        defer { BN_free(bignum) }
+        guard let serial = BN_to_ASN1_INTEGER(bignum, nil) else { return nil }
+        defer { ASN1_INTEGER_free(serial) }
+        guard let name = X509_get_subject_name(issuer.pointer), let key = X509_get0_pubkey_bitstr(issuer.pointer) else {
+            return nil
+        }
+        return OCSP_cert_id_new(EVP_sha1(), name, key, serial)
+    }
+
     public init(issuerNameHash: [UInt8], issuerKeyHash: [UInt8], serialNumber: [UInt8]) {
         self.issuerNameHash = issuerNameHash
         self.issuerKeyHash = issuerKeyHash

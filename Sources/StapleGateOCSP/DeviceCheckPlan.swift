@@ -3,19 +3,49 @@ import StapleGateTLS
 
 /// One certificate of a device's chain to check, with the issuer that vouches for it.
 struct DeviceCheck: Sendable {
-    let certificate: X509Certificate
+    /// What the gateway has of the certificate in question.
+    enum Known: Sendable {
+        /// The certificate itself: from a handshake's verified chain, or a live session.
+        case certificate(X509Certificate)
+        /// Only its cache entry: a device not connected now, rechecked by an operator.
+        case cacheEntry(CachedOCSPStatus)
+    }
+
+    let known: Known
     let issuer: X509Certificate
     let certID: CertID
     let responderOverride: String?
     /// The device certificate itself (not an intermediate CA).
     let isLeaf: Bool
 
-    /// The override, else the certificate's AIA OCSP URL; nil when there is neither. Computed
-    /// when asked (it parses the AIA extension): a cache hit never needs it.
-    var responderURL: String? { responderOverride ?? certificate.ocspResponderURLs.first }
+    /// The override, else the certificate's AIA OCSP URL (the responder its cache entry names,
+    /// for a certificate known only by that); nil when there is neither. Computed when asked
+    /// (it parses the AIA extension): a cache hit never needs it.
+    var responderURL: String? {
+        if let responderOverride { return responderOverride }
+        switch known {
+        case let .certificate(certificate): return certificate.ocspResponderURLs.first
+        case let .cacheEntry(entry): return entry.responderURL.isEmpty ? nil : entry.responderURL
+        }
+    }
+
+    var subject: String {
+        switch known {
+        case let .certificate(certificate): certificate.subject
+        case let .cacheEntry(entry): entry.subject
+        }
+    }
+
+    /// The CN (else the subject), for the log.
+    var logName: String {
+        switch known {
+        case let .certificate(certificate): certificate.commonName ?? certificate.subject
+        case let .cacheEntry(entry): entry.identity ?? entry.subject
+        }
+    }
 
     /// "the device certificate", or "intermediate CN=…" for the log.
-    var label: String { isLeaf ? "device certificate" : "intermediate \(certificate.subject)" }
+    var label: String { isLeaf ? "device certificate" : "intermediate \(subject)" }
 }
 
 /// Which certificates of a verified chain (leaf first, trust anchor last) are checked, and
@@ -25,16 +55,7 @@ struct DeviceCheckPlan {
     let checks: [DeviceCheck]
 
     init(chain: [X509Certificate], configuration: DeviceOCSPConfiguration) {
-        var policy = configuration.defaultPolicy
-        if !configuration.overrides.isEmpty {
-            for ca in chain.dropFirst() {
-                let fingerprint = ca.sha256Fingerprint
-                if configuration.overrides.contains(where: { $0.caFingerprint == fingerprint }) {
-                    policy = configuration.policy(forIssuerFingerprint: fingerprint)
-                    break
-                }
-            }
-        }
+        let policy = Self.policy(forCAs: chain.dropFirst(), configuration: configuration)
         self.policy = policy
         // The trust anchor (last) is trusted by configuration, not checked. Scope "chain" adds
         // the intermediates between the leaf and the anchor.
@@ -44,10 +65,30 @@ struct DeviceCheckPlan {
             let certificate = chain[index]
             // The chain comes verified from OpenSSL (or, for rechecks, from `issuer(of:)`).
             guard let certID = CertID(verifiedCertificate: certificate, issuer: chain[index + 1]) else { continue }
-            checks.append(DeviceCheck(certificate: certificate, issuer: chain[index + 1], certID: certID,
+            checks.append(DeviceCheck(known: .certificate(certificate), issuer: chain[index + 1], certID: certID,
                                       responderOverride: policy.responderOverride, isLeaf: index == 0))
         }
         self.checks = checks
+    }
+
+    /// The plan for a device certificate known only by its cache entry, issued by `issuers[0]`
+    /// (then that CA's own issuers, as far as they are known): the one certificate is checked.
+    init(entry: CachedOCSPStatus, issuers: [X509Certificate], configuration: DeviceOCSPConfiguration) {
+        policy = Self.policy(forCAs: issuers[...], configuration: configuration)
+        checks = [DeviceCheck(known: .cacheEntry(entry), issuer: issuers[0], certID: entry.certID,
+                              responderOverride: policy.responderOverride, isLeaf: true)]
+    }
+
+    private static func policy(forCAs cas: ArraySlice<X509Certificate>,
+                               configuration: DeviceOCSPConfiguration) -> DeviceOCSPConfiguration.CAPolicy {
+        guard !configuration.overrides.isEmpty else { return configuration.defaultPolicy }
+        for ca in cas {
+            let fingerprint = ca.sha256Fingerprint
+            if configuration.overrides.contains(where: { $0.caFingerprint == fingerprint }) {
+                return configuration.policy(forIssuerFingerprint: fingerprint)
+            }
+        }
+        return configuration.defaultPolicy
     }
 }
 
@@ -102,5 +143,27 @@ enum DeviceCheckFinding {
 
     private static func format(_ date: Date) -> String {
         date.formatted(.iso8601)
+    }
+}
+
+/// A device certificate asked about again (`DeviceStatusChecker.recheck`): the verdict a new
+/// connection would now get, and what was asked.
+public struct DeviceRecheck: Sendable {
+    public enum Asked: Sendable {
+        /// OCSP checks are off for the certificate's CA: nothing was asked.
+        case checksOff
+        /// Neither the certificate nor the configuration names a responder.
+        case noResponder
+        /// The responder's verified answer, or why there was none (`.failed`); now cached.
+        case answered(CachedOCSPStatus)
+    }
+
+    public let verdict: DeviceCertificateVerdict
+    public let asked: Asked
+
+    /// The cached status the recheck produced, if it asked.
+    public var status: CachedOCSPStatus? {
+        if case let .answered(status) = asked { return status }
+        return nil
     }
 }

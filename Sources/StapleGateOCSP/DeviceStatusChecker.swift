@@ -20,9 +20,14 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     private let issuers: NIOLockedValueBox<[X509Certificate]>
     private let logger: Logger
     private let metrics: DeviceOCSPMetrics
+    /// The device identity of a certificate, as admission takes it: recorded with each answer
+    /// so that an operator can recheck a device by identity while it is not connected.
+    private let identify: @Sendable (X509Certificate) -> String?
 
     public init(configuration: DeviceOCSPConfiguration, deviceCAs: [X509Certificate], client: OCSPHTTPClient,
-                cache: OCSPStatusCache, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) {
+                cache: OCSPStatusCache, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+                identify: @escaping @Sendable (X509Certificate) -> String? = { $0.commonName }) {
+        self.identify = identify
         self.configuration = configuration
         self.client = client
         self.cache = cache
@@ -95,17 +100,34 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     // MARK: Rechecks (live sessions, `staplegate ocsp recheck`)
 
     /// Asks the responder again now, whatever the cache holds (joining a request already in
-    /// flight), and returns the verdict a new connection would get. Nil when the certificate's
-    /// issuer is unknown, so it cannot be asked about.
-    public func recheck(_ certificate: X509Certificate) async -> (DeviceCertificateVerdict, CachedOCSPStatus?)? {
+    /// flight), caches the answer, and returns the verdict a new connection would get. Nil when
+    /// the certificate's issuer is unknown, so it cannot be asked about.
+    public func recheck(_ certificate: X509Certificate) async -> DeviceRecheck? {
         guard let issuer = issuer(of: certificate) else { return nil }
-        let plan = DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration)
-        guard plan.policy.enabled else { return (.accept(note: "OCSP check off for this CA"), nil) }
-        guard let check = plan.checks.first, let url = check.responderURL else {
-            return (conclude([.noResponder(plan.checks[0])], policy: plan.policy), nil)
+        return await recheck(DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration))
+    }
+
+    /// Asks the responder again now about a certificate known only by its cache entry (a device
+    /// not connected now), under the policy of its CA, and caches the answer. Nil when the
+    /// entry's issuing CA is not known to this gateway (not in the device CA bundle, nor seen
+    /// in a chain since it started), so it cannot be asked about.
+    public func recheck(entry: CachedOCSPStatus) async -> DeviceRecheck? {
+        let issuers = issuerChain(of: entry.certID)
+        guard !issuers.isEmpty else { return nil }
+        return await recheck(DeviceCheckPlan(entry: entry, issuers: issuers, configuration: configuration))
+    }
+
+    /// The leaf check of `plan`, asked now.
+    private func recheck(_ plan: DeviceCheckPlan) async -> DeviceRecheck {
+        guard plan.policy.enabled, let check = plan.checks.first else {
+            return DeviceRecheck(verdict: .accept(note: "OCSP check off for this CA"), asked: .checksOff)
+        }
+        guard let url = check.responderURL else {
+            return DeviceRecheck(verdict: conclude([.noResponder(check)], policy: plan.policy), asked: .noResponder)
         }
         let status = await lookUp(check, responderURL: url, fetch: plan.policy.fetch)
-        return (conclude([.status(check, status, url: url, cached: false)], policy: plan.policy), status)
+        return DeviceRecheck(verdict: conclude([.status(check, status, url: url, cached: false)], policy: plan.policy),
+                             asked: .answered(status))
     }
 
     /// What the cache holds for `certificate`, expired or not (nil when nothing, or when its
@@ -144,11 +166,16 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         metrics.requestQueued(limiter)
         let result = await limiter.run {
             self.metrics.requestStarted(self.limiter)
-            return await query.ask(about: check.certificate, issuer: check.issuer, responderURL: responderURL)
+            return await query.ask(about: check.certID, issuer: check.issuer, responderURL: responderURL)
         }
         metrics.requestFinished(limiter)
         let now = Date()
         let status: CachedOCSPStatus
+        let identity: String?
+        switch check.known {
+        case let .certificate(certificate): identity = check.isLeaf ? identify(certificate) : nil
+        case let .cacheEntry(entry): identity = entry.identity
+        }
         switch result {
         case let .success(answer):
             let response = answer.response
@@ -163,11 +190,11 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
             if let nextUpdate = response.nextUpdate { expires = min(expires, nextUpdate) }
             var answered = CachedOCSPStatus(certID: check.certID, outcome: outcome, thisUpdate: response.thisUpdate,
                                             nextUpdate: response.nextUpdate, checkedAt: now, expiresAt: expires,
-                                            responderURL: responderURL, subject: check.certificate.subject)
+                                            responderURL: responderURL, subject: check.subject, identity: identity)
             answered.latency = answer.latency
             status = answered
             logger.info("OCSP answer for a device certificate", metadata: [
-                "device": "\(check.certificate.commonName ?? check.certificate.subject)", "serial": "\(check.certID.serialHex)",
+                "device": "\(check.logName)", "serial": "\(check.certID.serialHex)",
                 "ocsp.status": "\(response.status)", "ocsp.responder": "\(answer.url)",
                 "ocsp.latency_ms": "\(answer.latency.milliseconds)",
                 "ocsp.next_update": "\(response.nextUpdate.map { "\($0)" } ?? "none")",
@@ -176,9 +203,9 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
             status = CachedOCSPStatus(certID: check.certID, outcome: .failed(failure.description), thisUpdate: nil,
                                       nextUpdate: nil, checkedAt: now,
                                       expiresAt: now.addingTimeInterval(configuration.failureCacheLifetime.timeInterval),
-                                      responderURL: responderURL, subject: check.certificate.subject)
+                                      responderURL: responderURL, subject: check.subject, identity: identity)
             logger.warning("OCSP check of a device certificate failed: \(failure)", metadata: [
-                "device": "\(check.certificate.commonName ?? check.certificate.subject)", "serial": "\(check.certID.serialHex)",
+                "device": "\(check.logName)", "serial": "\(check.certID.serialHex)",
                 "ocsp.responder": "\(responderURL)",
             ])
         }
@@ -217,5 +244,21 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
 
     private func issuer(of certificate: X509Certificate) -> X509Certificate? {
         issuers.withLockedValue { known in known.first { (try? CertID(certificate: certificate, issuer: $0)) != nil } }
+    }
+
+    /// The known CA that issued the certificate `certID` names, then that CA's issuers as far
+    /// as they are known (for the per-CA policy); empty when the issuer is not known.
+    private func issuerChain(of certID: CertID) -> [X509Certificate] {
+        let known = issuers.withLockedValue { $0 }
+        guard let issuer = known.first(where: certID.isIssued(by:)) else { return [] }
+        var chain = [issuer]
+        // Bounded: a CA bundle is no place for loops, but a cross-signed pair would make one.
+        while chain.count < 8, let last = chain.last, !last.isSelfIssued,
+              let above = known.first(where: { candidate in
+                  !chain.contains { $0 === candidate } && (try? CertID(certificate: last, issuer: candidate)) != nil
+              }) {
+            chain.append(above)
+        }
+        return chain
     }
 }

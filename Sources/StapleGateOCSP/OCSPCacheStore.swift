@@ -32,7 +32,7 @@ public final class OCSPCacheStore: Sendable {
 
     private enum Operation: Sendable {
         case upsert(CachedOCSPStatus)
-        case delete(serialHex: String)
+        case delete(CertID)
     }
 
     private struct WriterState: Sendable {
@@ -83,6 +83,11 @@ public final class OCSPCacheStore: Sendable {
                 t.column("subject", .text).notNull()
             }
         }
+        // `staplegate ocsp recheck --device` finds devices that are not connected by identity.
+        migrator.registerMigration("device_ocsp_status_identity") { db in
+            try db.alter(table: "device_ocsp_status") { t in t.add(column: "identity", .text) }
+            try db.create(index: "device_ocsp_status_on_identity", on: "device_ocsp_status", columns: ["identity"])
+        }
         return migrator
     }
 
@@ -94,9 +99,9 @@ public final class OCSPCacheStore: Sendable {
         enqueue(.upsert(status))
     }
 
-    /// Queues the deletion of every row for this serial (any issuer), case-insensitively.
-    public func delete(serialHex: String) {
-        enqueue(.delete(serialHex: serialHex.uppercased()))
+    /// Queues the deletion of the row for `certID`, if there is one.
+    public func delete(_ certID: CertID) {
+        enqueue(.delete(certID))
     }
 
     /// Blocks until everything queued before the call is written (or failed to be).
@@ -136,9 +141,11 @@ public final class OCSPCacheStore: Sendable {
                     switch operation {
                     case .upsert(let status):
                         try Self.upsert(status, db)
-                    case .delete(let serialHex):
-                        try db.execute(sql: "DELETE FROM device_ocsp_status WHERE serial_hex = ?",
-                                       arguments: [serialHex])
+                    case .delete(let id):
+                        try db.execute(sql: """
+                            DELETE FROM device_ocsp_status
+                            WHERE issuer_name_hash = ? AND issuer_key_hash = ? AND serial = ?
+                            """, arguments: [Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber)])
                     }
                 }
                 // An expired row would never be loaded again: keep the file from growing with
@@ -160,20 +167,21 @@ public final class OCSPCacheStore: Sendable {
         let statement = try db.cachedStatement(sql: """
             INSERT INTO device_ocsp_status (issuer_name_hash, issuer_key_hash, serial, serial_hex, outcome,
                 revoked_at, revocation_reason, this_update, next_update, checked_at, expires_at,
-                responder_url, subject)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                responder_url, subject, identity)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (issuer_name_hash, issuer_key_hash, serial) DO UPDATE SET
                 serial_hex = excluded.serial_hex, outcome = excluded.outcome,
                 revoked_at = excluded.revoked_at, revocation_reason = excluded.revocation_reason,
                 this_update = excluded.this_update, next_update = excluded.next_update,
                 checked_at = excluded.checked_at, expires_at = excluded.expires_at,
-                responder_url = excluded.responder_url, subject = excluded.subject
+                responder_url = excluded.responder_url, subject = excluded.subject,
+                identity = excluded.identity
             """)
         let id = status.certID
         let arguments: StatementArguments = [
             Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber), id.serialHex,
             row.text, row.revokedAt, row.reason, status.thisUpdate, status.nextUpdate,
-            status.checkedAt, status.expiresAt, status.responderURL, status.subject,
+            status.checkedAt, status.expiresAt, status.responderURL, status.subject, status.identity,
         ]
         try statement.execute(arguments: arguments)
     }
@@ -189,6 +197,30 @@ public final class OCSPCacheStore: Sendable {
                     SELECT * FROM device_ocsp_status WHERE expires_at > ? ORDER BY checked_at DESC
                     """, arguments: [now])
                 return rows.compactMap(Self.status(from:))
+            }
+        } catch {
+            throw OCSPCacheStoreError("cannot read the OCSP cache \(path): \(Self.describe(error))")
+        }
+    }
+
+    /// Every row `selector` names, expired or not, most recently checked first, once what is
+    /// queued has been written: what an operator's recheck may ask about.
+    public func statuses(matching selector: CertificateSelector) async throws -> [CachedOCSPStatus] {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            writer.async {
+                self.drain()
+                done.resume()
+            }
+        }
+        let (column, value): (String, String)
+        switch selector {
+        case let .serial(hex): (column, value) = ("serial_hex", hex)
+        case let .identity(identity): (column, value) = ("identity", identity)
+        }
+        do {
+            return try await database.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM device_ocsp_status WHERE \(column) = ? ORDER BY checked_at DESC",
+                                 arguments: [value]).compactMap(Self.status(from:))
             }
         } catch {
             throw OCSPCacheStoreError("cannot read the OCSP cache \(path): \(Self.describe(error))")
@@ -225,7 +257,8 @@ public final class OCSPCacheStore: Sendable {
         return CachedOCSPStatus(certID: certID, outcome: outcome,
                                 thisUpdate: row["this_update"], nextUpdate: row["next_update"],
                                 checkedAt: checkedAt, expiresAt: expiresAt,
-                                responderURL: row["responder_url"] ?? "", subject: row["subject"] ?? "")
+                                responderURL: row["responder_url"] ?? "", subject: row["subject"] ?? "",
+                                identity: row["identity"])
     }
 
     /// GRDB's DatabaseError description already carries the SQLite message and code.

@@ -34,8 +34,17 @@ struct OCSPQuery: Sendable {
 
     func ask(about certificate: X509Certificate, issuer: X509Certificate, responderURL: String,
              now: @Sendable () -> Date = Date.init) async -> Result<Answer, Failure> {
+        let certID: CertID
+        do { certID = try CertID(certificate: certificate, issuer: issuer) } catch { return .failure(.request(error)) }
+        return await ask(about: certID, issuer: issuer, responderURL: responderURL, now: now)
+    }
+
+    /// The same question by CertID: for a certificate already checked against `issuer` (a
+    /// verified chain), or known only by its cache entry.
+    func ask(about certID: CertID, issuer: X509Certificate, responderURL: String,
+             now: @Sendable () -> Date = Date.init) async -> Result<Answer, Failure> {
         let request: OCSPRequest
-        do { request = try OCSPRequest(certificate: certificate, issuer: issuer, includeNonce: nonce) } catch {
+        do { request = try OCSPRequest(certID: certID, issuer: issuer, includeNonce: nonce) } catch {
             return .failure(.request(error))
         }
         let getURL = fetch.method == .get ? request.getURL(responderURL: responderURL) : nil

@@ -18,16 +18,26 @@ public struct OCSPRequest: Sendable {
     static let nonceLength = 16
 
     public init(certificate: X509Certificate, issuer: X509Certificate, includeNonce: Bool = false) throws(OCSPError) {
-        certID = try CertID(certificate: certificate, issuer: issuer)
+        try self.init(certID: try CertID(certificate: certificate, issuer: issuer), issuer: issuer, includeNonce: includeNonce)
+    }
+
+    /// The request for `certID`, whose issuer is `issuer` (checked: a CertID under another CA
+    /// would be answered "unknown" and mislead). Needs no certificate, so a device known only
+    /// by its cache entry can be asked about again.
+    public init(certID: CertID, issuer: X509Certificate, includeNonce: Bool = false) throws(OCSPError) {
+        self.certID = certID
         ERR_clear_error()
         guard let request = OCSP_REQUEST_new() else {
             throw OCSPError.drain("cannot allocate an OCSP request", operation: "OCSP_REQUEST_new")
         }
         defer { OCSP_REQUEST_free(request) }
 
-        // The same CertID as `certID` (which checked the pair), this time owned by the request.
-        guard let id = OCSP_cert_to_id(EVP_sha1(), certificate.pointer, issuer.pointer) else {
-            throw OCSPError.drain("cannot compute the CertID of \(certificate.subject)", operation: "OCSP_cert_to_id")
+        guard let id = CertID.makeOpenSSL(serialNumber: certID.serialNumber, issuer: issuer) else {
+            throw OCSPError.drain("cannot compute the CertID of serial \(certID.serialHex)", operation: "OCSP_cert_id_new")
+        }
+        guard CertID(openSSL: id) == certID else {
+            OCSP_CERTID_free(id)
+            throw OCSPError("serial \(certID.serialHex) is not under \(issuer.subject) (its issuer name or key hash differs)")
         }
         // On success the request owns the CertID; on failure it is still ours to free.
         guard OCSP_request_add0_id(request, id) != nil else {

@@ -57,24 +57,27 @@ public final class OCSPStatusCache: Sendable {
         }
     }
 
-    /// Forgets every entry for this serial, whatever its issuer, in memory and on disk (the
-    /// operator names a device by the serial `openssl x509 -serial` shows, in either case).
-    @discardableResult
-    public func remove(serialHex: String) -> [CachedOCSPStatus] {
-        let wanted = serialHex.uppercased()
-        return lru.withLockedValue { lru in
-            var removed: [CachedOCSPStatus] = []
-            var slot = lru.newest
-            while slot != LRU.none {
-                let older = lru.nodes[slot].older
-                if let status = lru.nodes[slot].status, status.certID.serialHex == wanted {
-                    removed.append(status)
-                    lru.remove(slot: slot)
-                }
-                slot = older
+    /// Every entry `selector` names, expired or not, newest first: those in memory, then those
+    /// only the store still has (evicted from memory, or beyond the capacity at startup), so
+    /// that an operator's recheck finds every certificate the gateway knows for a device.
+    public func statuses(matching selector: CertificateSelector) async throws -> [CachedOCSPStatus] {
+        let inMemory = entries().filter(selector.matches)
+        guard let store else { return inMemory }
+        let seen = Set(inMemory.map(\.certID))
+        let stored = try await store.statuses(matching: selector)
+        return inMemory + stored.filter { !seen.contains($0.certID) }
+    }
+
+    /// Forgets the verified answer for `certID`, in memory and on disk, so that the device's
+    /// next connect asks the responder: after an operator's recheck got no answer, the old
+    /// "good" must not keep admitting the device. A failure entry in memory stays (it expires
+    /// on its own, and keeps hard-fail devices from hammering the responder meanwhile).
+    public func discardAnswer(for certID: CertID) {
+        lru.withLockedValue { lru in
+            if let slot = lru.slots[certID], let status = lru.nodes[slot].status, !status.isFailure {
+                lru.remove(slot: slot)
             }
-            store?.delete(serialHex: wanted)
-            return removed
+            store?.delete(certID)
         }
     }
 

@@ -4,8 +4,9 @@ import StapleGateTrace
 
 /// What the control socket answers. Routes:
 /// - `GET /ocsp/cache`: the device-status cache, most recently used first;
-/// - `POST /ocsp/recheck?serial=HEX` or `?device=IDENTITY`: forget the cached status, ask the
-///   responder again for connected devices, close the sessions now refused;
+/// - `POST /ocsp/recheck?serial=HEX` or `?device=IDENTITY`: ask the responder again now about
+///   every certificate known for it (cached or connected), cache the answers, close the
+///   sessions now refused; answers a `RecheckReport`;
 /// - `POST /reload`: re-read the configuration (as SIGHUP does) and answer how it went;
 /// - `POST /trace/enable?device=ID&seconds=N`, `POST /trace/disable?device=ID`: message trace.
 public struct ControlRoutes: Sendable {
@@ -40,14 +41,18 @@ public struct ControlRoutes: Sendable {
             return .json(checker.cache.entries().map(\.listing))
         case ("POST", "/ocsp/recheck"):
             guard monitor.checker != nil else { return .error("device OCSP checks are off", status: 409) }
+            let selector: CertificateSelector
             if let serial = request.query["serial"], !serial.isEmpty {
-                guard serial.allSatisfy(\.isHexDigit) else { return .error("serial must be hexadecimal: \(serial)", status: 400) }
-                return .json(await monitor.recheck(serialHex: serial))
+                guard let parsed = CertificateSelector.serial(parsing: serial) else {
+                    return .error(CertificateSelector.serialProblem(serial) ?? "bad serial", status: 400)
+                }
+                selector = parsed
+            } else if let device = request.query["device"], !device.isEmpty {
+                selector = .identity(device)
+            } else {
+                return .error("give serial=HEX or device=IDENTITY", status: 400)
             }
-            if let device = request.query["device"], !device.isEmpty {
-                return .json(await monitor.recheck(identity: device))
-            }
-            return .error("give serial=HEX or device=IDENTITY", status: 400)
+            return .json(await monitor.recheck(selector))
         case ("POST", "/trace/enable"), ("POST", "/trace/disable"):
             guard let traceStore else { return .error("tracing is off (trace.enabled: false, or the store could not be opened)", status: 409) }
             guard let device = request.query["device"], !device.isEmpty else { return .error("give device=IDENTITY", status: 400) }

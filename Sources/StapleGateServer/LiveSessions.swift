@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import StapleGateOCSP
 import StapleGateTLS
 
 /// The device sessions admitted to the broker right now, with the certificate each presented,
@@ -11,7 +12,7 @@ public final class LiveSessions: Sendable {
     public struct Session: Sendable {
         public let channel: Channel
         public let certificate: X509Certificate
-        /// Subject CN, or the subject when there is no CN.
+        /// The device identity (`admission.identity`).
         public let identity: String
         /// Connection number, as in the log.
         public let connectionID: UInt64
@@ -89,13 +90,8 @@ public final class LiveSessions: Sendable {
     /// Slots in use: admitted sessions and devices being admitted.
     public var slotsTaken: Int { slots.withLockedValue { $0.taken.count } }
 
-    /// Sessions whose certificate has this serial (hex, any case).
-    public func sessions(serialHex: String) -> [Session] {
-        let wanted = serialHex.uppercased()
-        return all.filter { $0.certificate.serialHex.uppercased() == wanted }
-    }
-
-    public func sessions(identity: String) -> [Session] {
-        all.filter { $0.identity == identity }
+    /// Sessions whose certificate `selector` names (by serial, or by device identity).
+    public func sessions(matching selector: CertificateSelector) -> [Session] {
+        all.filter { selector.matches(serialHex: $0.certificate.serialHex, identity: $0.identity) }
     }
 }

@@ -138,7 +138,9 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(proxy, position: .after(self))
             if let until = settings.messageTraceUntil(identity) {
-                try pipeline.addHandler(MessageTraceHandler(version: version, until: until, tracer: tracer), position: .before(self))
+                let messageTraceUntil = settings.messageTraceUntil
+                try pipeline.addHandler(MessageTraceHandler(version: version, until: { messageTraceUntil(identity) }, tracer: tracer),
+                                        position: .before(self))
                 tracer.record(.admission, "message trace on for this session until \(until.formatted(.iso8601))")
             }
         } catch {

@@ -12,10 +12,12 @@ final class MessageTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var fromDevice: MQTTPacketFramer
     private var toDevice: MQTTPacketFramer
     private let tracer: ConnectionTracer
-    /// When the operator's `trace enable … --for` runs out: the handler then removes itself.
-    private let until: Date
+    /// Until when the operator's switch (`trace enable … --for`) is on now, read per packet so
+    /// that `trace disable` (or a new `enable`) applies to this session too: nil when off. Once
+    /// it is off or over, the handler removes itself.
+    private let until: () -> Date?
 
-    init(version: MQTTProtocolVersion, until: Date, tracer: ConnectionTracer) {
+    init(version: MQTTProtocolVersion, until: @escaping () -> Date?, tracer: ConnectionTracer) {
         fromDevice = MQTTPacketFramer(protocolVersion: version, direction: .deviceToBroker)
         toDevice = MQTTPacketFramer(protocolVersion: version, direction: .brokerToDevice)
         self.until = until
@@ -43,9 +45,11 @@ final class MessageTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// True the first time the trace period is found over (the caller then removes the handler,
     /// after passing its bytes on).
     private func expireIfDue() -> Bool {
-        guard !done, Date() >= until else { return false }
+        guard !done else { return false }
+        let switchedOn = until()
+        if let switchedOn, Date() < switchedOn { return false }
         done = true
-        tracer.record(.publish, "message trace ended (its time ran out)")
+        tracer.record(.publish, switchedOn == nil ? "message trace ended (switched off)" : "message trace ended (its time ran out)")
         return true
     }
 

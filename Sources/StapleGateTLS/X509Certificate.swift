@@ -57,6 +57,9 @@ public final class X509Certificate: @unchecked Sendable {
 
     public var isCA: Bool { X509_check_ca(pointer) != 0 }
 
+    /// Issued by itself (a root): where walking up a chain stops.
+    public var isSelfIssued: Bool { X509_check_issued(pointer, pointer) == X509_V_OK }
+
     /// SHA-256 of the DER certificate in lower-case hex: a stable name for state kept about it.
     public var sha256Fingerprint: String {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))

@@ -15,6 +15,9 @@ public struct TraceEvent: Sendable, Codable, Equatable {
         case clientCertificate = "client_certificate"
         /// An OCSP check of the device certificate (cache hit or miss, responder, status…).
         case ocspCheck = "ocsp_check"
+        /// The device certificate asked about again, outside a connection: by the operator
+        /// (`staplegate ocsp recheck`) or because a connected device's cached status expired.
+        case ocspRecheck = "ocsp_recheck"
         /// The device's CONNECT (client id, protocol, keepalive).
         case connect
         /// Admitted or refused, and why.

@@ -6,7 +6,7 @@ import XCTest
 /// while real devices (mosquitto_pub / mosquitto_sub through the gateway) come and go, and the
 /// real `staplegate trace …` commands read it (and switch message trace through control.sock).
 final class DeviceTraceTests: GatewayTestCase {
-    private static let noDeviceOCSP = "device_ocsp: { enabled: false }"
+    static let noDeviceOCSP = "device_ocsp: { enabled: false }"
 
     // MARK: 1. Revoked device
 
@@ -287,7 +287,7 @@ final class DeviceTraceTests: GatewayTestCase {
     // MARK: - Helpers
 
     /// One event as `staplegate trace --json` prints it.
-    private struct Event: Decodable {
+    struct Event: Decodable {
         let kind: String
         let device: String?
         let serial: String?
@@ -297,7 +297,7 @@ final class DeviceTraceTests: GatewayTestCase {
         let details: [String: String]
     }
 
-    private struct Failure: Error, CustomStringConvertible { let description: String }
+    struct Failure: Error, CustomStringConvertible { let description: String }
 
     /// The PKI's real `openssl ocsp` responder, on the port its certificates' AIA names, until the test ends.
     private func startResponder() async throws {
@@ -306,7 +306,7 @@ final class DeviceTraceTests: GatewayTestCase {
     }
 
     /// The real binary with `sections`, stopped at the end of the test; logs printed on failure.
-    private func startTracedGateway(_ sections: [String]) async throws -> StapleGateProcess {
+    func startTracedGateway(_ sections: [String]) async throws -> StapleGateProcess {
         let gateway = try await StapleGateProcess.start(pki: pki, broker: broker, directory: try makeTemporaryDirectory(),
                                                         sections: sections)
         addTeardownBlock { [weak self] in
@@ -326,7 +326,7 @@ final class DeviceTraceTests: GatewayTestCase {
 
     /// `staplegate trace ARGUMENTS --state-dir …`, which must succeed.
     @discardableResult
-    private func trace(_ gateway: StapleGateProcess, _ arguments: [String]) async throws -> CommandResult {
+    func trace(_ gateway: StapleGateProcess, _ arguments: [String]) async throws -> CommandResult {
         let result = try await gateway.command(["trace"] + arguments)
         guard result.status == .exited(0) else {
             throw Failure(description: "staplegate trace \(arguments.joined(separator: " ")):\n\(result)")
@@ -335,7 +335,7 @@ final class DeviceTraceTests: GatewayTestCase {
     }
 
     /// The events `staplegate trace ARGUMENTS --json` prints.
-    private func traceEvents(_ gateway: StapleGateProcess, _ arguments: [String]) async throws -> [Event] {
+    func traceEvents(_ gateway: StapleGateProcess, _ arguments: [String]) async throws -> [Event] {
         let output = try await trace(gateway, arguments + ["--json"]).stdout
         let lines = output.split(separator: "\n")
         if lines.count == 1, lines[0].hasPrefix("no events for") || lines[0].hasPrefix("no refusals") { return [] }
@@ -343,7 +343,7 @@ final class DeviceTraceTests: GatewayTestCase {
     }
 
     @discardableResult
-    private func waitForEvents(_ gateway: StapleGateProcess, _ arguments: [String], _ what: String,
+    func waitForEvents(_ gateway: StapleGateProcess, _ arguments: [String], _ what: String,
                                timeout: Duration = .seconds(15), until condition: ([Event]) -> Bool) async throws -> [Event] {
         var latest: [Event] = []
         try await waitUntil(timeout: timeout, pollEvery: .milliseconds(200), what,
@@ -393,7 +393,7 @@ final class DeviceTraceTests: GatewayTestCase {
     }
 }
 
-private extension CommandResult {
+extension CommandResult {
     func assertSucceeded(file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(status, .exited(0), "\(self)", file: file, line: line)
     }

@@ -89,6 +89,22 @@ final class CertIDAndRequestTests: OCSPFixtureTestCase {
         }
     }
 
+    /// A device known only by its cache entry is asked about by CertID: the same request bytes
+    /// as from its certificate, and only under the CA that issued it.
+    func testARequestFromTheCertIDAloneIsTheRequestFromTheCertificate() throws {
+        let issuer = try fixture.certificate("issuing-ca")
+        let id = try fixture.certID("device-1")
+        XCTAssertTrue(id.isIssued(by: issuer))
+        XCTAssertFalse(id.isIssued(by: try fixture.certificate("rogue-ca")))
+        XCTAssertFalse(id.isIssued(by: try fixture.certificate("root-ca")))
+        let fromCertificate = try OCSPRequest(certificate: fixture.certificate("device-1"), issuer: issuer)
+        let fromCertID = try OCSPRequest(certID: id, issuer: issuer)
+        XCTAssertEqual(fromCertID.der, fromCertificate.der)
+        XCTAssertThrowsError(try OCSPRequest(certID: id, issuer: fixture.certificate("rogue-ca"))) { error in
+            XCTAssertTrue("\(error)".hasPrefix("serial \(id.serialHex) is not under CN="), "\(error)")
+        }
+    }
+
     private func hex(_ bytes: [UInt8]) -> String {
         bytes.map { String(format: "%02X", $0) }.joined()
     }

@@ -184,11 +184,64 @@ final class DeviceStatusCheckerTests: OCSPFixtureTestCase {
         let responder = try responder(answering: fixture.respond(to: fixture.request("device-1")))
         let checker = try checker(responder)
         _ = await checker.verdict(for: try chain())
-        let rechecked = await checker.recheck(try fixture.certificate("device-1"))
-        let (verdict, status) = try XCTUnwrap(rechecked)
-        guard case .accept = verdict else { return XCTFail("\(verdict)") }
-        XCTAssertEqual(status?.outcome, .good)
+        let recheck = await checker.recheck(try fixture.certificate("device-1"))
+        let rechecked = try XCTUnwrap(recheck)
+        guard case .accept = rechecked.verdict else { return XCTFail("\(rechecked.verdict)") }
+        XCTAssertEqual(rechecked.status?.outcome, .good)
         XCTAssertEqual(responder.requests.count, 2)
+    }
+
+    func testAnswersRecordTheDeviceIdentityForTheLeafOnly() async throws {
+        let responder = try responder(answering: fixture.respond(to: fixture.request("device-1")))
+        let checker = try checker(responder) { $0.defaultPolicy.scope = .leaf }
+        _ = await checker.verdict(for: try chain())
+        let entry = try XCTUnwrap(checker.cache.entries().first)
+        XCTAssertEqual(entry.identity, "device-1", "the CN, the default identity")
+        XCTAssertEqual(entry.subject, try fixture.certificate("device-1").subject)
+    }
+
+    /// A device that is not connected is known by its cache entry alone: the recheck rebuilds
+    /// the request from the CertID and the issuer found among the known CAs, and caches the
+    /// new answer (here: revoked, where good was cached).
+    func testARecheckOfACacheEntryAsksAboutItsCertIDAndCachesTheAnswer() async throws {
+        let good = try responder(answering: fixture.respond(to: fixture.request("device-1")))
+        let checker = try checker(good)
+        _ = await checker.verdict(for: try chain())
+        let entry = try XCTUnwrap(checker.cache.entries().first)
+
+        let recheck = await checker.recheck(entry: entry)
+        let rechecked = try XCTUnwrap(recheck)
+        guard case .accept = rechecked.verdict else { return XCTFail("\(rechecked.verdict)") }
+        XCTAssertEqual(good.requests.count, 2, "asked again although the cached answer was fresh")
+        XCTAssertEqual(rechecked.status?.certID, entry.certID)
+        XCTAssertEqual(rechecked.status?.identity, "device-1", "the entry's identity is kept")
+        XCTAssertGreaterThan(try XCTUnwrap(rechecked.status?.checkedAt), entry.checkedAt)
+    }
+
+    func testARecheckOfAnEntryWhoseIssuerIsUnknownAsksNothing() async throws {
+        let responder = try responder(answering: fixture.respond(to: fixture.request("device-1")))
+        let checker = try checker(responder)
+        _ = await checker.verdict(for: try chain())
+        var entry = try XCTUnwrap(checker.cache.entries().first)
+        entry.certID = CertID(issuerNameHash: [UInt8](repeating: 7, count: 20), issuerKeyHash: [UInt8](repeating: 8, count: 20),
+                              serialNumber: entry.certID.serialNumber)
+        let recheck = await checker.recheck(entry: entry)
+        XCTAssertNil(recheck)
+        XCTAssertEqual(responder.requests.count, 1)
+    }
+
+    func testARecheckOfAnEntryUnderAPolicyWithChecksOffAsksNothing() async throws {
+        let responder = try responder(answering: fixture.respond(to: fixture.request("device-1")))
+        let entry = try await {
+            let checker = try checker(responder)
+            _ = await checker.verdict(for: try chain())
+            return try XCTUnwrap(checker.cache.entries().first)
+        }()
+        let off = try checker(responder) { $0.defaultPolicy.enabled = false }
+        let recheck = await off.recheck(entry: entry)
+        let rechecked = try XCTUnwrap(recheck)
+        guard case .checksOff = rechecked.asked else { return XCTFail("\(rechecked.asked)") }
+        XCTAssertEqual(responder.requests.count, 1)
     }
 }
 

@@ -23,8 +23,9 @@ public final class CountingTCPProxy: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
-    /// Listens on 127.0.0.1:0 and forwards every accepted connection to 127.0.0.1:`targetPort`.
-    public static func start(forwardingTo targetPort: Int) async throws -> CountingTCPProxy {
+    /// Listens on 127.0.0.1:`port` (0: one the kernel picks) and forwards every accepted
+    /// connection to 127.0.0.1:`targetPort`.
+    public static func start(forwardingTo targetPort: Int, port: Int = 0) async throws -> CountingTCPProxy {
         let shared = Shared()
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
@@ -47,7 +48,7 @@ public final class CountingTCPProxy: @unchecked Sendable {
                     }
                 }
             }
-        let server = try await bootstrap.bind(host: "127.0.0.1", port: 0).get()
+        let server = try await bootstrap.bind(host: "127.0.0.1", port: port).get()
         guard let port = server.localAddress?.port else {
             try? await server.close()
             throw Failure(description: "the proxy's listening socket has no port")

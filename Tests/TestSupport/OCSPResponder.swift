@@ -5,7 +5,9 @@ import Foundation
 /// (each worker may give one stale answer first).
 public final class OCSPResponder: @unchecked Sendable {
     public let pki: TestPKI
-    public var port: Int { pki.ocspPort }
+    /// Where it listens: the port the PKI's AIA names, unless told otherwise (a test that puts
+    /// a `CountingTCPProxy` on the AIA port runs the responder behind it).
+    public let port: Int
     private var process: ManagedProcess?
     /// The last process started, kept after a stop so a test can check nothing was left behind.
     private var lastLaunched: ManagedProcess?
@@ -19,23 +21,25 @@ public final class OCSPResponder: @unchecked Sendable {
     /// `clockOffset` (a libfaketime relative offset such as "-1h", "+2d") runs it with
     /// libfaketime preloaded, so its thisUpdate / nextUpdate are that far off: with "-1h" (and
     /// `-nmin 5`) every answer it gives expired 55 minutes ago.
-    public static func start(pki: TestPKI, extraArguments: [String] = [], clockOffset: String? = nil) async throws -> OCSPResponder {
-        let responder = OCSPResponder(pki: pki)
+    public static func start(pki: TestPKI, port: Int? = nil, extraArguments: [String] = [],
+                             clockOffset: String? = nil) async throws -> OCSPResponder {
+        let responder = OCSPResponder(pki: pki, port: port ?? pki.ocspPort)
         try await responder.start(extraArguments: extraArguments, clockOffset: clockOffset)
         return responder
     }
 
     /// The blocking twin of `start(pki:)`, for class-level setUp.
     public static func startBlocking(pki: TestPKI, extraArguments: [String] = []) throws -> OCSPResponder {
-        let responder = OCSPResponder(pki: pki)
+        let responder = OCSPResponder(pki: pki, port: pki.ocspPort)
         let process = try responder.launch(extraArguments)
         try waitUntilBlocking(timeout: .seconds(10), "openssl ocsp to accept connections on port \(responder.port)",
                               details: { process.output }) { try responder.isListening(process) }
         return responder
     }
 
-    private init(pki: TestPKI) {
+    private init(pki: TestPKI, port: Int) {
         self.pki = pki
+        self.port = port
     }
 
     public func start(extraArguments: [String] = [], clockOffset: String? = nil) async throws {

@@ -62,4 +62,25 @@ extension TestPKI {
             return (certificate: chain, key: key)
         }
     }
+
+    /// Issues one more good device certificate with the subject CN `commonName` into the file
+    /// `name` (`certificate(name)`, `key(name)`): a device's renewed certificate, say, which
+    /// shares its identity with the first. The demo CA allows repeated subjects.
+    public func issueDevice(_ name: String, commonName: String) throws {
+        let script = """
+            set -euo pipefail
+            name=$1 cn=$2
+            openssl req -config ca.cnf -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+                -keyout "$name.key" -out "$name.csr" -subj "/CN=$cn"
+            openssl ca -config ca.cnf -batch -notext -extensions ext_device -days 365 -in "$name.csr" -out "$name.crt"
+            cat "$name.crt" issuing-ca.pem >"$name.pem"
+            rm "$name.csr" "$name.crt"
+            chmod 0600 "$name.key"
+            """
+        let process = try ManagedProcess("bash", ["-c", script, "bash", name, commonName], currentDirectory: folder)
+        let status = try process.waitForExitBlocking(timeout: .seconds(60))
+        guard status.succeeded else {
+            throw ManagedProcess.LaunchError(command: "issuing \(name) (CN=\(commonName))", reason: "failed (\(status))\n\(process.output)")
+        }
+    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import StapleGateAdmission
 import StapleGateConfig
 import StapleGateOCSP
 import StapleGateTLS
@@ -82,8 +83,10 @@ public final class GatewayGenerationBuilder: Sendable {
             cache = opened
             return opened
         }
+        let identitySource = loaded.configuration.admission.identity
         return DeviceStatusChecker(configuration: configuration, deviceCAs: loaded.serverContext.material.deviceCAs,
-                                   client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger)
+                                   client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger,
+                                   identify: { DeviceIdentity.of($0, source: identitySource) })
     }
 
     private func openStatusCache(_ loaded: LoadedConfiguration) -> OCSPStatusCache {
