@@ -78,6 +78,11 @@ final class LiveRevocationTests: RevocationTestCase {
         XCTAssertTrue(closing.contains("device certificate revoked at"), closing)
         XCTAssertTrue(closing.contains("reason keyCompromise"), closing)
         try await assertRefusedAsRevoked(Self.device, pki: pki, gateway: gateway)
+        // The device's trace says the background recheck did it.
+        try await waitUntil(timeout: .seconds(10), "the recheck in the device's trace") {
+            let trace = try await gateway.command(["trace", Self.device])
+            return trace.stdout.contains("recheck (cached status expired): revoked at ") && trace.stdout.contains("1 session closed")
+        }
     }
 
     func testASessionTicketOfADeviceRevokedSinceIsNotResumed() async throws {

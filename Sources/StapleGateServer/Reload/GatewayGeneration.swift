@@ -36,6 +36,11 @@ public final class GatewayGeneration: Sendable {
     public var serverCertificateFingerprints: [String] {
         serverContext.material.identities.map(\.leaf.sha256Fingerprint)
     }
+
+    /// The device CA bundle's certificates by fingerprint, with their subjects.
+    public var deviceCASubjects: [String: String] {
+        Dictionary(serverContext.material.deviceCAs.map { ($0.sha256Fingerprint, $0.subject) }) { first, _ in first }
+    }
 }
 
 /// Builds generations: at start and for each reload. What must outlive a reload lives here —

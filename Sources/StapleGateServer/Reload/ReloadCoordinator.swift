@@ -86,6 +86,11 @@ public final class ReloadCoordinator: Service, Sendable {
         do { next = try participants.builder.build(loaded) } catch { return .refused("\(error)") }
         var warnings = RestartOnlySettings.changed(from: current.configuration, to: loaded.configuration) + loaded.warnings
         let newCertificates = Set(next.serverCertificateFingerprints).subtracting(current.serverCertificateFingerprints)
+        // A reload never cuts sessions: say so where an operator may expect it to.
+        let removedCAs = current.deviceCASubjects.filter { next.deviceCASubjects[$0.key] == nil }.values.sorted()
+        if !removedCAs.isEmpty {
+            warnings.append("device CA certificate(s) removed from tls.device_ca: \(removedCAs.joined(separator: "; ")); sessions of their devices that are open now stay open until they disconnect, and their reconnects are refused")
+        }
         if let stapling = next.stapling {
             stapling.loadPersisted()
             if let unstapled = await waitForStaples(stapling, of: newCertificates, upTo: loaded.configuration.stapling.reloadStapleWait) {

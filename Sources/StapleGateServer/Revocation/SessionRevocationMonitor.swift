@@ -179,7 +179,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
                 "device": "\(result.device ?? result.subject)",
             ])
         }
-        recorder.record(result, trigger: trigger)
+        // A background pass over a CA without checks has nothing to say, every time: not traced.
+        if trigger == .operator || result.answer != .notChecked { recorder.record(result, trigger: trigger) }
         return result
     }
 
