@@ -95,6 +95,14 @@ let package = Package(
             path: "Sources/StapleGateAdmission",
             swiftSettings: strictSwift
         ),
+        // HAProxy's PROXY protocol (v1 and v2), for a gateway behind a TCP balancer: the header
+        // read from the first bytes of a connection, and written for tests. Pure logic.
+        .target(
+            name: "StapleGateProxyProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            path: "Sources/StapleGateProxyProtocol",
+            swiftSettings: strictSwift
+        ),
         // Per-device trace events, stored in SQLite off the event loops.
         .target(
             name: "StapleGateTrace",
@@ -230,6 +238,12 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/StapleGateAdmissionTests",
+            swiftSettings: testSwift
+        ),
+        .testTarget(
+            name: "StapleGateProxyProtocolTests",
+            dependencies: ["StapleGateProxyProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/StapleGateProxyProtocolTests",
             swiftSettings: testSwift
         ),
         .testTarget(
