@@ -6,7 +6,7 @@ SWIFT ?= swift
 # nginx, libnginx-mod-stream, gnuplot-nox: `make bench` compares against nginx stream and draws its chart
 # (and the bench's smoke test runs in `make test`).
 APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client systemd \
-	nginx libnginx-mod-stream gnuplot-nox
+	nginx libnginx-mod-stream gnuplot-nox haproxy
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build test demo bench clean

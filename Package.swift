@@ -119,6 +119,7 @@ let package = Package(
             name: "StapleGateConfig",
             dependencies: [
                 "StapleGateTLS", "StapleGateProxy", "StapleGateOCSP", "StapleGateAdmission", "StapleGateTrace",
+                "StapleGateProxyProtocol",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -129,7 +130,7 @@ let package = Package(
             name: "StapleGateServer",
             dependencies: [
                 "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP", "StapleGateAdmission",
-                "StapleGateTrace", "CStapleGateShim",
+                "StapleGateTrace", "StapleGateProxyProtocol", "CStapleGateShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -257,7 +258,7 @@ let package = Package(
         ),
         .testTarget(
             name: "StapleGateConfigTests",
-            dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "TestSupport"],
+            dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "StapleGateProxyProtocol", "TestSupport"],
             path: "Tests/StapleGateConfigTests",
             swiftSettings: testSwift
         ),
@@ -288,8 +289,9 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "TestSupport",
+                "StapleGateServer", "StapleGateConfig", "StapleGateProxyProtocol", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/IntegrationTests",

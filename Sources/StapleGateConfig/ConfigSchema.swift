@@ -61,7 +61,9 @@ struct ConfigSchema {
     // MARK: - Sections
 
     private func listen(_ section: YAMLValue) throws(ConfigError) -> ListenConfiguration {
-        let keys = try section.mapping(knownKeys: ["address", "port", "backlog", "drain_grace_period", "max_sessions"])
+        let keys = try section.mapping(knownKeys: [
+            "address", "port", "backlog", "drain_grace_period", "max_sessions", "proxy_protocol", "trusted_proxies",
+        ])
         var listen = ListenConfiguration()
         if let value = keys["address"] {
             let address = try value.string()
@@ -74,6 +76,7 @@ struct ConfigSchema {
         if let value = keys["backlog"] { listen.backlog = try value.integer(in: 1...65535) }
         if let value = keys["drain_grace_period"] { listen.drainGracePeriod = try duration(value) }
         if let value = keys["max_sessions"] { listen.maxSessions = try sessionLimit(value) }
+        try proxyProtocol(keys, section: section, into: &listen)
         return listen
     }
 
@@ -105,7 +108,7 @@ struct ConfigSchema {
     }
 
     private func upstream(_ section: YAMLValue) throws(ConfigError) -> UpstreamConfiguration {
-        let keys = try section.mapping(knownKeys: ["address", "port", "unix_socket", "connect_timeout", "idle_timeout"])
+        let keys = try section.mapping(knownKeys: ["address", "port", "unix_socket", "connect_timeout", "idle_timeout", "proxy_protocol"])
         let endpoint: UpstreamConfiguration.Endpoint
         switch (keys["address"], keys["unix_socket"]) {
         case (nil, nil):
@@ -125,6 +128,7 @@ struct ConfigSchema {
             let idle = try duration(value)
             upstream.idleTimeout = idle == .zero ? nil : idle
         }
+        if let value = keys["proxy_protocol"] { upstream.sendsProxyProtocol = try upstreamProxyProtocol(value) }
         return upstream
     }
 

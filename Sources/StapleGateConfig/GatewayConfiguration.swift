@@ -2,6 +2,7 @@ import Logging
 import StapleGateAdmission
 import StapleGateOCSP
 import StapleGateProxy
+import StapleGateProxyProtocol
 import StapleGateTLS
 import StapleGateTrace
 
@@ -53,6 +54,11 @@ public struct ListenConfiguration: Sendable, Equatable {
     public var drainGracePeriod: Duration
     /// The most device sessions held at once; more are refused with a CONNACK "server busy".
     public var maxSessions = SessionLimit.automatic
+    /// Which PROXY protocol headers a balancer in front must send (`listen.proxy_protocol`);
+    /// nil: off, devices connect directly.
+    public var proxyProtocol: ProxyHeaderParser.AcceptedVersions?
+    /// Who may send them (`listen.trusted_proxies`); required when `proxyProtocol` is on.
+    public var trustedProxies = TrustedProxies([])
 
     public init(address: String = "0.0.0.0", port: Int = 8883, backlog: Int = 1024,
                 drainGracePeriod: Duration = .seconds(30)) {

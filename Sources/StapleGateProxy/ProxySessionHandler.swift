@@ -37,10 +37,14 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
     /// protocol intends instead of seeing a bare disconnect.
     private let farewell: [UInt8]?
     private let metrics: ProxyMetrics?
+    /// Written first on the broker connection, before any device byte: a PROXY protocol header
+    /// (`upstream.proxy_protocol`), so the broker learns who the device is.
+    private let preamble: [UInt8]?
     private var state: State = .connecting(heldBytes: [], deviceInputClosed: false, readRequested: false)
 
     public init(configuration: UpstreamConfiguration, logger: Logger, farewell: [UInt8]? = nil,
-                metrics: ProxyMetrics? = nil) {
+                metrics: ProxyMetrics? = nil, preamble: [UInt8]? = nil) {
+        self.preamble = preamble
         self.configuration = configuration
         self.logger = logger
         self.farewell = farewell
@@ -117,6 +121,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             return
         }
         metrics?.sessionStarted(device: context.channel)
+        if let preamble { upstream.write(upstream.allocator.buffer(bytes: preamble), promise: nil) }
         for bytes in heldBytes {
             deviceGlue.countRelayed(bytes)
             upstream.write(bytes, promise: nil)

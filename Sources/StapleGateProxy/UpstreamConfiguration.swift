@@ -17,6 +17,9 @@ public struct UpstreamConfiguration: Sendable, Equatable {
     public var connectTimeout: Duration
     /// A session with no bytes in either direction for this long is closed; nil never closes.
     public var idleTimeout: Duration?
+    /// Open each broker connection with a PROXY protocol v2 header carrying the device's
+    /// address and its TLS details (`upstream.proxy_protocol: v2`), for brokers that read it.
+    public var sendsProxyProtocol = false
 
     public init(endpoint: Endpoint, connectTimeout: Duration = .seconds(5), idleTimeout: Duration? = .seconds(3600)) {
         self.endpoint = endpoint

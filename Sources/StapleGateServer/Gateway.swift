@@ -5,12 +5,13 @@ import NIOPosix
 import ServiceLifecycle
 import StapleGateConfig
 import StapleGateProxy
+import StapleGateProxyProtocol
 import StapleGateOCSP
 import StapleGateTLS
 import StapleGateTrace
 
 /// The listener that accepts devices and builds each connection's pipeline:
-/// TLS → handshake deadline → admission → (proxy, once admitted).
+/// (PROXY header, behind a balancer) → TLS → handshake deadline → admission → (proxy, once admitted).
 public final class Gateway: Service, Sendable {
     private let group: EventLoopGroup
     private let ownsGroup: Bool
@@ -25,6 +26,8 @@ public final class Gateway: Service, Sendable {
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
     private let systemd: SystemdNotifier?
     private let metrics: GatewayMetrics
+    /// Connections refused for the PROXY protocol (`listen.proxy_protocol`), counted and logged.
+    private let proxyRefusals: ProxyProtocolRefusals
 
     private struct ListenerState {
         var channel: Channel?
@@ -56,6 +59,7 @@ public final class Gateway: Service, Sendable {
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: UsableCores.count)
         self.ownsGroup = group == nil
         self.logger = logger
+        proxyRefusals = ProxyProtocolRefusals(logger: logger)
     }
 
     /// A gateway without device checks or stapling.
@@ -190,35 +194,73 @@ public final class Gateway: Service, Sendable {
             channel.close(promise: nil)
             return
         }
-        var connectionLogger = logger
-        let remote = channel.remoteAddress?.displayText ?? "?"
-        connectionLogger[metadataKey: "conn"] = "\(id)"
-        connectionLogger[metadataKey: "remote"] = "\(remote)"
-        let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
         let generation = currentGeneration
         let configuration = generation.configuration
+        let peer = channel.remoteAddress?.displayText ?? "?"
         metrics.connectionAccepted(channel)
         if let refusal = generation.refusalReason() {
-            connectionLogger.warning("refusing device connection: \(refusal)")
-            tracer.record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
+            logger.warning("refusing device connection: \(refusal)", metadata: ["conn": "\(id)", "remote": "\(peer)"])
+            ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: peer)
+                .record(.accepted, "connection refused before TLS: \(refusal)", failure: true)
             channel.close(promise: nil)
             return
         }
-        connectionLogger.debug("device connection accepted")
+        track(channel, id: id)
+        let device = Endpoints(device: ProxyEndpoint(channel.remoteAddress), gateway: ProxyEndpoint(channel.localAddress))
+        guard let versions = configuration.listen.proxyProtocol else {
+            return try startDeviceSession(channel, id: id, generation: generation, remote: peer, endpoints: device)
+        }
+        // Behind a balancer the device's address comes in the PROXY header: the rest of the
+        // pipeline (and every log line and trace event naming the device) waits for it.
+        try channel.pipeline.syncOperations.addHandler(ProxyHeaderHandler(
+            accepting: versions, trusted: configuration.listen.trustedProxies,
+            timeout: TimeAmount(configuration.tls.handshakeTimeout), refusals: proxyRefusals
+        ) { [self] header, context in
+            let endpoints = Endpoints(device: header.source, gateway: header.destination ?? device.gateway)
+            try startDeviceSession(context.channel, id: id, generation: generation,
+                                   remote: header.source?.description ?? peer, endpoints: endpoints)
+        })
+    }
+
+    /// Where a device connected from and to, as the broker's PROXY header says it.
+    private struct Endpoints {
+        let device: ProxyEndpoint?
+        let gateway: ProxyEndpoint?
+    }
+
+    /// Keeps `channel` among the open connections (for the drain) until it closes.
+    private func track(_ channel: Channel, id: UInt64) {
         let opened = NIODeadline.now()
-        let closedLogger = connectionLogger
         let key = ObjectIdentifier(channel)
         state.withLockedValue { $0.connections[key] = channel }
-        channel.closeFuture.whenComplete { [state] _ in
+        channel.closeFuture.whenComplete { [state, logger] _ in
             state.withLockedValue { _ = $0.connections.removeValue(forKey: key) }
-            closedLogger.debug("connection closed", metadata: [
-                "duration_s": "\(Double((NIODeadline.now() - opened).nanoseconds) / 1e9)",
+            logger.debug("connection closed", metadata: [
+                "conn": "\(id)", "duration_s": "\(Double((NIODeadline.now() - opened).nanoseconds) / 1e9)",
             ])
         }
+    }
+
+    /// TLS → handshake deadline → admission, for a device at `remote` (its own address, also
+    /// behind a balancer).
+    private func startDeviceSession(_ channel: Channel, id: UInt64, generation: GatewayGeneration, remote: String,
+                                    endpoints: Endpoints) throws {
+        let configuration = generation.configuration
+        var connectionLogger = logger
+        connectionLogger[metadataKey: "conn"] = "\(id)"
+        connectionLogger[metadataKey: "remote"] = "\(remote)"
+        connectionLogger.debug("device connection accepted")
+        let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
         let traceStore = self.traceStore
-        let settings = MQTTAdmissionHandler.Settings(
+        var settings = MQTTAdmissionHandler.Settings(
             upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
             messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) }, proxyMetrics: metrics.proxy)
+        if configuration.upstream.sendsProxyProtocol {
+            settings.upstreamPreamble = { identity, handshake in
+                UpstreamProxyHeader.bytes(device: endpoints.device, gateway: endpoints.gateway, identity: identity,
+                                          handshake: handshake)
+            }
+        }
         var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger),
                                           HandshakeMetricsHandler(metrics: metrics)]
         // Untraced gateways keep the data path one handler shorter.

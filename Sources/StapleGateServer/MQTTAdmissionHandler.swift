@@ -30,6 +30,9 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         let messageTraceUntil: @Sendable (String) -> Date?
         /// Where the proxy reports sessions and relayed traffic; nil: not measured.
         var proxyMetrics: ProxyMetrics? = nil
+        /// What to write first on the broker connection for an admitted device (its identity and
+        /// handshake): the PROXY header of `upstream.proxy_protocol`; nil: nothing.
+        var upstreamPreamble: ((String, TLSHandshakeSummary?) -> [UInt8])? = nil
     }
 
     private let settings: Settings
@@ -37,6 +40,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
     private var logger: Logger
     private var state: State = .awaitingHandshake
     private var connectDeadline: Scheduled<Void>?
+    /// The device's TLS handshake, once completed (for the broker's PROXY header).
+    private var handshake: TLSHandshakeSummary?
 
     init(settings: Settings, tracer: ConnectionTracer, logger: Logger) {
         self.settings = settings
@@ -51,6 +56,7 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
             return
         }
         if case let .handshakeCompleted(summary)? = event as? TLSEvent, case .awaitingHandshake = state {
+            handshake = summary
             logger[metadataKey: "device"] = "\(summary.deviceIdentity)"
             state = .awaitingConnect(received: context.channel.allocator.buffer(capacity: 0),
                                      certificate: summary.deviceCertificate)
@@ -133,7 +139,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         logger.info("\(note)", metadata: ["mqtt.client_id": "\(connect.clientID)", "mqtt.protocol": "\(version)"])
         let proxy = ProxySessionHandler(configuration: settings.upstream, logger: logger,
                                         farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version),
-                                        metrics: settings.proxyMetrics)
+                                        metrics: settings.proxyMetrics,
+                                        preamble: settings.upstreamPreamble?(identity, handshake))
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(proxy, position: .after(self))

@@ -1,6 +1,5 @@
 import CoreMetrics
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 
 /// Devices turned away because the session cap was reached. Each is counted in
@@ -11,37 +10,20 @@ final class SessionCapRefusals: Sendable {
     private let capacity: Int
     private let logger: Logger
     private let counter: Counter
-    private let logInterval: TimeAmount
-    private let now: @Sendable () -> NIODeadline
-
-    private struct LogState {
-        var lastLine: NIODeadline?
-        /// Refused since the last line.
-        var unlogged = 0
-    }
-
-    private let state = NIOLockedValueBox(LogState())
+    private let throttle: ThrottledWarning
 
     init(capacity: Int, logger: Logger, metricsFactory: any MetricsFactory, logInterval: TimeAmount = .seconds(1),
          now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.capacity = capacity
         self.logger = logger
-        self.logInterval = logInterval
-        self.now = now
+        throttle = ThrottledWarning(logInterval: logInterval, now: now)
         counter = Counter(label: "staplegate_sessions_refused_total", dimensions: [("reason", "session_cap")],
                           factory: metricsFactory)
     }
 
     func refused() {
         counter.increment()
-        let time = now()
-        let toLog = state.withLockedValue { state -> Int? in
-            state.unlogged += 1
-            if let last = state.lastLine, time - last < logInterval { return nil }
-            defer { state.lastLine = time; state.unlogged = 0 }
-            return state.unlogged
-        }
-        guard let count = toLog else { return }
+        guard let count = throttle.occurred() else { return }
         let devices = count == 1 ? "1 device" : "\(count) devices"
         // At most one line per interval: "refused" counts every device since the previous line.
         logger.warning("session cap of \(capacity) reached: refused \(devices) (CONNACK \"server busy\")",

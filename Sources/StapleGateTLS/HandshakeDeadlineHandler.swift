@@ -58,7 +58,7 @@ public final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableCha
         deadline = nil
     }
 
-    static func describe(_ amount: TimeAmount) -> String {
+    public static func describe(_ amount: TimeAmount) -> String {
         let milliseconds = amount.nanoseconds / 1_000_000
         return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
     }

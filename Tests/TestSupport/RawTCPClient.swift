@@ -9,9 +9,23 @@ public final class RawTCPClient: @unchecked Sendable {
     /// When the connection was established.
     public let connectedAt: ContinuousClock.Instant
 
-    public init(port: Int, host: String = "127.0.0.1") throws {
+    /// `source`: the loopback address to connect from (such as "127.0.0.2", to come from an
+    /// address a test's gateway treats differently); the kernel's choice when nil.
+    public init(port: Int, host: String = "127.0.0.1", source: String? = nil) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXFailure("socket", errno) }
+        if let source {
+            var local = sockaddr_in.loopback(port: 0)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                let code = errno
+                close(fd)
+                throw POSIXFailure("bind \(source)", code)
+            }
+        }
         var address = sockaddr_in.loopback(port: port)
         address.sin_addr.s_addr = inet_addr(host)
         let connected = withUnsafePointer(to: &address) {
@@ -32,7 +46,10 @@ public final class RawTCPClient: @unchecked Sendable {
     deinit { closeSocket() }
 
     public func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
+        try send(bytes: Array(text.utf8))
+    }
+
+    public func send(bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {
             let result = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
