@@ -16,6 +16,8 @@ public final class LiveSessions: Sendable {
         public let identity: String
         /// Connection number, as in the log.
         public let connectionID: UInt64
+        /// Where the device connected from (its own address, behind a balancer too).
+        public var remoteAddress: String = "?"
     }
 
     /// The most sessions held at once; nil: no cap.
@@ -74,9 +76,11 @@ public final class LiveSessions: Sendable {
     var capReachedReason: String { "session cap of \(capacity.map(String.init) ?? "∞") reached" }
 
     /// Registers an admitted session (taking a slot for it if `reserveSlot` did not already).
-    func admitted(_ channel: Channel, certificate: X509Certificate, identity: String, connectionID: UInt64) {
+    func admitted(_ channel: Channel, certificate: X509Certificate, identity: String, connectionID: UInt64,
+                  remoteAddress: String = "?") {
         let key = ObjectIdentifier(channel)
-        let session = Session(channel: channel, certificate: certificate, identity: identity, connectionID: connectionID)
+        let session = Session(channel: channel, certificate: certificate, identity: identity, connectionID: connectionID,
+                              remoteAddress: remoteAddress)
         let hadSlot = slots.withLockedValue { slots in
             slots.sessions[key] = session
             return !slots.taken.insert(key).inserted

@@ -156,7 +156,7 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
             return
         }
         settings.liveSessions?.admitted(context.channel, certificate: certificate, identity: identity,
-                                        connectionID: tracer.connectionID)
+                                        connectionID: tracer.connectionID, remoteAddress: tracer.remoteAddress)
         context.fireChannelRead(wrapInboundOut(forwarded))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }

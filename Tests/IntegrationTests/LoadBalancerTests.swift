@@ -24,10 +24,11 @@ final class LoadBalancerTests: GatewayTestCase {
     // MARK: Helpers
 
     /// A gateway that takes PROXY v2 headers from the balancer only.
-    private func startGateway(tls: [String] = []) async throws -> StapleGateProcess {
+    private func startBalancedGateway(tls: [String] = [], sections: [String] = ["device_ocsp: { enabled: false }"],
+                              proxyProtocol: String = "v2") async throws -> StapleGateProcess {
         let gateway = try await StapleGateProcess.start(
-            pki: pki, broker: broker, directory: try makeTemporaryDirectory(), sections: ["device_ocsp: { enabled: false }"],
-            tls: tls, listen: ["proxy_protocol: v2", "trusted_proxies: [\"\(Self.balancerAddress)/32\"]"],
+            pki: pki, broker: broker, directory: try makeTemporaryDirectory(), sections: sections,
+            tls: tls, listen: ["proxy_protocol: \(proxyProtocol)", "trusted_proxies: [\"\(Self.balancerAddress)/32\"]"],
             logging: "{ level: info }")
         gateways.append(gateway)
         addTeardownBlock { [weak self] in
@@ -39,9 +40,9 @@ final class LoadBalancerTests: GatewayTestCase {
     }
 
     /// HAProxy in front of `gateways`, round robin, logging "device IP:PORT via gwN" per device.
-    private func startBalancer(for gateways: [StapleGateProcess]) async throws -> HAProxy {
+    private func startBalancer(for gateways: [StapleGateProcess], sendProxy: String = "send-proxy-v2") async throws -> HAProxy {
         let servers = gateways.enumerated().map { index, gateway in
-            "    server gw\(index) 127.0.0.1:\(gateway.port) send-proxy-v2 source \(Self.balancerAddress) check check-send-proxy inter 100ms"
+            "    server gw\(index) 127.0.0.1:\(gateway.port) \(sendProxy) source \(Self.balancerAddress) check check-send-proxy inter 100ms"
         }
         let port = try FreePort.next()
         let haproxy = try await HAProxy.start(port: port, sections: """
@@ -77,7 +78,7 @@ final class LoadBalancerTests: GatewayTestCase {
     // MARK: Tests
 
     func testEachGatewayKnowsDevicesBehindHAProxyByTheirOwnAddress() async throws {
-        let first = try await startGateway(), second = try await startGateway()
+        let first = try await startBalancedGateway(), second = try await startBalancedGateway()
         let haproxy = try await startBalancer(for: [first, second])
         let topic = uniqueTopic("balanced")
         let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: topic)
@@ -113,7 +114,7 @@ final class LoadBalancerTests: GatewayTestCase {
     }
 
     func testAConnectionFromOutsideTheTrustedProxiesIsRefusedBeforeTLS() async throws {
-        let gateway = try await startGateway()
+        let gateway = try await startBalancedGateway()
         let direct = try await mosquittoPub(port: gateway.port, pki: pki, device: "device-1", topic: uniqueTopic("direct"),
                                             message: "not through the balancer", extraArgs: ["-d"])
         XCTAssertNotEqual(direct.status, .exited(0), "\(direct)")
@@ -125,7 +126,7 @@ final class LoadBalancerTests: GatewayTestCase {
     }
 
     func testBadHeadersAreRefusedWithoutHarmingTheSessionsOpen() async throws {
-        let gateway = try await startGateway(tls: ["handshake_timeout: 2s"])
+        let gateway = try await startBalancedGateway(tls: ["handshake_timeout: 2s"])
         let haproxy = try await startBalancer(for: [gateway])
         let topic = uniqueTopic("kept")
         let subscriber = try await MosquittoSubscriber.start(.gateway(port: haproxy.port, pki: pki, device: "device-2"),
@@ -166,7 +167,7 @@ final class LoadBalancerTests: GatewayTestCase {
     /// at once) reach the gateway every 100 ms; none is worth a warning, and HAProxy never
     /// finds the gateway down.
     func testHAProxyHealthChecksAreAnsweredQuietly() async throws {
-        let gateway = try await startGateway()
+        let gateway = try await startBalancedGateway()
         let haproxy = try await startBalancer(for: [gateway])
         var checks = 0.0
         try await waitUntil(timeout: .seconds(20), pollEvery: .milliseconds(250), "HAProxy to run 10 health checks",
@@ -182,5 +183,32 @@ final class LoadBalancerTests: GatewayTestCase {
             XCTAssertEqual(refused, 0, reason)
         }
         XCTAssertFalse(haproxy.log.contains("is DOWN"), haproxy.log)
+    }
+
+    /// The device's own address where operators look for a connected device: the recheck's
+    /// report and the admin listener's trace. Here with PROXY v1 (`send-proxy`), which
+    /// `proxy_protocol: any` takes too.
+    func testRecheckAndTheAdminTraceNameTheDeviceBehindTheBalancerByItsOwnAddress() async throws {
+        let responder = try await OCSPResponder.start(pki: pki)
+        addTeardownBlock { await responder.stop() }
+        let gateway = try await startBalancedGateway(sections: [], proxyProtocol: "any")
+        let haproxy = try await startBalancer(for: [gateway], sendProxy: "send-proxy")
+        let subscriber = try await MosquittoSubscriber.start(.gateway(port: haproxy.port, pki: pki, device: "device-3"),
+                                                             broker: broker, topic: uniqueTopic("behind"))
+        var devices: [(port: Int, gateway: Int)] = []
+        try await waitUntil(timeout: .seconds(10), "HAProxy to log the device", details: { haproxy.log }) {
+            devices = self.balancedDevices(haproxy)
+            return !devices.isEmpty
+        }
+        let address = "127.0.0.1:\(devices[0].port)"
+
+        let recheck = try await gateway.command(["ocsp", "recheck", "--device", "device-3"])
+        XCTAssertEqual(recheck.status, .exited(0), "\(recheck)")
+        XCTAssertTrue(recheck.stdout.contains("; 1 session kept (from \(address))"), "\(recheck)")
+        XCTAssertTrue(subscriber.process.isRunning, subscriber.process.output)
+        let trace = try await adminRequest(port: try XCTUnwrap(gateway.adminPort), "/devices/device-3/trace")
+        XCTAssertEqual(trace.status, 200, "\(trace)")
+        XCTAssertTrue(trace.body.contains("\"remoteAddress\":\"\(address)\""), trace.body)
+        XCTAssertFalse(trace.body.contains("\"remoteAddress\":\"\(Self.balancerAddress)"), trace.body)
     }
 }

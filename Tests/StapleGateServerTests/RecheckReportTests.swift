@@ -23,7 +23,8 @@ final class RecheckReportTests: XCTestCase {
         XCTAssertEqual(revoked.summary,
                        "revoked at 2027-01-15T07:43:20Z, keyCompromise: cached until 2027-01-15T08:00:00Z; 0 sessions closed")
         revoked.sessionsClosed = 2
-        XCTAssertTrue(revoked.summary.hasSuffix("; 2 sessions closed"), revoked.summary)
+        revoked.sessionAddresses = ["203.0.113.7:51234", "[2001:db8::1]:40000"]
+        XCTAssertTrue(revoked.summary.hasSuffix("; 2 sessions closed (from 203.0.113.7:51234, [2001:db8::1]:40000)"), revoked.summary)
         let report = RecheckReport(target: "device dev-1", certificates: [revoked])
         XCTAssertEqual(report.outcome, .refused)
         XCTAssertEqual(report.lines, ["5B1F03A2  dev-1  \(revoked.summary)"])

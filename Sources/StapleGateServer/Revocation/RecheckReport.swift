@@ -38,6 +38,8 @@ public struct CertificateRecheck: Codable, Sendable, Equatable {
     /// Sessions with this certificate closed because of the answer, and those left open.
     public var sessionsClosed: Int
     public var sessionsKept: Int
+    /// Where the sessions with this certificate came from (closed or kept), for the operator.
+    public var sessionAddresses: [String] = []
     /// Whether the previously cached answer was dropped (no new answer could replace it).
     public var cachedAnswerDropped: Bool
 
@@ -69,7 +71,8 @@ public struct CertificateRecheck: Codable, Sendable, Equatable {
         var sessions: [String] = []
         if sessionsClosed > 0 || sessionsKept == 0 { sessions.append("\(Self.count(sessionsClosed)) closed") }
         if sessionsKept > 0 { sessions.append("\(Self.count(sessionsKept)) kept") }
-        actions.append(sessions.joined(separator: ", "))
+        let from = sessionAddresses.isEmpty ? "" : " (from \(sessionAddresses.joined(separator: ", ")))"
+        actions.append(sessions.joined(separator: ", ") + from)
         return "\(answerText): \(actions.joined(separator: "; "))"
     }
 

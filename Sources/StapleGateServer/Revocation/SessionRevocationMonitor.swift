@@ -205,7 +205,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
             subject: target.certificate?.subject ?? target.entry?.subject ?? "",
             responder: status?.responderURL, answer: .issuerUnknown, refused: false,
             verdict: asked?.verdict.reason ?? "issuing CA not known", sessionsClosed: 0,
-            sessionsKept: target.sessions.count, cachedAnswerDropped: false)
+            sessionsKept: target.sessions.count, sessionAddresses: target.sessions.map(\.remoteAddress),
+            cachedAnswerDropped: false)
         guard let asked else { return result }
         if case .reject = asked.verdict { result.refused = true }
         switch asked.asked {
