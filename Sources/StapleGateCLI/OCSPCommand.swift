@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import StapleGateConfig
 import StapleGateOCSP
+import StapleGateServer
 
 struct OCSPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,7 +12,7 @@ struct OCSPCommand: ParsableCommand {
     )
 }
 
-struct OCSPStatusCommand: ParsableCommand {
+struct OCSPStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show each server certificate's OCSP staple: status, validity, last fetch, next refresh.",
@@ -23,7 +24,7 @@ struct OCSPStatusCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the status as JSON.")
     var json = false
 
-    func run() throws {
+    func run() async throws {
         let directory = try state.directory()
         let persistence = StaplePersistence(directory: directory)
         guard FileManager.default.fileExists(atPath: persistence.statusFile) else {
@@ -31,6 +32,12 @@ struct OCSPStatusCommand: ParsableCommand {
             throw ExitCode.failure
         }
         let statuses = try persistence.loadStatus()
+        // The file outlives the gateway: say so rather than show a stopped gateway's staples as live.
+        if (try? await ControlClient.send(method: .GET, target: "/ping", socketPath: "\(directory)/control.sock")) == nil {
+            let written = (try? FileManager.default.attributesOfItem(atPath: persistence.statusFile)[.modificationDate] as? Date)
+                .map { ISO8601DateFormatter().string(from: $0) } ?? "an unknown time"
+            FileHandle.standardError.write(Data("staplegate: the gateway is not running: this is the status it last wrote, at \(written); nothing is being refreshed\n".utf8))
+        }
         if json {
             print(String(decoding: try StaplePersistence.encoder.encode(statuses), as: UTF8.self))
         } else {

@@ -8,7 +8,8 @@ import StapleGateTrace
 ///   every certificate known for it (cached or connected), cache the answers, close the
 ///   sessions now refused; answers a `RecheckReport`;
 /// - `POST /reload`: re-read the configuration (as SIGHUP does) and answer how it went;
-/// - `POST /trace/enable?device=ID&seconds=N`, `POST /trace/disable?device=ID`: message trace.
+/// - `POST /trace/enable?device=ID&seconds=N`, `POST /trace/disable?device=ID`: message trace;
+/// - `GET /ping`: answers while the gateway runs.
 public struct ControlRoutes: Sendable {
     let monitor: SessionRevocationMonitor
     let traceStore: TraceStore?
@@ -32,6 +33,9 @@ public struct ControlRoutes: Sendable {
 
     public func handle(_ request: ControlRequest) async -> ControlResponse {
         switch (request.method, request.path) {
+        case ("GET", "/ping"):
+            // Whether the gateway runs at all: commands that read state files say when it does not.
+            return .json(["running": true])
         case ("POST", "/reload"):
             guard let reload else { return .error("this gateway cannot reload", status: 409) }
             let outcome = await reload()

@@ -82,10 +82,18 @@ final class StaplingTests: GatewayTestCase {
         XCTAssertTrue(shown.stdout.contains("cert status:   good, stapled"), shown.stdout)
         XCTAssertTrue(shown.stdout.contains("responder:     \(pki.ocspURL)"), shown.stdout)
         XCTAssertTrue(shown.stdout.contains("failures:      0 in a row"), shown.stdout)
+        XCTAssertEqual(shown.stderr, "", "a running gateway's status carries no warning")
         let asJSON = try await ManagedProcess(executable, ["ocsp", "status", "--state-dir", state.file("state"), "--json"])
             .commandResult(timeout: .seconds(20))
         let decoded = try JSONSerialization.jsonObject(with: Data(asJSON.stdout.utf8)) as? [[String: Any]]
         XCTAssertEqual(decoded?.first?["certStatus"] as? String, "good", asJSON.stdout)
+
+        // Stopped, the gateway's last status is still shown, but not as if it were live.
+        await gateway.terminate()
+        let stale = try await ManagedProcess(executable, ["ocsp", "status", "--config", configPath]).commandResult(timeout: .seconds(20))
+        XCTAssertEqual(stale.status, .exited(0), "\(stale)")
+        XCTAssertTrue(stale.stdout.contains("cert status:   good, stapled"), stale.stdout)
+        XCTAssertTrue(stale.stderr.contains("the gateway is not running: this is the status it last wrote, at "), stale.stderr)
     }
 
     func testOCSPStatusSaysSoWhenTheGatewayKeepsNoState() async throws {
