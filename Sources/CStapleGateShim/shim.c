@@ -2,6 +2,8 @@
 #include <malloc.h>
 #include <sched.h>
 
+#include <openssl/core_names.h>
+
 #include "StapleGateShim.h"
 
 long sg_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
@@ -52,6 +54,17 @@ long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tl
 long sg_SSL_set_mode(SSL *ssl, long mode) { return SSL_set_mode(ssl, mode); }
 long sg_SSL_clear_mode(SSL *ssl, long mode) { return SSL_clear_mode(ssl, mode); }
 int sg_SSL_get_ex_new_index(void) { return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+long sg_SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *ctx, sg_ticket_key_callback callback) { return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, callback); }
+int sg_SSL_CTX_get_ex_new_index(void) { return SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+/* As nginx and OpenSSL's own default ticket keys: HMAC-SHA256 over the ticket. */
+int sg_ticket_hmac_sha256_init(EVP_MAC_CTX *mac, const unsigned char *key, size_t length) {
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key, length),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    return EVP_MAC_CTX_set_params(mac, params);
+}
 STACK_OF(GENERAL_NAME) *sg_X509_subject_alt_names(X509 *cert) { return X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL); }
 int sg_sk_GENERAL_NAME_num(const STACK_OF(GENERAL_NAME) *names) { return sk_GENERAL_NAME_num(names); }
 const GENERAL_NAME *sg_sk_GENERAL_NAME_value(const STACK_OF(GENERAL_NAME) *names, int index) { return sk_GENERAL_NAME_value(names, index); }

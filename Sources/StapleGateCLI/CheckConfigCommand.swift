@@ -38,6 +38,8 @@ struct ConfigurationSummary {
         lines.append("  devices:   \(loaded.tlsMaterial.deviceCAs.count) trusted CA(s): "
             + loaded.tlsMaterial.deviceCAs.map(\.subject).joined(separator: " | "))
         lines.append("  tls:       min \(configuration.tls.minimumVersion.rawValue), verify depth \(configuration.tls.verifyDepth), handshake timeout \(configuration.tls.handshakeTimeout)")
+        lines.append("  tickets:   " + (loaded.sessionTicketKeys?.summary
+            ?? "a random key per gateway process (tls.session_ticket_keys not set)"))
         lines.append("  upstream:  \(configuration.upstream.endpoint)")
         return lines.joined(separator: "\n")
     }

@@ -37,6 +37,7 @@ struct RunCommand: AsyncParsableCommand {
         let eventLoops = MultiThreadedEventLoopGroup.singleton
         let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger)
         let generation = try builder.build(loaded)
+        logger.notice("session tickets: \(generation.sessionTicketKeysSummary)")
         if let stapling = generation.stapling {
             // Before the listener opens: the first handshake after a start is stapled too.
             stapling.loadPersisted()

@@ -10,7 +10,7 @@ struct StapleGateCommand: AsyncParsableCommand {
         abstract: "A mutual-TLS front for Mosquitto with OCSP stapling and device revocation checks.",
         version: StapleGateVersion.description,
         subcommands: [RunCommand.self, ReloadCommand.self, CheckConfigCommand.self, OCSPCommand.self, TraceCommand.self,
-                      SimulateCommand.self, LoadCommand.self, VersionCommand.self]
+                      TicketKeysCommand.self, SimulateCommand.self, LoadCommand.self, VersionCommand.self]
     )
 }
 

@@ -9,6 +9,9 @@ public struct LoadedConfiguration: Sendable {
     public let tlsMaterial: TLSMaterial
     /// The `SSL_CTX` built from it (proves the TLS settings are accepted).
     public let serverContext: ServerContext
+    /// The keys of `tls.session_ticket_keys`, read afresh at each load (so a reload rotates them);
+    /// nil when it is not set.
+    public let sessionTicketKeys: SessionTicketKeyRing?
     /// Worth logging at start, e.g. a server certificate that expires within 30 days or has expired.
     public let warnings: [String]
 }
@@ -34,7 +37,8 @@ public enum ConfigLoader {
         let configuration = try ConfigSchema(file: path).configuration(from: document)
         let checks = TLSFileChecks(file: path, keyLines: document.keyLines())
         let material = try checks.material(for: configuration.tls)
-        let context = try checks.serverContext(for: configuration.tls, material: material)
+        let ticketKeys = try checks.sessionTicketKeys(for: configuration.tls)
+        let context = try checks.serverContext(for: configuration.tls, material: material, ticketKeys: ticketKeys)
         if configuration.stapling.enabled {
             try checks.staplingTargets(for: context, configuration: configuration.stapling)
         }
@@ -42,6 +46,7 @@ public enum ConfigLoader {
             configuration: configuration,
             tlsMaterial: material,
             serverContext: context,
+            sessionTicketKeys: ticketKeys,
             warnings: ExpiryWarnings.check(material, configuration: configuration.tls, now: Date())
         )
     }

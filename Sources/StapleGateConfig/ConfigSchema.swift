@@ -83,7 +83,7 @@ struct ConfigSchema {
     private func tls(_ section: YAMLValue) throws(ConfigError) -> TLSServerConfiguration {
         let keys = try section.mapping(knownKeys: [
             "certificates", "device_ca", "verify_depth", "min_version",
-            "tls13_ciphersuites", "tls12_ciphers", "groups", "handshake_timeout",
+            "tls13_ciphersuites", "tls12_ciphers", "groups", "handshake_timeout", "session_ticket_keys",
         ])
         let list = try keys.required("certificates")
         let items = try list.list()
@@ -104,6 +104,7 @@ struct ConfigSchema {
         if let value = keys["tls12_ciphers"] { tls.tls12Ciphers = try openSSLList(value) }
         if let value = keys["groups"] { tls.groups = try openSSLList(value) }
         if let value = keys["handshake_timeout"] { tls.handshakeTimeout = try positiveDuration(value) }
+        if let value = keys["session_ticket_keys"] { tls.sessionTicketKeysPath = try filePath(value) }
         return tls
     }
 

@@ -17,9 +17,21 @@ struct TLSFileChecks {
         }
     }
 
-    func serverContext(for tls: TLSServerConfiguration, material: TLSMaterial) throws(ConfigError) -> ServerContext {
+    /// The keys `tls.session_ticket_keys` names, or nil when it is not set.
+    func sessionTicketKeys(for tls: TLSServerConfiguration) throws(ConfigError) -> SessionTicketKeyRing? {
+        guard let path = tls.sessionTicketKeysPath else { return nil }
         do {
-            return try ServerContext(configuration: tls, material: material)
+            return try SessionTicketKeyFile.load(at: path)
+        } catch {
+            let key = "tls.session_ticket_keys"
+            throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)
+        }
+    }
+
+    func serverContext(for tls: TLSServerConfiguration, material: TLSMaterial,
+                       ticketKeys: SessionTicketKeyRing?) throws(ConfigError) -> ServerContext {
+        do {
+            return try ServerContext(configuration: tls, material: material, ticketKeys: ticketKeys)
         } catch {
             let key = Self.key(for: error.setting)
             throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)

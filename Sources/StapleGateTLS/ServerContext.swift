@@ -24,8 +24,12 @@ public final class ServerContext: @unchecked Sendable {
     public let staples: StapleStore
     /// Judges each device's verified chain inside the handshake (device OCSP), when set.
     public let deviceCertificateGate: (any DeviceCertificateGate)?
+    /// What session tickets are encrypted with. nil: OpenSSL's random keys of this `SSL_CTX`
+    /// alone (a check of the settings, tests); the gateway always gives a ring, so that tickets
+    /// outlive the context (reloads) and, from a shared file, the process.
+    public let ticketKeys: SessionTicketKeyRing?
 
-    public init(configuration: TLSServerConfiguration, material: TLSMaterial,
+    public init(configuration: TLSServerConfiguration, material: TLSMaterial, ticketKeys: SessionTicketKeyRing? = nil,
                 deviceCertificateGate: (any DeviceCertificateGate)? = nil) throws(TLSSettingError) {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             fatalError("SSL_CTX_new failed: \(OpenSSLError.drain(operation: "SSL_CTX_new"))")
@@ -35,14 +39,23 @@ public final class ServerContext: @unchecked Sendable {
         self.material = material
         self.staples = StapleStore(certificateCount: material.identities.count)
         self.deviceCertificateGate = deviceCertificateGate
+        self.ticketKeys = ticketKeys
         try configure()
         installStatusCallback()
+        ticketKeys?.install(on: context)
         if deviceCertificateGate != nil { installDeviceCertificateGate() }
     }
 
     /// The same configuration and material, with `gate` judging device certificates.
     public func with(deviceCertificateGate gate: any DeviceCertificateGate) throws(TLSSettingError) -> ServerContext {
-        try ServerContext(configuration: configuration, material: material, deviceCertificateGate: gate)
+        try ServerContext(configuration: configuration, material: material, ticketKeys: ticketKeys, deviceCertificateGate: gate)
+    }
+
+    /// The same configuration and material, with `ticketKeys` for session tickets and `gate` (if
+    /// any) judging device certificates: what the gateway serves with.
+    public func with(ticketKeys: SessionTicketKeyRing,
+                     deviceCertificateGate gate: (any DeviceCertificateGate)?) throws(TLSSettingError) -> ServerContext {
+        try ServerContext(configuration: configuration, material: material, ticketKeys: ticketKeys, deviceCertificateGate: gate)
     }
 
     deinit { SSL_CTX_free(context) }
@@ -132,9 +145,13 @@ public final class ServerContext: @unchecked Sendable {
 }
 
 extension ServerContext {
-    /// Loads the material and builds the context in one step (for callers without a config file).
+    /// Loads the material (and the session ticket keys, when the configuration names a file) and
+    /// builds the context in one step (for callers without a config file).
     public convenience init(configuration: TLSServerConfiguration) throws {
         let material = try TLSMaterial.load(configuration)
-        try self.init(configuration: configuration, material: material)
+        let ticketKeys = try configuration.sessionTicketKeysPath.map { path throws(SessionTicketKeyFileError) in
+            try SessionTicketKeyFile.load(at: path)
+        }
+        try self.init(configuration: configuration, material: material, ticketKeys: ticketKeys)
     }
 }

@@ -31,6 +31,9 @@ public struct TLSServerConfiguration: Sendable, Equatable {
     public var groups: String?
     /// A device that has not completed its handshake by then is disconnected.
     public var handshakeTimeout: Duration
+    /// The session ticket key file (`SessionTicketKeyFile`) shared by a fleet; nil: keys of this
+    /// process only.
+    public var sessionTicketKeysPath: String?
 
     /// Forward-secret AEAD suites only: what TLS 1.2 devices in the field actually offer.
     public static let defaultTLS12Ciphers =

@@ -166,7 +166,7 @@ final class ValidConfigTests: ConfigTestCase {
         // Every key of the schema is documented, the alternatives at least in a comment.
         for key in ["address:", "port:", "backlog:", "certificates:", "certificate:", "key:", "device_ca:",
                     "verify_depth:", "min_version:", "tls13_ciphersuites:", "tls12_ciphers:", "groups:",
-                    "handshake_timeout:", "unix_socket:", "connect_timeout:", "idle_timeout:", "level:", "server-rsa.pem"] {
+                    "handshake_timeout:", "session_ticket_keys:", "unix_socket:", "connect_timeout:", "idle_timeout:", "level:", "server-rsa.pem"] {
             XCTAssertTrue(text.contains(key), "the example does not show \(key)")
         }
     }

@@ -89,6 +89,20 @@ final class InMemoryTLSClient {
 
     func shutdown() { _ = SSL_shutdown(ssl) }
 
+    /// Offers `session` (from `keptSession()` of an earlier client) for resumption; before the handshake.
+    func offer(_ session: ClientSession) {
+        precondition(SSL_set_session(ssl, session.pointer) == 1)
+    }
+
+    /// The session the client would resume next time: the last ticket received (TLS 1.3 sends
+    /// it after the handshake, so `read()` must have run), or nil when it has none.
+    func keptSession() -> ClientSession? {
+        guard let session = SSL_get1_session(ssl), SSL_SESSION_is_resumable(session) == 1 else { return nil }
+        return ClientSession(taking: session)
+    }
+
+    var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
+
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
 
     /// The OCSP response the server stapled, if any.
@@ -111,5 +125,22 @@ final class InMemoryTLSClient {
             reasons.append(ERR_reason_error_string(code).map { String(cString: $0) } ?? "\(code)")
         }
         return reasons.joined(separator: "; ")
+    }
+}
+
+/// A client-side `SSL_SESSION`, with the ticket the server gave for it.
+final class ClientSession {
+    let pointer: OpaquePointer
+
+    init(taking pointer: OpaquePointer) { self.pointer = pointer }
+    deinit { SSL_SESSION_free(pointer) }
+
+    /// The ticket's first 16 bytes: the name of the key that encrypted it (RFC 5077 §4).
+    var ticketKeyName: [UInt8] {
+        var ticket: UnsafePointer<UInt8>?
+        var length = 0
+        SSL_SESSION_get0_ticket(pointer, &ticket, &length)
+        guard let ticket, length >= 16 else { return [] }
+        return Array(UnsafeBufferPointer(start: ticket, count: 16))
     }
 }

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <openssl/evp.h>
 
 // Option and flag values OpenSSL defines as macro expressions.
 static const uint64_t SG_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
@@ -62,6 +63,16 @@ long sg_SSL_get_tlsext_status_ocsp_resp(SSL *ssl, const unsigned char **der);
 long sg_SSL_set_mode(SSL *ssl, long mode);
 long sg_SSL_clear_mode(SSL *ssl, long mode);
 int sg_SSL_get_ex_new_index(void);
+
+// Session ticket keys of our own (tls.session_ticket_keys): the OpenSSL 3.0 key callback, which
+// names the key and sets up AES-256-CBC and HMAC-SHA256 for each ticket; an ex_data slot tying an
+// SSL_CTX to its key ring; and the HMAC key and digest as an OSSL_PARAM array, which needs C
+// strings that outlive the call (Swift's bridged strings do not).
+typedef int (*sg_ticket_key_callback)(SSL *ssl, unsigned char *key_name, unsigned char *iv,
+                                      EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt);
+long sg_SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *ctx, sg_ticket_key_callback callback);
+int sg_SSL_CTX_get_ex_new_index(void);
+int sg_ticket_hmac_sha256_init(EVP_MAC_CTX *mac, const unsigned char *key, size_t length);
 
 // Client role (HTTPS OCSP responders): the name sent as SNI.
 long sg_SSL_set_tlsext_host_name(SSL *ssl, const char *name);

@@ -37,6 +37,11 @@ public final class GatewayGeneration: Sendable {
         serverContext.material.identities.map(\.leaf.sha256Fingerprint)
     }
 
+    /// Which keys encrypt and decrypt session tickets, for the log (never the keys themselves).
+    public var sessionTicketKeysSummary: String {
+        serverContext.ticketKeys?.summary ?? "OpenSSL's random keys of this TLS context"
+    }
+
     /// The device CA bundle's certificates by fingerprint, with their subjects.
     public var deviceCASubjects: [String: String] {
         Dictionary(serverContext.material.deviceCAs.map { ($0.sha256Fingerprint, $0.subject) }) { first, _ in first }
@@ -45,11 +50,15 @@ public final class GatewayGeneration: Sendable {
 
 /// Builds generations: at start and for each reload. What must outlive a reload lives here —
 /// the device-status cache (statuses are keyed by CertID, so they stay right whatever the new
-/// configuration says; a reload must not make the whole fleet ask the responder again).
+/// configuration says; a reload must not make the whole fleet ask the responder again), and
+/// the session ticket keys used without `tls.session_ticket_keys` (a reload must not end every
+/// device's resumption).
 public final class GatewayGenerationBuilder: Sendable {
     private let eventLoops: EventLoopGroup
     private let logger: Logger
     private let statusCache = NIOLockedValueBox<OCSPStatusCache?>(nil)
+    /// Made once per process; a key file, when configured, takes their place.
+    private let processTicketKeys = SessionTicketKeyRing.random()
 
     public init(eventLoops: EventLoopGroup, logger: Logger) {
         self.eventLoops = eventLoops
@@ -60,7 +69,8 @@ public final class GatewayGenerationBuilder: Sendable {
     /// caller loads persisted staples and primes it before the generation serves anyone.
     public func build(_ loaded: LoadedConfiguration) throws -> GatewayGeneration {
         let checker = makeDeviceStatusChecker(loaded)
-        let serverContext = try checker.map { try loaded.serverContext.with(deviceCertificateGate: $0) } ?? loaded.serverContext
+        let serverContext = try loaded.serverContext.with(ticketKeys: loaded.sessionTicketKeys ?? processTicketKeys,
+                                                          deviceCertificateGate: checker)
         var stapling: StaplingService?
         let configuration = loaded.configuration
         if configuration.stapling.enabled {
