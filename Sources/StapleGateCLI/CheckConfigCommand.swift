@@ -38,7 +38,8 @@ struct ConfigurationSummary {
         lines.append("  devices:   \(loaded.tlsMaterial.deviceCAs.count) trusted CA(s): "
             + loaded.tlsMaterial.deviceCAs.map(\.subject).joined(separator: " | "))
         lines.append("  tls:       min \(configuration.tls.minimumVersion.rawValue), verify depth \(configuration.tls.verifyDepth), handshake timeout \(configuration.tls.handshakeTimeout)")
-        lines.append("  upstream:  \(configuration.upstream.endpoint)")
+        let upstream = configuration.upstream
+        lines.append("  upstream:  \(upstream.summary)\(upstream.brokers.count > 1 ? ", down_time \(upstream.downTime)" : "")")
         return lines.joined(separator: "\n")
     }
 }

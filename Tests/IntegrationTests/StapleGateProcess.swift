@@ -23,10 +23,11 @@ final class StapleGateProcess {
     ///   - logging: the `logging` section, as a flow mapping.
     ///   - directory: where the config and the state go; reused across a restart.
     ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
+    ///   - upstream: the `upstream` section's value as a flow mapping; by default `broker`'s address.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
                       deviceCA: String? = nil, tls: [String] = [], listen: [String] = [], port: Int? = nil,
                       logging: String = "{ level: debug }", stapling: Bool = false,
-                      admin: String = "{ port: 0 }") async throws -> StapleGateProcess {
+                      admin: String = "{ port: 0 }", upstream: String? = nil) async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -35,7 +36,7 @@ final class StapleGateProcess {
           certificates:
             - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
           device_ca: "\(deviceCA ?? pki.caChain)"
-        \(tls.map { "  \($0)\n" }.joined())upstream: { address: 127.0.0.1, port: \(broker.port!) }
+        \(tls.map { "  \($0)\n" }.joined())upstream: \(upstream ?? "{ address: 127.0.0.1, port: \(broker.port!) }")
         state_directory: "\(state)"
         logging: \(logging)
 
