@@ -28,7 +28,8 @@ func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, tr
     }
     let routes = AdminRoutes(
         isAcceptingDevices: { gateway.isAcceptingDevices },
-        upstream: UpstreamProbe(currentEndpoint: { gateway.configuration.upstream.endpoint }, group: eventLoops),
+        upstream: UpstreamProbe(currentUpstream: { gateway.configuration.upstream }, health: gateway.brokerHealth,
+                                group: eventLoops),
         generation: { gateway.currentGeneration },
         traceStorePath: traceStore == nil ? nil : configuration.traceStorePath,
         eventLoops: eventLoops, metricsText: { registry.emitToBuffer() })

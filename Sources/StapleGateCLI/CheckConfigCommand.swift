@@ -40,7 +40,8 @@ struct ConfigurationSummary {
         lines.append("  tls:       min \(configuration.tls.minimumVersion.rawValue), verify depth \(configuration.tls.verifyDepth), handshake timeout \(configuration.tls.handshakeTimeout)")
         lines.append("  tickets:   " + (loaded.sessionTicketKeys?.summary
             ?? "a random key per gateway process (tls.session_ticket_keys not set)"))
-        lines.append("  upstream:  \(configuration.upstream.endpoint)")
+        let upstream = configuration.upstream
+        lines.append("  upstream:  \(upstream.summary)\(upstream.brokers.count > 1 ? ", down_time \(upstream.downTime)" : "")")
         return lines.joined(separator: "\n")
     }
 }

@@ -108,31 +108,6 @@ struct ConfigSchema {
         return tls
     }
 
-    private func upstream(_ section: YAMLValue) throws(ConfigError) -> UpstreamConfiguration {
-        let keys = try section.mapping(knownKeys: ["address", "port", "unix_socket", "connect_timeout", "idle_timeout", "proxy_protocol"])
-        let endpoint: UpstreamConfiguration.Endpoint
-        switch (keys["address"], keys["unix_socket"]) {
-        case (nil, nil):
-            throw section.error("needs either address (with port) to reach the broker over TCP, or unix_socket")
-        case (.some, let socket?):
-            throw socket.error("give either address (with port) or unix_socket, not both")
-        case (let address?, nil):
-            let port = try keys["port"]?.integer(in: 1...65535) ?? 1883
-            endpoint = .tcp(host: try host(address), port: port)
-        case (nil, let socket?):
-            if let port = keys["port"] { throw port.error("port only applies together with address; remove it when using unix_socket") }
-            endpoint = .unixSocket(path: try socketPath(socket))
-        }
-        var upstream = UpstreamConfiguration(endpoint: endpoint)
-        if let value = keys["connect_timeout"] { upstream.connectTimeout = try positiveDuration(value) }
-        if let value = keys["idle_timeout"] {
-            let idle = try duration(value)
-            upstream.idleTimeout = idle == .zero ? nil : idle
-        }
-        if let value = keys["proxy_protocol"] { upstream.sendsProxyProtocol = try upstreamProxyProtocol(value) }
-        return upstream
-    }
-
     // MARK: - Values
 
     /// An absolute, normalised path; relative ones are taken from the config file's folder.
@@ -145,33 +120,6 @@ struct ConfigSchema {
     func resolve(_ path: String) -> String {
         let base = URL(fileURLWithPath: baseDirectory, isDirectory: true)
         return URL(fileURLWithPath: path, relativeTo: path.hasPrefix("/") ? nil : base).standardizedFileURL.path
-    }
-
-    /// The socket may appear after the gateway starts (Mosquitto starting later), but a missing
-    /// folder means a typo, which would otherwise only show as connection failures.
-    private func socketPath(_ value: YAMLValue) throws(ConfigError) -> String {
-        let path = try filePath(value)
-        // sun_path holds 108 bytes on Linux and 104 on macOS, including the terminating NUL.
-        let limit = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
-        guard path.utf8.count <= limit else {
-            throw value.error("\(path) is \(path.utf8.count) bytes long; Unix socket paths can be at most \(limit)")
-        }
-        let folder = (path as NSString).deletingLastPathComponent
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw value.error("the folder \(folder) does not exist (the socket itself may appear later, but its folder must exist)")
-        }
-        return path
-    }
-
-    private func host(_ value: YAMLValue) throws(ConfigError) -> String {
-        let host = try value.string()
-        guard Self.isIPLiteral(host) || Self.isHostName(host) else {
-            var hint = Self.bracketHint(host)
-            if hint.isEmpty, host.contains(":") { hint = "; give the port separately as upstream.port" }
-            throw value.error("\"\(host)\" is neither an IP address nor a host name\(hint)")
-        }
-        return host
     }
 
     private func protocolVersion(_ value: YAMLValue) throws(ConfigError) -> TLSServerConfiguration.ProtocolVersion {
@@ -233,7 +181,7 @@ struct ConfigSchema {
     }
 
     /// "[::1]" is how URLs write IPv6 addresses, a likely habit.
-    private static func bracketHint(_ text: String) -> String {
+    static func bracketHint(_ text: String) -> String {
         guard text.hasPrefix("["), text.hasSuffix("]"), isIPLiteral(String(text.dropFirst().dropLast())) else { return "" }
         return "; write IPv6 addresses without brackets"
     }

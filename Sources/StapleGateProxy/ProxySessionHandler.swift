@@ -5,19 +5,24 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// What the proxy tells the handlers after it (traces), as user inbound events.
+/// What the proxy tells the handlers after it (traces), as user inbound events. `endpoint` is
+/// the broker's name as configured (`127.0.0.1:1883`, `unix:/run/mosquitto/mosquitto.sock`).
 public enum ProxyEvent: Sendable {
     case upstreamConnected(endpoint: String, duration: Duration)
-    /// The device is being disconnected (after `farewell`, if any, was sent).
+    /// A broker could not be reached and `next` is tried now (several brokers configured).
+    case upstreamAttemptFailed(endpoint: String, reason: String, next: String)
+    /// No broker could be reached (`endpoint` is the last one tried); the device is being
+    /// disconnected (after `farewell`, if any, was sent).
     case upstreamFailed(endpoint: String, reason: String)
     /// Why an established session is ending, when the gateway knows: `closedBy` is "device",
     /// "broker" or "gateway". Fired on the device's pipeline just before it closes.
     case sessionEnding(closedBy: String, reason: String)
 }
 
-/// Joins an admitted device connection to the broker. Added to the device pipeline once the
-/// device is admitted; opens the upstream connection, holds the device's bytes (and its reads)
-/// until that connection is up, then hands over to a `GlueHandler` pair and removes itself.
+/// Joins an admitted device connection to a broker. Added to the device pipeline once the
+/// device is admitted; connects to the first broker of the session's plan that accepts (see
+/// `BrokerHealth` and `BrokerDialer`), holds the device's bytes (and its reads) until that
+/// connection is up, then hands over to a `GlueHandler` pair and removes itself.
 public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundIn = ByteBuffer
@@ -31,8 +36,11 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
     }
 
     private let configuration: UpstreamConfiguration
+    private let brokers: BrokerHealth
+    /// What `client_id_hash` ranks the brokers by.
+    private let hashKey: String
     private let logger: Logger
-    /// Sent to the device before it is disconnected because the broker cannot be reached: a
+    /// Sent to the device before it is disconnected because no broker can be reached: a
     /// CONNACK "server unavailable" in the device's MQTT version, so it backs off as the
     /// protocol intends instead of seeing a bare disconnect.
     private let farewell: [UInt8]?
@@ -42,34 +50,52 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
     private let preamble: [UInt8]?
     private var state: State = .connecting(heldBytes: [], deviceInputClosed: false, readRequested: false)
 
-    public init(configuration: UpstreamConfiguration, logger: Logger, farewell: [UInt8]? = nil,
-                metrics: ProxyMetrics? = nil, preamble: [UInt8]? = nil) {
+    /// - Parameters:
+    ///   - hashKey: the device's MQTT client id, for `client_id_hash`;
+    ///   - preamble: bytes the broker must read before the device's (a PROXY header).
+    public init(configuration: UpstreamConfiguration, brokers: BrokerHealth, hashKey: String, logger: Logger,
+                farewell: [UInt8]? = nil, metrics: ProxyMetrics? = nil, preamble: [UInt8]? = nil) {
         self.preamble = preamble
         self.configuration = configuration
+        self.brokers = brokers
+        self.hashKey = hashKey
         self.logger = logger
         self.farewell = farewell
         self.metrics = metrics
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        let started = NIODeadline.now()
-        let endpoint = configuration.endpoint
-        connect(on: context.eventLoop).assumeIsolated().whenComplete { result in
+        let plan = brokers.plan(for: configuration, hashKey: hashKey)
+        let dialer = BrokerDialer(upstream: configuration, health: brokers)
+        dialer.dial(plan, on: context.eventLoop) { broker, failure, next in
+            guard context.channel.isActive else { return false }  // the device left: stop dialling
+            self.logger.warning("broker unreachable at \(broker): \(failure.reason); trying \(next)")
+            context.pipeline.fireUserInboundEventTriggered(
+                ProxyEvent.upstreamAttemptFailed(endpoint: "\(broker)", reason: failure.reason, next: "\(next)"))
+            return true
+        }.assumeIsolated().whenComplete { result in
             switch result {
-            case let .success(upstream):
-                let duration = Duration.nanoseconds((NIODeadline.now() - started).nanoseconds)
-                self.logger.info("connected to broker \(endpoint)", metadata: [
-                    "upstream.connect_ms": "\(Double((NIODeadline.now() - started).nanoseconds / 1000) / 1000)",
+            case let .success(connected):
+                self.logger.info("connected to broker \(connected.broker)", metadata: [
+                    "upstream.connect_ms": "\(Double(Int(connected.duration / .microseconds(1))) / 1000)",
                 ])
                 // From the head of the pipeline, so handlers before this one (traces) hear it too.
-                context.pipeline.fireUserInboundEventTriggered(ProxyEvent.upstreamConnected(endpoint: "\(endpoint)", duration: duration))
-                self.join(context: context, upstream: upstream)
+                context.pipeline.fireUserInboundEventTriggered(
+                    ProxyEvent.upstreamConnected(endpoint: "\(connected.broker)", duration: connected.duration))
+                self.join(context: context, upstream: connected.channel, broker: connected.broker)
             case let .failure(error):
                 self.state = .failed
+                guard context.channel.isActive else {
+                    self.logger.debug("the device left while its broker was being connected")
+                    return
+                }
                 self.metrics?.upstreamFailed()
-                let reason = Self.describe(error)
-                self.logger.error("broker unreachable at \(endpoint): \(reason); disconnecting device")
-                context.pipeline.fireUserInboundEventTriggered(ProxyEvent.upstreamFailed(endpoint: "\(endpoint)", reason: reason))
+                let attempts = (error as? BrokerDialer.Exhausted)?.attempts ?? []
+                let last = attempts.last ?? (plan.candidates[0].broker, BrokerConnectFailure(error))
+                let tried = attempts.count > 1 ? "; every broker tried (\(attempts.map { "\($0.broker)" }.joined(separator: ", ")))" : ""
+                self.logger.error("broker unreachable at \(last.broker): \(last.failure.reason)\(tried); disconnecting device")
+                context.pipeline.fireUserInboundEventTriggered(
+                    ProxyEvent.upstreamFailed(endpoint: "\(last.broker)", reason: last.failure.reason))
                 self.disconnectDevice(context: context)
             }
         }
@@ -84,28 +110,17 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             .whenComplete { _ in context.close(promise: nil) }
     }
 
-    private func connect(on eventLoop: EventLoop) -> EventLoopFuture<Channel> {
-        // Same event loop as the device channel: the glue pair then never crosses threads.
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(configuration.connectTimeout))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.recvAllocator, value: SessionReceiveBuffers.allocator)
-        switch configuration.endpoint {
-        case let .tcp(host, port):
-            return bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
-        case let .unixSocket(path):
-            return bootstrap.connect(unixDomainSocketPath: path)
-        }
-    }
-
-    private func join(context: ChannelHandlerContext, upstream: Channel) {
+    private func join(context: ChannelHandlerContext, upstream: Channel, broker: UpstreamConfiguration.Endpoint) {
         guard case let .connecting(heldBytes, deviceInputClosed, readRequested) = state,
               context.channel.isActive else {
             upstream.close(promise: nil)  // the device left while we were connecting
             return
         }
         state = .joined
-        let (deviceGlue, upstreamGlue) = GlueHandler.matchedPair(logger: logger, metrics: metrics)
+        // The session's later log lines (its end, errors) name the broker it went to.
+        var sessionLogger = logger
+        sessionLogger[metadataKey: "broker"] = "\(broker)"
+        let (deviceGlue, upstreamGlue) = GlueHandler.matchedPair(logger: sessionLogger, metrics: metrics)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
             var deviceHandlers: [ChannelHandler] = []
@@ -121,6 +136,8 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             return
         }
         metrics?.sessionStarted(device: context.channel)
+        // The first bytes on the broker connection: the preamble, then the device's CONNECT and
+        // whatever followed it.
         if let preamble { upstream.write(upstream.allocator.buffer(bytes: preamble), promise: nil) }
         for bytes in heldBytes {
             deviceGlue.countRelayed(bytes)

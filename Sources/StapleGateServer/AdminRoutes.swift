@@ -7,8 +7,9 @@ import StapleGateTrace
 
 /// What the admin listener answers (all GET; other methods get 405, unknown paths 404):
 /// - `/healthz`: 200 "ok" while every event loop runs tasks;
-/// - `/readyz`: 200 when devices are accepted, the broker answers and a staple is held where
-///   the stapling policy needs one; 503 with the failing conditions otherwise;
+/// - `/readyz`: 200 when devices are accepted, at least one broker answers and a staple is held
+///   where the stapling policy needs one; 503 with the failing conditions otherwise; each
+///   broker's state either way;
 /// - `/metrics`: Prometheus text format;
 /// - `/ocsp`: the staples held and the device-status cache;
 /// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`.
@@ -78,8 +79,20 @@ public struct AdminRoutes: Sendable {
             public let reason: String
         }
 
+        /// One configured broker, as sessions see it (a down broker is skipped while another is up).
+        public struct Broker: Codable, Sendable {
+            /// As configured: `127.0.0.1:1883`, `[::1]:1883`, `unix:/run/mosquitto/mosquitto.sock`.
+            public let broker: String
+            public let up: Bool
+            /// When it went up or down (or when the gateway started using it, if it never failed).
+            public let since: Date
+            /// Why it could not be reached the last time it could not; kept after it is back.
+            public let lastError: String?
+        }
+
         public let ready: Bool
         public let failing: [Failure]
+        public let brokers: [Broker]
     }
 
     private func readiness() async -> ControlResponse {
@@ -87,13 +100,18 @@ public struct AdminRoutes: Sendable {
         if !isAcceptingDevices() {
             failing.append(.init(check: "listener", reason: "the device listener is not accepting connections"))
         }
-        if let failure = await upstream.failure() {
+        // Ready while any broker answers: the others are skipped until they are back.
+        let upstream = await upstream.report()
+        if let failure = upstream.failure {
             failing.append(.init(check: "upstream", reason: failure))
         }
         if let refusal = generation().refusalReason() {
             failing.append(.init(check: "stapling", reason: refusal))
         }
-        return .json(Readiness(ready: failing.isEmpty, failing: failing), status: failing.isEmpty ? 200 : 503)
+        let brokers = upstream.brokers.map { status in
+            Readiness.Broker(broker: "\(status.broker)", up: status.up, since: status.since, lastError: status.lastError)
+        }
+        return .json(Readiness(ready: failing.isEmpty, failing: failing, brokers: brokers), status: failing.isEmpty ? 200 : 503)
     }
 
     // MARK: - OCSP

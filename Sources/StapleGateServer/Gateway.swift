@@ -21,6 +21,9 @@ public final class Gateway: Service, Sendable {
     private let generation: NIOLockedValueBox<GatewayGeneration>
     /// Sessions admitted to the broker, by certificate (for rechecks of live sessions).
     public let liveSessions: LiveSessions
+    /// Each broker's state (up, or marked down and why), shared by every session and readiness;
+    /// kept across reloads.
+    public let brokerHealth: BrokerHealth
     /// Where per-device trace events go; nil: not traced.
     private let traceStore: TraceStore?
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
@@ -60,6 +63,8 @@ public final class Gateway: Service, Sendable {
         self.ownsGroup = group == nil
         self.logger = logger
         proxyRefusals = ProxyProtocolRefusals(logger: logger)
+        brokerHealth = BrokerHealth(logger: logger, factory: metrics.factory)
+        brokerHealth.track(generation.configuration.upstream.brokers)
     }
 
     /// A gateway without device checks or stapling.
@@ -78,6 +83,8 @@ public final class Gateway: Service, Sendable {
     /// From the next accepted connection on, connections are built from `next`; those already
     /// open keep what they were accepted with.
     public func adopt(_ next: GatewayGeneration) {
+        // Brokers first: a session built from the new generation finds its brokers tracked.
+        brokerHealth.track(next.configuration.upstream.brokers)
         generation.withLockedValue { $0 = next }
     }
 
@@ -112,7 +119,7 @@ public final class Gateway: Service, Sendable {
         state.withLockedValue { $0.channel = channel }
         let address = channel.localAddress!
         logger.notice("listening for devices", metadata: [
-            "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.endpoint)",
+            "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.summary)",
             "event_loops": "\(Array(group.makeIterator()).count)",
         ])
         return address
@@ -253,7 +260,7 @@ public final class Gateway: Service, Sendable {
         let tracer = ConnectionTracer(store: traceStore, connectionID: id, remoteAddress: remote)
         let traceStore = self.traceStore
         var settings = MQTTAdmissionHandler.Settings(
-            upstream: configuration.upstream, admission: configuration.admission, liveSessions: liveSessions,
+            upstream: configuration.upstream, brokers: brokerHealth, admission: configuration.admission, liveSessions: liveSessions,
             messageTraceUntil: { identity in traceStore?.messageTraceUntil(device: identity) }, proxyMetrics: metrics.proxy)
         if configuration.upstream.sendsProxyProtocol {
             settings.upstreamPreamble = { identity, handshake in

@@ -11,7 +11,8 @@ import StapleGateTLS
 ///   `HandshakeResult`;
 /// - `staplegate_handshake_duration_seconds` (timer): completed handshakes, from the first
 ///   byte sent to the device's Finished;
-/// - the proxy's metrics (`ProxyMetrics`): sessions, relayed bytes and messages, upstream failures.
+/// - the proxy's metrics (`ProxyMetrics`): sessions, relayed bytes and messages, upstream failures;
+///   and each broker's (`BrokerMetrics`, made by the gateway's `BrokerHealth`): up, connects by result.
 public struct GatewayMetrics: Sendable {
     public enum HandshakeResult: String, Sendable, CaseIterable {
         case ok
@@ -46,8 +47,11 @@ public struct GatewayMetrics: Sendable {
     private let handshakes: [HandshakeResult: Counter]
     private let handshakeDuration: Timer
     public let proxy: ProxyMetrics
+    /// For the metrics made as brokers are configured (`BrokerHealth`: one set per broker).
+    let factory: any MetricsFactory
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
+        self.factory = factory
         connectionsActive = Meter(label: "staplegate_connections_active", factory: factory)
         connectionsTotal = Counter(label: "staplegate_connections_total", factory: factory)
         // Every result exists from the start (at 0), so rate() and alerts see the series before

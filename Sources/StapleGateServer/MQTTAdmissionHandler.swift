@@ -7,7 +7,7 @@ import StapleGateTLS
 
 /// Decides, once the device's TLS handshake has succeeded, whether its MQTT session goes to
 /// the broker: its first packet must be a well-formed CONNECT within the size cap and time
-/// limit, claiming what its certificate allows. Only then is the broker dialled and the CONNECT
+/// limit, claiming what its certificate allows. Only then is a broker dialled and the CONNECT
 /// (rewritten when the username comes from the certificate) forwarded; the rest of the session
 /// passes untouched. Refusals answer with a CONNACK in the device's MQTT version, then close.
 final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -24,6 +24,8 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
 
     struct Settings {
         let upstream: UpstreamConfiguration
+        /// Every broker's state, shared by all sessions: which to try first.
+        let brokers: BrokerHealth
         let admission: AdmissionConfiguration
         let liveSessions: LiveSessions?
         /// Until when publishes of this device identity are traced (nil: not traced).
@@ -137,10 +139,11 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         state = .decided
         tracer.record(.admission, note, details: ["identity": identity])
         logger.info("\(note)", metadata: ["mqtt.client_id": "\(connect.clientID)", "mqtt.protocol": "\(version)"])
-        let proxy = ProxySessionHandler(configuration: settings.upstream, logger: logger,
-                                        farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version),
-                                        metrics: settings.proxyMetrics,
-                                        preamble: settings.upstreamPreamble?(identity, handshake))
+        // An empty client id (the broker assigns one; no persistent session) still spreads, by identity.
+        let hashKey = connect.clientID.isEmpty ? identity : connect.clientID
+        let proxy = ProxySessionHandler(configuration: settings.upstream, brokers: settings.brokers, hashKey: hashKey,
+                                        logger: logger, farewell: MQTTConnack.bytes(for: .serverUnavailable, version: version),
+                                        metrics: settings.proxyMetrics, preamble: settings.upstreamPreamble?(identity, handshake))
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(proxy, position: .after(self))

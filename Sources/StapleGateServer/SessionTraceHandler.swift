@@ -59,6 +59,10 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
             admitted = true
             tracer.record(.upstream, "connected to the broker at \(endpoint) in \(duration.milliseconds) ms",
                           details: ["endpoint": endpoint, "connect_ms": "\(duration.milliseconds)"])
+        case let ProxyEvent.upstreamAttemptFailed(endpoint, reason, next):
+            // Not a failure of the session: it goes on to the next broker.
+            tracer.record(.upstream, "broker unreachable at \(endpoint): \(reason); trying \(next)",
+                          details: ["endpoint": endpoint, "reason": reason, "next": next])
         case let ProxyEvent.upstreamFailed(endpoint, reason):
             tracer.record(.upstream, "broker unreachable at \(endpoint): \(reason)", failure: true,
                           details: ["endpoint": endpoint, "reason": reason])

@@ -20,16 +20,17 @@ final class StapleGateProcess {
     ///   - deviceCA: the device CA bundle (default: the PKI's ca-chain.pem).
     ///   - tls: more keys of the `tls` section, e.g. "handshake_timeout: 30s".
     ///   - listen: more keys of the `listen` section, e.g. "max_sessions: 3".
-    ///   - upstream: more keys of the `upstream` section, e.g. "proxy_protocol: v2";
-    ///     `upstreamPort` replaces the broker's port (a relay in front of it).
+    ///   - upstreamKeys: more keys of the default `upstream` section, e.g. "proxy_protocol: v2";
+    ///     `upstreamPort` replaces the broker's port there (a relay in front of it).
     ///   - logging: the `logging` section, as a flow mapping.
     ///   - directory: where the config and the state go; reused across a restart.
     ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
+    ///   - upstream: the `upstream` section's value as a flow mapping; by default `broker`'s address.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
                       deviceCA: String? = nil, tls: [String] = [], listen: [String] = [], port: Int? = nil,
-                      upstream: [String] = [], upstreamPort: Int? = nil,
+                      upstreamKeys: [String] = [], upstreamPort: Int? = nil,
                       logging: String = "{ level: debug }", stapling: Bool = false,
-                      admin: String = "{ port: 0 }") async throws -> StapleGateProcess {
+                      admin: String = "{ port: 0 }", upstream: String? = nil) async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -38,7 +39,7 @@ final class StapleGateProcess {
           certificates:
             - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
           device_ca: "\(deviceCA ?? pki.caChain)"
-        \(tls.map { "  \($0)\n" }.joined())upstream: { address: 127.0.0.1, port: \(upstreamPort ?? broker.port!)\(upstream.map { ", \($0)" }.joined()) }
+        \(tls.map { "  \($0)\n" }.joined())upstream: \(upstream ?? "{ address: 127.0.0.1, port: \(upstreamPort ?? broker.port!)\(upstreamKeys.map { ", \($0)" }.joined()) }")
         state_directory: "\(state)"
         logging: \(logging)
 

@@ -24,7 +24,7 @@ final class UpstreamProxyProtocolTests: GatewayTestCase {
     private func startGateway(upstreamPort: Int) async throws -> StapleGateProcess {
         let gateway = try await StapleGateProcess.start(
             pki: pki, broker: broker, directory: try makeTemporaryDirectory(), sections: ["device_ocsp: { enabled: false }"],
-            upstream: ["proxy_protocol: v2"], upstreamPort: upstreamPort, logging: "{ level: info }")
+            upstreamKeys: ["proxy_protocol: v2"], upstreamPort: upstreamPort, logging: "{ level: info }")
         self.gateway = gateway
         addTeardownBlock { [weak self] in
             guard let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 else { return }

@@ -104,7 +104,7 @@ final class ValidConfigTests: ConfigTestCase {
             idle_timeout: 1d
             """)).configuration
         XCTAssertEqual(configuration.tls.handshakeTimeout, .seconds(3))
-        XCTAssertEqual(configuration.upstream.endpoint, .tcp(host: "broker.example", port: 1884))
+        XCTAssertEqual(configuration.upstream.brokers, [.tcp(host: "broker.example", port: 1884)])
         XCTAssertEqual(configuration.upstream.connectTimeout, .milliseconds(1500))
         XCTAssertEqual(configuration.upstream.idleTimeout, .seconds(86_400))
     }
@@ -162,7 +162,7 @@ final class ValidConfigTests: ConfigTestCase {
         let loaded = try ConfigLoader.load(path: path)
         XCTAssertEqual(loaded.configuration.listen, ListenConfiguration(address: "0.0.0.0", port: 8883, backlog: 1024))
         XCTAssertEqual(loaded.configuration.tls.certificates[0].chainPath, out + "/server.pem")
-        XCTAssertEqual(loaded.configuration.upstream.endpoint, .tcp(host: "127.0.0.1", port: 1883))
+        XCTAssertEqual(loaded.configuration.upstream.brokers, [.tcp(host: "127.0.0.1", port: 1883)])
         // Every key of the schema is documented, the alternatives at least in a comment.
         for key in ["address:", "port:", "backlog:", "certificates:", "certificate:", "key:", "device_ca:",
                     "verify_depth:", "min_version:", "tls13_ciphersuites:", "tls12_ciphers:", "groups:",

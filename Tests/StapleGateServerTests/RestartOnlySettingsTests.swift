@@ -16,6 +16,10 @@ final class RestartOnlySettingsTests: XCTestCase {
         new.listen.drainGracePeriod = .seconds(5)
         new.stapling.reloadStapleWait = .seconds(1)
         new.upstream = .init(endpoint: .tcp(host: "127.0.0.1", port: 1884))
+        XCTAssertEqual(RestartOnlySettings.changed(from: old, to: new), [])
+        // Several brokers, another balance, down time: all for new sessions, none restart-only.
+        new.upstream = .init(brokers: [.tcp(host: "10.0.0.5", port: 1883), .unixSocket(path: "/run/mosquitto/mosquitto.sock")],
+                             balance: .clientIDHash, downTime: .seconds(1))
         new.deviceOCSP.defaultPolicy.enabled = false
         XCTAssertEqual(RestartOnlySettings.changed(from: old, to: new), [])
     }

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import StapleGateProxy
@@ -5,8 +6,9 @@ import StapleGateServer
 import TestSupport
 import XCTest
 
-/// The readiness probe of the broker: a real connect to a real socket, its answer kept for a
-/// while so that frequent scrapes do not each open a connection.
+/// The readiness probe of the brokers: a real connect to each real socket, its answer kept for a
+/// while so that frequent scrapes do not each open a connection, and recorded in the brokers'
+/// shared state.
 final class UpstreamProbeTests: XCTestCase {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
@@ -48,5 +50,48 @@ final class UpstreamProbeTests: XCTestCase {
         let freshAfter = await fresh.failure()
         XCTAssertNil(cachedAfter, "still the kept answer")
         XCTAssertNotNil(freshAfter, "asked again")
+    }
+
+    // MARK: Several brokers
+
+    func testReadyWhileOneOfSeveralBrokersAnswersAndEachIsReported() async throws {
+        let listening = try ListeningSocket()
+        defer { listening.close() }
+        let nobody = UpstreamConfiguration.Endpoint.tcp(host: "127.0.0.1", port: try FreePort.next())
+        let up = UpstreamConfiguration.Endpoint.tcp(host: "127.0.0.1", port: listening.port)
+        let upstream = UpstreamConfiguration(brokers: [nobody, up])
+        let health = BrokerHealth(logger: Logger(label: "test"))
+        health.track(upstream.brokers)
+        let probe = UpstreamProbe(currentUpstream: { upstream }, health: health, group: group, maximumAge: .zero)
+
+        let report = await probe.report()
+        XCTAssertNil(report.failure, "one broker answers")
+        XCTAssertEqual(report.brokers.map(\.broker), [nobody, up], "in configuration order")
+        XCTAssertEqual(report.brokers.map(\.up), [false, true])
+        XCTAssertEqual(report.brokers[0].lastError, "Connection refused")
+        XCTAssertEqual(health.plan(for: upstream, hashKey: "x").brokers, [up, nobody], "the probe marked it down for sessions too")
+
+        listening.close()
+        let none = await probe.report()
+        let failure = try XCTUnwrap(none.failure)
+        XCTAssertEqual(failure, "no broker reachable: \(nobody): Connection refused; \(up): Connection refused")
+        XCTAssertEqual(none.brokers.map(\.up), [false, false])
+    }
+
+    func testAnAnsweringProbeBringsABrokerMarkedDownBackBeforeItsDownTimeIsOver() async throws {
+        let listening = try ListeningSocket()
+        defer { listening.close() }
+        let broker = UpstreamConfiguration.Endpoint.tcp(host: "127.0.0.1", port: listening.port)
+        let upstream = UpstreamConfiguration(brokers: [broker], downTime: .seconds(3600))
+        let health = BrokerHealth(logger: Logger(label: "test"))
+        health.track([broker])
+        health.record(broker, failure: BrokerConnectFailure(result: .refused, reason: "Connection refused"), downTime: .seconds(3600))
+        XCTAssertEqual(health.statuses(of: [broker]).map(\.up), [false])
+
+        let probe = UpstreamProbe(currentUpstream: { upstream }, health: health, group: group)
+        let report = await probe.report()
+        XCTAssertNil(report.failure)
+        XCTAssertEqual(report.brokers.map(\.up), [true])
+        XCTAssertEqual(report.brokers.first?.lastError, "Connection refused", "kept after it is back")
     }
 }

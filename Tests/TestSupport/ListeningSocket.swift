@@ -10,7 +10,8 @@ public final class ListeningSocket: @unchecked Sendable {
     private let lock = NSLock()
     private var fd: Int32
 
-    public init() throws {
+    /// - Parameter backlog: the accept queue `listen` is given (Linux holds one connection more).
+    public init(backlog: Int32 = 1) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXFailure("socket", errno) }
         var address = sockaddr_in.loopback(port: 0)
@@ -19,7 +20,7 @@ public final class ListeningSocket: @unchecked Sendable {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard bound == 0, listen(fd, 1) == 0 else {
+        guard bound == 0, listen(fd, backlog) == 0 else {
             let code = errno
             Glibc.close(fd)
             throw POSIXFailure("bind/listen 127.0.0.1:0", code)
