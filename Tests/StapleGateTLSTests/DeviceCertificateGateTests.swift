@@ -10,27 +10,14 @@ import XCTest
 /// judged the device's chain, then finishes or fails with the alert the verdict calls for.
 /// A real OpenSSL client over memory BIOs on one side, the handler in a thread-safe testing
 /// channel on the other (verdicts arrive from another task, as they do from an OCSP request).
-final class DeviceCertificateGateTests: XCTestCase {
-    static var pki: TestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        pki = try! TestPKI.make()
-    }
-
-    override class func tearDown() {
-        pki.remove()
-        pki = nil
-        super.tearDown()
-    }
-
+final class DeviceCertificateGateTests: SharedPKITestCase {
     private var channel: SocketPairChannel!
     private var recorder: ThreadSafeEventRecorder!
 
     private func makeChannel(gate: ScriptedGate) async throws {
         let context = try ServerContext(configuration: TLSServerConfiguration(
-            certificates: [.init(chainPath: Self.pki.path("server.pem"), keyPath: Self.pki.path("server.key"))],
-            deviceCABundlePath: Self.pki.path("ca-chain.pem"))).with(deviceCertificateGate: gate)
+            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
+            deviceCABundlePath: pki.path("ca-chain.pem"))).with(deviceCertificateGate: gate)
         recorder = ThreadSafeEventRecorder()
         let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
         channel = try await SocketPairChannel(handlers: [handler, recorder])
@@ -41,8 +28,8 @@ final class DeviceCertificateGateTests: XCTestCase {
     }
 
     private func client(_ device: String = "device-1") -> InMemoryTLSClient {
-        InMemoryTLSClient(caFile: Self.pki.path("ca-chain.pem"), certificate: Self.pki.path("\(device).pem"),
-                          key: Self.pki.path("\(device).key"))
+        InMemoryTLSClient(caFile: pki.path("ca-chain.pem"), certificate: pki.path("\(device).pem"),
+                          key: pki.path("\(device).key"))
     }
 
     /// Moves bytes both ways until the client's side of the handshake is done or has failed (in

@@ -8,20 +8,7 @@ import XCTest
 /// drives it), a real OpenSSL client on the other, bytes passed between them in memory. Each
 /// `ServerContext` is what a gateway process or a reload builds, so a ticket from one context
 /// resuming on another is a ticket resuming on another gateway, after a reload or a restart.
-final class SessionTicketKeyRingTests: XCTestCase {
-    static var pki: TestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        pki = try! TestPKI.make()
-    }
-
-    override class func tearDown() {
-        pki.remove()
-        pki = nil
-        super.tearDown()
-    }
-
+final class SessionTicketKeyRingTests: SharedPKITestCase {
     private let first = SessionTicketKey.random()
     private let second = SessionTicketKey.random()
     private let third = SessionTicketKey.random()
@@ -32,8 +19,8 @@ final class SessionTicketKeyRingTests: XCTestCase {
 
     private func context(_ ring: SessionTicketKeyRing?, gate: (any DeviceCertificateGate)? = nil) throws -> ServerContext {
         let configuration = TLSServerConfiguration(
-            certificates: [.init(chainPath: Self.pki.path("server.pem"), keyPath: Self.pki.path("server.key"))],
-            deviceCABundlePath: Self.pki.path("ca-chain.pem"))
+            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
+            deviceCABundlePath: pki.path("ca-chain.pem"))
         return try ServerContext(configuration: configuration, material: TLSMaterial.load(configuration),
                                  ticketKeys: ring, deviceCertificateGate: gate)
     }
@@ -41,29 +28,29 @@ final class SessionTicketKeyRingTests: XCTestCase {
     // MARK: Tests
 
     func testNewTicketsAreEncryptedUnderTheFirstKey() throws {
-        let handshake = try TicketHandshake(context: context(ring(first, second)), pki: Self.pki)
+        let handshake = try TicketHandshake(context: context(ring(first, second)), pki: pki)
         XCTAssertFalse(handshake.resumed)
         XCTAssertEqual(try XCTUnwrap(handshake.ticket).ticketKeyName, Array(first.name))
     }
 
     func testATicketResumesOnAnotherContextHoldingTheSameKey() throws {
-        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: Self.pki).ticket)
+        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: pki).ticket)
         // Another SSL_CTX, another ring object with the same key: a reload, a restart, another gateway.
-        let resumed = try TicketHandshake(context: context(ring(first)), pki: Self.pki, offering: issued)
+        let resumed = try TicketHandshake(context: context(ring(first)), pki: pki, offering: issued)
         XCTAssertTrue(resumed.resumed)
     }
 
     func testATicketUnderAKeyKeptForDecryptionResumesAndItsDeviceGetsOneUnderTheFirstKey() throws {
-        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: Self.pki).ticket)
-        let rotated = try TicketHandshake(context: context(ring(second, first)), pki: Self.pki, offering: issued)
+        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: pki).ticket)
+        let rotated = try TicketHandshake(context: context(ring(second, first)), pki: pki, offering: issued)
         XCTAssertTrue(rotated.resumed)
         // The key callback said "renew" (2): the device leaves with a ticket under the new key.
         XCTAssertEqual(try XCTUnwrap(rotated.ticket).ticketKeyName, Array(second.name))
     }
 
     func testATicketUnderAKeyNoLongerHeldGetsAFullHandshake() throws {
-        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: Self.pki).ticket)
-        let dropped = try TicketHandshake(context: context(ring(second, third)), pki: Self.pki, offering: issued)
+        let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first)), pki: pki).ticket)
+        let dropped = try TicketHandshake(context: context(ring(second, third)), pki: pki, offering: issued)
         XCTAssertFalse(dropped.resumed)
         XCTAssertEqual(try XCTUnwrap(dropped.ticket).ticketKeyName, Array(second.name))
     }
@@ -71,21 +58,21 @@ final class SessionTicketKeyRingTests: XCTestCase {
     /// Why the ring exists: OpenSSL's own keys belong to one SSL_CTX, which a reload replaces.
     func testWithoutARingATicketResumesOnItsOwnContextOnly() throws {
         let own = try context(nil)
-        let issued = try XCTUnwrap(TicketHandshake(context: own, pki: Self.pki).ticket)
-        XCTAssertTrue(try TicketHandshake(context: own, pki: Self.pki, offering: issued).resumed, "negative control")
-        XCTAssertFalse(try TicketHandshake(context: context(nil), pki: Self.pki, offering: issued).resumed)
+        let issued = try XCTUnwrap(TicketHandshake(context: own, pki: pki).ticket)
+        XCTAssertTrue(try TicketHandshake(context: own, pki: pki, offering: issued).resumed, "negative control")
+        XCTAssertFalse(try TicketHandshake(context: context(nil), pki: pki, offering: issued).resumed)
     }
 
     /// The key callback only decrypts: the gate still decides whether the session is resumed.
     func testTheGateStillDecidesResumptionOfATicketUnderASharedKey() throws {
         let issued = try XCTUnwrap(TicketHandshake(context: context(ring(first), gate: ResumptionGate(allows: true)),
-                                                   pki: Self.pki).ticket)
+                                                   pki: pki).ticket)
         let allowed = try TicketHandshake(context: context(ring(first), gate: ResumptionGate(allows: true)),
-                                          pki: Self.pki, offering: issued)
+                                          pki: pki, offering: issued)
         XCTAssertTrue(allowed.resumed, "negative control")
         XCTAssertEqual(allowed.questions, ["resumption"])
         let refused = try TicketHandshake(context: context(ring(first), gate: ResumptionGate(allows: false)),
-                                          pki: Self.pki, offering: issued)
+                                          pki: pki, offering: issued)
         XCTAssertFalse(refused.resumed)
         XCTAssertEqual(refused.questions, ["resumption", "chain"], "the refused resumption became a full, checked handshake")
     }
