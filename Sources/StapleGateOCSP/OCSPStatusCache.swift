@@ -9,14 +9,15 @@ import NIOConcurrencyHelpers
 /// by index (no per-entry allocation, no scan). Least recently used entries go first when full,
 /// which keeps the devices that actually connect.
 ///
-/// With a store, verified answers are also written to disk (without blocking: see
-/// `OCSPCacheStore`), and `loadPersisted(now:)` warms the cache at startup.
+/// With a store, verified answers are also written there (without blocking: see
+/// `DeviceStatusStore`: a SQLite file, or PostgreSQL shared by a fleet), and
+/// `loadPersisted(now:)` warms the cache at startup.
 public final class OCSPStatusCache: Sendable {
     public let capacity: Int
-    public let store: OCSPCacheStore?
+    public let store: (any DeviceStatusStore)?
     private let lru: NIOLockedValueBox<LRU>
 
-    public init(capacity: Int, store: OCSPCacheStore? = nil) {
+    public init(capacity: Int, store: (any DeviceStatusStore)? = nil) {
         precondition(capacity > 0, "the OCSP status cache needs room for at least one entry")
         self.capacity = capacity
         self.store = store
@@ -55,6 +56,25 @@ public final class OCSPStatusCache: Sendable {
             // inserts for the same certificate reach the disk in the order they reached memory.
             if !status.isFailure { store?.save(status) }
         }
+    }
+
+    /// On a miss in memory: the store's row for `certID` if it is still valid at `now` (in a
+    /// fleet, another gateway may have asked the responder already), which then becomes the
+    /// most recently used entry in memory. It is not written back: it came from there. Nil
+    /// without a store, when the store has nothing, fails, or takes longer than `timeout`: the
+    /// caller then asks the responder, as it would without a store.
+    public func lookUpInStore(_ certID: CertID, now: Date, timeout: Duration) async -> CachedOCSPStatus? {
+        guard let store else { return nil }
+        let found = await FirstAnswer.within(timeout) { try? await store.status(for: certID, now: now) }
+        guard let found, found.expiresAt > now, !found.isFailure else { return nil }
+        lru.withLockedValue { lru in
+            // An entry that arrived meanwhile (this gateway's own answer) is at least as good.
+            if let slot = lru.slots[certID], let current = lru.nodes[slot].status, current.checkedAt >= found.checkedAt {
+                return
+            }
+            lru.put(found)
+        }
+        return found
     }
 
     /// Every entry `selector` names, expired or not, newest first: those in memory, then those
