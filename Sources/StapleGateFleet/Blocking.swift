@@ -27,3 +27,18 @@ struct BlockingTimeout: Error, CustomStringConvertible {
     let timeout: Duration
     var description: String { "no answer within \(timeout) trying to \(what)" }
 }
+
+/// `work`, cancelled when it has not finished within `timeout`: the connection pool waits for
+/// a connection as long as the database stays away, and a caller must hear about it sooner.
+func withDeadline<Value: Sendable>(_ timeout: Duration, _ what: String,
+                                   _ work: @escaping @Sendable () async throws -> Value) async throws -> Value {
+    try await withThrowingTaskGroup(of: Value.self) { group in
+        group.addTask { try await work() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw BlockingTimeout(what: what, timeout: timeout)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

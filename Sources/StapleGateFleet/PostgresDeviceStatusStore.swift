@@ -48,10 +48,17 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         var pending: [Operation] = []
         var writeErrorCount = 0
         var lastWriteError: String?
+        /// Whether the last batch failed: the log says when writes start and stop failing,
+        /// not once per batch.
+        var failing = false
     }
 
     /// How long start-up waits for the database before giving up on it.
     public static let blockingTimeout: Duration = .seconds(15)
+    /// How long one batch may wait for the database (a connection, then its transaction)
+    /// before it is given up and counted as failed, as a SQLite write error would be: the
+    /// pool would otherwise wait for as long as the database stays away.
+    public static let writeTimeout: Duration = .seconds(4)
     /// How long `flush()` waits: at exit, a database that is gone must not hold the shutdown
     /// (the answers not written are only the warm-up of the next start).
     public static let flushTimeout: Duration = .seconds(5)
@@ -80,7 +87,11 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         // The host name, not an IP, is what a server certificate names; postgres-nio only
         // sends it (and checks it) when told.
         if settings.tls == .verifyFull { configuration.options.tlsServerName = settings.host }
-        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        // The pool logs each failed connection attempt at info, every second or two while the
+        // database is away; the writer's warning says it once.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .notice)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
         self.client = client
         runTask = Task { await client.run() }
 
@@ -191,37 +202,52 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
             return state.pending
         }
         guard !batch.isEmpty else { return }
+        let writeTimeout = Self.writeTimeout
         let writes = batch.filter { if case .barrier = $0 { return false } else { return true } }
         if !writes.isEmpty {
             do {
-                try await client.withTransaction(logger: logger) { connection in
-                    for operation in writes {
-                        switch operation {
-                        case let .upsert(status):
-                            _ = try await connection.query(StatusRow.upsert(status, writtenBy: instance), logger: logger)
-                        case let .delete(id):
-                            _ = try await connection.query("""
-                                DELETE FROM device_ocsp_status WHERE issuer_name_hash = \(ByteBuffer(bytes: id.issuerNameHash))
-                                AND issuer_key_hash = \(ByteBuffer(bytes: id.issuerKeyHash)) AND serial = \(ByteBuffer(bytes: id.serialNumber))
-                                """, logger: logger)
-                        case .barrier:
-                            break
-                        }
-                    }
-                    // An expired row would never be used again: keep the table from growing with
-                    // every device that ever connected to any gateway of the fleet.
-                    _ = try await connection.query("DELETE FROM device_ocsp_status WHERE expires_at <= \(Date())",
-                                                   logger: logger)
+                try await withDeadline(writeTimeout, "write to \(location)") {
+                    try await apply(writes, client: client, instance: instance, logger: logger)
+                }
+                if state.withLockedValue({ state in defer { state.failing = false }; return state.failing }) {
+                    logger.notice("device statuses are written to the fleet database again", metadata: ["database": "\(location)"])
                 }
             } catch {
                 let message = "cannot write to the fleet database \(location): \(describe(error))"
-                state.withLockedValue { state in
+                let first = state.withLockedValue { state -> Bool in
                     state.writeErrorCount += 1
                     state.lastWriteError = message
+                    defer { state.failing = true }
+                    return !state.failing
+                }
+                if first {
+                    logger.warning("\(message); devices known in memory are still admitted, new answers are not shared until it is back")
                 }
             }
         }
         for case let .barrier(resume) in batch { resume() }
+    }
+
+    /// `writes` in one transaction, then the purge of expired rows.
+    private static func apply(_ writes: [Operation], client: PostgresClient, instance: String, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            for operation in writes {
+                switch operation {
+                case let .upsert(status):
+                    _ = try await connection.query(StatusRow.upsert(status, writtenBy: instance), logger: logger)
+                case let .delete(id):
+                    _ = try await connection.query("""
+                        DELETE FROM device_ocsp_status WHERE issuer_name_hash = \(ByteBuffer(bytes: id.issuerNameHash))
+                        AND issuer_key_hash = \(ByteBuffer(bytes: id.issuerKeyHash)) AND serial = \(ByteBuffer(bytes: id.serialNumber))
+                        """, logger: logger)
+                case .barrier:
+                    break
+                }
+            }
+            // An expired row would never be used again: keep the table from growing with
+            // every device that ever connected to any gateway of the fleet.
+            _ = try await connection.query("DELETE FROM device_ocsp_status WHERE expires_at <= \(Date())", logger: logger)
+        }
     }
 
     // MARK: Reads
@@ -264,12 +290,19 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         }
     }
 
+    /// How long a read waits for the database (a connection, then the rows).
+    public static let readTimeout: Duration = .seconds(5)
+
     private func rows(_ query: PostgresQuery) async throws -> [CachedOCSPStatus] {
-        var statuses: [CachedOCSPStatus] = []
-        for try await row in try await client.query(query, logger: logger) {
-            if let status = try StatusRow.status(from: row) { statuses.append(status) }
+        let client = self.client
+        let logger = self.logger
+        return try await withDeadline(Self.readTimeout, "read \(location)") {
+            var statuses: [CachedOCSPStatus] = []
+            for try await row in try await client.query(query, logger: logger) {
+                if let status = try StatusRow.status(from: row) { statuses.append(status) }
+            }
+            return statuses
         }
-        return statuses
     }
 
     /// PSQLError's own description hides the server's message (it may hold data); the

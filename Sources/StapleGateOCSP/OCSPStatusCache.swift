@@ -52,6 +52,7 @@ public final class OCSPStatusCache: Sendable {
     public func insert(_ status: CachedOCSPStatus) {
         lru.withLockedValue { lru in
             lru.put(status)
+            lru.discarded.remove(status.certID)
             // Queued while holding the lock (it only appends to the store's buffer), so that two
             // inserts for the same certificate reach the disk in the order they reached memory.
             if !status.isFailure { store?.save(status) }
@@ -64,17 +65,19 @@ public final class OCSPStatusCache: Sendable {
     /// without a store, when the store has nothing, fails, or takes longer than `timeout`: the
     /// caller then asks the responder, as it would without a store.
     public func lookUpInStore(_ certID: CertID, now: Date, timeout: Duration) async -> CachedOCSPStatus? {
-        guard let store else { return nil }
+        guard let store, !lru.withLockedValue({ $0.discarded.contains(certID) }) else { return nil }
         let found = await FirstAnswer.within(timeout) { try? await store.status(for: certID, now: now) }
         guard let found, found.expiresAt > now, !found.isFailure else { return nil }
-        lru.withLockedValue { lru in
+        return lru.withLockedValue { lru -> CachedOCSPStatus? in
+            // Discarded meanwhile: the row read may be the one whose deletion is still queued.
+            guard !lru.discarded.contains(certID) else { return nil }
             // An entry that arrived meanwhile (this gateway's own answer) is at least as good.
             if let slot = lru.slots[certID], let current = lru.nodes[slot].status, current.checkedAt >= found.checkedAt {
-                return
+                return current
             }
             lru.put(found)
+            return found
         }
-        return found
     }
 
     /// Every entry `selector` names, expired or not, newest first: those in memory, then those
@@ -97,6 +100,9 @@ public final class OCSPStatusCache: Sendable {
             if let slot = lru.slots[certID], let status = lru.nodes[slot].status, !status.isFailure {
                 lru.remove(slot: slot)
             }
+            // Until a new answer arrives, the store's row (its deletion only queued here, or
+            // another gateway's copy) must not bring the old answer back on a miss.
+            if store != nil { lru.discarded.insert(certID) }
             store?.delete(certID)
         }
     }
@@ -160,6 +166,9 @@ private struct LRU: Sendable {
     var nodes: [Node] = []
     var slots: [CertID: Int] = [:]
     var freeSlots: [Int] = []
+    /// CertIDs whose answer an operator's recheck discarded, until a new one is inserted:
+    /// `lookUpInStore` skips them. Bounded by the rechecks that got no answer.
+    var discarded: Set<CertID> = []
     var newest = LRU.none
     var oldest = LRU.none
 

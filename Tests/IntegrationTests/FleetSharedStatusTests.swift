@@ -124,5 +124,11 @@ final class FleetSharedStatusTests: GatewayTestCase {
         XCTAssertEqual(second, [.succeeded])
         XCTAssertEqual(proxy.connectionsAccepted, 1, "answered from the gateway's memory")
         XCTAssertTrue(gateway.process.isRunning, gateway.output)
+        // A device it has not seen: the shared read fails, the responder is asked, and the
+        // write-behind says once that the database is away.
+        let other = try await connect("device-2", to: gateway)
+        XCTAssertEqual(other, [.succeeded])
+        XCTAssertEqual(proxy.connectionsAccepted, 2)
+        try await gateway.waitForOutput("cannot write to the fleet database \(server.url(database: "fleet"))")
     }
 }

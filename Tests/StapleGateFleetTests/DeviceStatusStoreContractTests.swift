@@ -93,4 +93,23 @@ final class DeviceStatusStoreContractTests: FleetStoreTestCase {
             XCTAssertEqual(cache.lookup(certID(1), now: now)?.certID, certID(1), "\(kind): and keeps it in memory")
         }
     }
+
+    /// After an operator's recheck got no answer, the old answer must not come back from the
+    /// store on the next miss, even while its deletion is still queued.
+    func testAnAnswerTheCacheDiscardedIsNotReadBackFromTheStore() async throws {
+        try await forEachStore { store, kind in
+            let cache = OCSPStatusCache(capacity: 10, store: store)
+            cache.insert(status(certID(1)))
+            store.flush()
+            cache.discardAnswer(for: certID(1))
+            let afterDiscard = await cache.lookUpInStore(certID(1), now: now, timeout: .seconds(5))
+            XCTAssertNil(afterDiscard, kind)
+            let newer = status(certID(1), .revoked(at: now, reason: .keyCompromise), checked: 5)
+            cache.insert(newer)
+            store.flush()
+            let evictedAndReadBack = OCSPStatusCache(capacity: 10, store: store)
+            let found = await evictedAndReadBack.lookUpInStore(certID(1), now: now, timeout: .seconds(5))
+            XCTAssertEqual(found, newer, "\(kind): a new answer is read as usual")
+        }
+    }
 }

@@ -77,12 +77,15 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         XCTAssertGreaterThanOrEqual(store.writeErrorCount, 1)
         let message = try XCTUnwrap(store.lastWriteError)
         XCTAssertTrue(message.contains("postgres://postgres@127.0.0.1:\(server.port)/fleet"), message)
+        let reading = ContinuousClock.now
         do {
             _ = try await store.status(for: certID(1), now: now)
             XCTFail("read from a stopped database")
         } catch {
             XCTAssertTrue("\(error)".contains("127.0.0.1:\(server.port)/fleet"), "\(error)")
         }
+        XCTAssertLessThan(reading.duration(to: .now), PostgresDeviceStatusStore.readTimeout + .seconds(2),
+                          "a read gives up after readTimeout")
     }
 
     func testStartFailsNamingTheDatabaseWhenNothingListens() throws {
