@@ -183,6 +183,7 @@ let package = Package(
             name: "StapleGateCLI",
             dependencies: [
                 "StapleGateServer", "StapleGateConfig", "StapleGateOCSP", "StapleGateSimulator", "StapleGateTrace",
+                "StapleGateFleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -299,9 +300,9 @@ let package = Package(
         .testTarget(
             name: "StapleGateServerTests",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "TestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "StapleGateFleet", "TestSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -100,3 +100,13 @@ public struct PostgresSettings: Sendable, Equatable {
         init(_ description: String) { self.description = description }
     }
 }
+
+extension FleetConfiguration {
+    /// One line for `check-config`: where device statuses go, and with whom they are shared.
+    /// `sqlitePath` is the state directory's file.
+    public func summary(sqlitePath: String) -> String {
+        guard store == .postgres, let postgres else { return "sqlite \(sqlitePath) (this gateway only)" }
+        return "postgres \(postgres.redactedURL) (shared by the fleet; tls \(postgres.tls.rawValue), instance "
+            + "\(postgres.instance), pool \(postgres.poolSize)\(postgres.passwordFile == nil ? "" : ", password from \(postgres.passwordFile!)"))"
+    }
+}

@@ -109,4 +109,14 @@ final class FleetConfigTests: ConfigTestCase {
             passwordFile: pki.path("postgres-password"), tls: .verifyFull, caFile: pki.path("postgres-ca.pem"),
             instance: "gw-1", poolSize: 4))
     }
+
+    /// What check-config prints for each store.
+    func testSummaryNamesTheStoreAndNoSecret() {
+        XCTAssertEqual(FleetConfiguration().summary(sqlitePath: "/var/lib/staplegate/ocsp-cache.sqlite"),
+                       "sqlite /var/lib/staplegate/ocsp-cache.sqlite (this gateway only)")
+        let postgres = FleetConfiguration(store: .postgres, postgres: PostgresSettings(
+            host: "db", user: "gw", database: "fleet", passwordFile: "/etc/staplegate/pw", tls: .require, instance: "gw-1"))
+        XCTAssertEqual(postgres.summary(sqlitePath: "unused"),
+                       "postgres postgres://gw@db:5432/fleet (shared by the fleet; tls require, instance gw-1, pool 4, password from /etc/staplegate/pw)")
+    }
 }
