@@ -5,8 +5,9 @@ SWIFT ?= swift
 # systemd: for systemd-analyze, with which the tests verify systemd/*.service (not on a minimal Debian image).
 # nginx, libnginx-mod-stream, gnuplot-nox: `make bench` compares against nginx stream and draws its chart
 # (and the bench's smoke test runs in `make test`).
+# postgresql: Debian's PostgreSQL 15 server, which the fleet tests (issue 14) start on a free port.
 APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients socat faketime python3-prometheus-client systemd \
-	nginx libnginx-mod-stream gnuplot-nox haproxy
+	nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build test demo bench clean

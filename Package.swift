@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Named only for its TLSConfiguration, which postgres-nio's TLS settings take.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The system OpenSSL (libssl + libcrypto). One TLS stack in the binary: this one.
@@ -73,6 +76,22 @@ let package = Package(
             path: "Sources/StapleGateOCSP",
             swiftSettings: strictSwift
         ),
+        // One fleet, many gateways (issue 14): the device-status store on PostgreSQL, shared by
+        // every gateway of a fleet; chosen once at start in place of the SQLite file.
+        .target(
+            name: "StapleGateFleet",
+            dependencies: [
+                "StapleGateOCSP",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/StapleGateFleet",
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "StapleGateProxy",
             dependencies: [
@@ -120,7 +139,7 @@ let package = Package(
             name: "StapleGateConfig",
             dependencies: [
                 "StapleGateTLS", "StapleGateProxy", "StapleGateOCSP", "StapleGateAdmission", "StapleGateTrace",
-                "StapleGateProxyProtocol",
+                "StapleGateProxyProtocol", "StapleGateFleet",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -131,7 +150,7 @@ let package = Package(
             name: "StapleGateServer",
             dependencies: [
                 "StapleGateTLS", "StapleGateProxy", "StapleGateConfig", "StapleGateOCSP", "StapleGateAdmission",
-                "StapleGateTrace", "StapleGateProxyProtocol", "CStapleGateShim",
+                "StapleGateTrace", "StapleGateProxyProtocol", "StapleGateFleet", "CStapleGateShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -164,6 +183,7 @@ let package = Package(
             name: "StapleGateCLI",
             dependencies: [
                 "StapleGateServer", "StapleGateConfig", "StapleGateOCSP", "StapleGateSimulator", "StapleGateTrace",
+                "StapleGateFleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -221,6 +241,17 @@ let package = Package(
             path: "Tests/StapleGateOCSPTests",
             swiftSettings: testSwift
         ),
+        // The device-status store contract, run against both stores (a SQLite file, a real
+        // PostgreSQL 15 the tests start), and what only the shared store does.
+        .testTarget(
+            name: "StapleGateFleetTests",
+            dependencies: [
+                "StapleGateFleet", "StapleGateOCSP", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/StapleGateFleetTests",
+            swiftSettings: testSwift
+        ),
         .testTarget(
             name: "StapleGateProxyTests",
             dependencies: [
@@ -259,7 +290,8 @@ let package = Package(
         ),
         .testTarget(
             name: "StapleGateConfigTests",
-            dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "StapleGateProxyProtocol", "TestSupport"],
+            dependencies: ["StapleGateConfig", "StapleGateAdmission", "StapleGateTrace", "StapleGateProxyProtocol", "StapleGateFleet",
+                           "TestSupport"],
             path: "Tests/StapleGateConfigTests",
             swiftSettings: testSwift
         ),
@@ -268,9 +300,9 @@ let package = Package(
         .testTarget(
             name: "StapleGateServerTests",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "TestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "StapleGateFleet", "TestSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

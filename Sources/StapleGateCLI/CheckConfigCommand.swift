@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import StapleGateConfig
+import StapleGateFleet
 
 struct CheckConfigCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,6 +43,7 @@ struct ConfigurationSummary {
             ?? "a random key per gateway process (tls.session_ticket_keys not set)"))
         let upstream = configuration.upstream
         lines.append("  upstream:  \(upstream.summary)\(upstream.brokers.count > 1 ? ", down_time \(upstream.downTime)" : "")")
+        lines.append("  fleet:     " + configuration.fleet.summary(sqlitePath: configuration.deviceOCSPCachePath))
         return lines.joined(separator: "\n")
     }
 }

@@ -29,10 +29,11 @@ struct ConfigSchema {
     func configuration(from root: YAMLValue) throws(ConfigError) -> GatewayConfiguration {
         guard case .mapping = root.node else {
             throw ConfigError(file: file, line: root.node.mark?.line,
-                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling, device_ocsp, admission, trace and admin, got \(root.kind)")
+                              reason: "expected a mapping with the sections listen, tls, upstream, logging, state_directory, stapling, device_ocsp, admission, trace, admin and fleet, got \(root.kind)")
         }
         let sections = try root.mapping(knownKeys: [
             "listen", "tls", "upstream", "logging", "state_directory", "stapling", "device_ocsp", "admission", "trace", "admin",
+            "fleet",
         ])
         // An optional section left with every key commented out reads as empty: all defaults.
         var listen = ListenConfiguration()
@@ -55,6 +56,7 @@ struct ConfigSchema {
         if let section = sections["admission"], section.node.tagName != .null { configuration.admission = try admission(section) }
         if let section = sections["trace"], section.node.tagName != .null { configuration.trace = try trace(section) }
         if let section = sections["admin"], section.node.tagName != .null { configuration.admin = try admin(section) }
+        if let section = sections["fleet"], section.node.tagName != .null { configuration.fleet = try fleet(section) }
         return configuration
     }
 

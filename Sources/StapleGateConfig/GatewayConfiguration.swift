@@ -1,5 +1,6 @@
 import Logging
 import StapleGateAdmission
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateProxy
 import StapleGateProxyProtocol
@@ -25,6 +26,9 @@ public struct GatewayConfiguration: Sendable {
     public var trace = TraceConfiguration()
     /// The admin HTTP listener (health, readiness, metrics).
     public var admin = AdminConfiguration()
+    /// Where the gateways of a fleet share device statuses: each its own SQLite file (default)
+    /// or one PostgreSQL database. Read once at start; a reload keeps the store it has.
+    public var fleet = FleetConfiguration()
 
     public static let defaultStateDirectory = "/var/lib/staplegate"
 

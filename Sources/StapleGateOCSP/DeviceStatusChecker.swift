@@ -13,7 +13,18 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     private let client: OCSPHTTPClient
     public let cache: OCSPStatusCache
     private let limiter: OCSPRequestLimiter
-    private let lookups = NIOLockedValueBox<[CertID: Task<CachedOCSPStatus, Never>]>([:])
+    private let lookups = NIOLockedValueBox<[CertID: Lookup]>([:])
+    /// How long a handshake waits for the store's row on a miss in memory before asking the
+    /// responder itself: a shared database that hangs must cost a device no more than this.
+    static let storeReadTimeout: Duration = .seconds(1)
+
+    /// A lookup in flight, and whether it may answer from the store (a handshake's) or must
+    /// ask the responder (an operator's recheck, which must not be answered by the row it
+    /// meant to refresh).
+    private struct Lookup {
+        let task: Task<CachedOCSPStatus, Never>
+        let consultsStore: Bool
+    }
     /// CA certificates that may issue device certificates: the device CA bundle, plus
     /// intermediates seen in verified chains. Needed to recheck a certificate known only from a
     /// resumed session or a live session.
@@ -75,8 +86,10 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
                     if let cached = self.cache.lookup(check.certID, now: Date()) {
                         return (position, .status(check, cached, url: url, cached: true))
                     }
-                    let status = await self.lookUp(check, responderURL: url, fetch: plan.policy.fetch)
-                    return (position, .status(check, status, url: url, cached: false))
+                    let status = await self.lookUp(check, responderURL: url, fetch: plan.policy.fetch, consultStore: true)
+                    // An answer from the store is a cached one (another gateway asked, or
+                    // this one before it restarted), whatever its source says.
+                    return (position, .status(check, status, url: url, cached: status.latency == nil && !status.isFailure))
                 }
             }
             var ordered: [(Int, DeviceCheckFinding)] = []
@@ -145,17 +158,26 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
 
     // MARK: Asking the responder
 
-    /// One request per CertID at a time: concurrent callers share the task in flight.
-    private func lookUp(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration) async -> CachedOCSPStatus {
+    /// One lookup per CertID at a time: concurrent callers share the task in flight. With
+    /// `consultStore`, the store's row (in a fleet, perhaps another gateway's answer) is tried
+    /// before the responder; a recheck joins only a lookup that asks the responder.
+    private func lookUp(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration,
+                        consultStore: Bool = false) async -> CachedOCSPStatus {
         let task = lookups.withLockedValue { lookups -> Task<CachedOCSPStatus, Never> in
-            if let running = lookups[check.certID] { return running }
+            if let running = lookups[check.certID], consultStore || !running.consultsStore { return running.task }
             let task = Task {
-                let status = await self.query(check, responderURL: responderURL, fetch: fetch)
+                var status: CachedOCSPStatus?
+                if consultStore {
+                    status = await self.cache.lookUpInStore(check.certID, now: Date(), timeout: Self.storeReadTimeout)
+                }
+                if status == nil { status = await self.query(check, responderURL: responderURL, fetch: fetch) }
                 // Cached before the task is forgotten, so a caller arriving in between hits the cache.
-                self.lookups.withLockedValue { _ = $0.removeValue(forKey: check.certID) }
-                return status
+                self.lookups.withLockedValue { lookups in
+                    if lookups[check.certID]?.consultsStore == consultStore { lookups.removeValue(forKey: check.certID) }
+                }
+                return status!
             }
-            lookups[check.certID] = task
+            lookups[check.certID] = Lookup(task: task, consultsStore: consultStore)
             return task
         }
         return await task.value

@@ -23,8 +23,9 @@ public struct OCSPCacheStoreError: Error, Sendable, CustomStringConvertible {
 ///
 /// Writes never block the caller, who may be on an event loop in the middle of a handshake: they
 /// are queued, and one writer applies whatever accumulated in a single transaction, in order.
-public final class OCSPCacheStore: Sendable {
+public final class OCSPCacheStore: DeviceStatusStore {
     public let path: String
+    public var location: String { path }
 
     private let database: DatabasePool
     private let writer: DispatchQueue
@@ -221,6 +222,23 @@ public final class OCSPCacheStore: Sendable {
             return try await database.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM device_ocsp_status WHERE \(column) = ? ORDER BY checked_at DESC",
                                  arguments: [value]).compactMap(Self.status(from:))
+            }
+        } catch {
+            throw OCSPCacheStoreError("cannot read the OCSP cache \(path): \(Self.describe(error))")
+        }
+    }
+
+    /// The row for `certID` if still valid at `now`. For a fleet of one (this file is this
+    /// gateway's own) it is already in memory whenever it is here, but answering keeps the
+    /// caller free of "which store is this".
+    public func status(for certID: CertID, now: Date) async throws -> CachedOCSPStatus? {
+        do {
+            return try await database.read { db in
+                try Row.fetchOne(db, sql: """
+                    SELECT * FROM device_ocsp_status
+                    WHERE issuer_name_hash = ? AND issuer_key_hash = ? AND serial = ? AND expires_at > ?
+                    """, arguments: [Data(certID.issuerNameHash), Data(certID.issuerKeyHash), Data(certID.serialNumber), now])
+                    .flatMap(Self.status(from:))
             }
         } catch {
             throw OCSPCacheStoreError("cannot read the OCSP cache \(path): \(Self.describe(error))")

@@ -9,14 +9,15 @@ import NIOConcurrencyHelpers
 /// by index (no per-entry allocation, no scan). Least recently used entries go first when full,
 /// which keeps the devices that actually connect.
 ///
-/// With a store, verified answers are also written to disk (without blocking: see
-/// `OCSPCacheStore`), and `loadPersisted(now:)` warms the cache at startup.
+/// With a store, verified answers are also written there (without blocking: see
+/// `DeviceStatusStore`: a SQLite file, or PostgreSQL shared by a fleet), and
+/// `loadPersisted(now:)` warms the cache at startup.
 public final class OCSPStatusCache: Sendable {
     public let capacity: Int
-    public let store: OCSPCacheStore?
+    public let store: (any DeviceStatusStore)?
     private let lru: NIOLockedValueBox<LRU>
 
-    public init(capacity: Int, store: OCSPCacheStore? = nil) {
+    public init(capacity: Int, store: (any DeviceStatusStore)? = nil) {
         precondition(capacity > 0, "the OCSP status cache needs room for at least one entry")
         self.capacity = capacity
         self.store = store
@@ -51,9 +52,31 @@ public final class OCSPStatusCache: Sendable {
     public func insert(_ status: CachedOCSPStatus) {
         lru.withLockedValue { lru in
             lru.put(status)
+            lru.discarded.remove(status.certID)
             // Queued while holding the lock (it only appends to the store's buffer), so that two
             // inserts for the same certificate reach the disk in the order they reached memory.
             if !status.isFailure { store?.save(status) }
+        }
+    }
+
+    /// On a miss in memory: the store's row for `certID` if it is still valid at `now` (in a
+    /// fleet, another gateway may have asked the responder already), which then becomes the
+    /// most recently used entry in memory. It is not written back: it came from there. Nil
+    /// without a store, when the store has nothing, fails, or takes longer than `timeout`: the
+    /// caller then asks the responder, as it would without a store.
+    public func lookUpInStore(_ certID: CertID, now: Date, timeout: Duration) async -> CachedOCSPStatus? {
+        guard let store, !lru.withLockedValue({ $0.discarded.contains(certID) }) else { return nil }
+        let found = await FirstAnswer.within(timeout) { try? await store.status(for: certID, now: now) }
+        guard let found, found.expiresAt > now, !found.isFailure else { return nil }
+        return lru.withLockedValue { lru -> CachedOCSPStatus? in
+            // Discarded meanwhile: the row read may be the one whose deletion is still queued.
+            guard !lru.discarded.contains(certID) else { return nil }
+            // An entry that arrived meanwhile (this gateway's own answer) is at least as good.
+            if let slot = lru.slots[certID], let current = lru.nodes[slot].status, current.checkedAt >= found.checkedAt {
+                return current
+            }
+            lru.put(found)
+            return found
         }
     }
 
@@ -77,6 +100,9 @@ public final class OCSPStatusCache: Sendable {
             if let slot = lru.slots[certID], let status = lru.nodes[slot].status, !status.isFailure {
                 lru.remove(slot: slot)
             }
+            // Until a new answer arrives, the store's row (its deletion only queued here, or
+            // another gateway's copy) must not bring the old answer back on a miss.
+            if store != nil { lru.discarded.insert(certID) }
             store?.delete(certID)
         }
     }
@@ -140,6 +166,9 @@ private struct LRU: Sendable {
     var nodes: [Node] = []
     var slots: [CertID: Int] = [:]
     var freeSlots: [Int] = []
+    /// CertIDs whose answer an operator's recheck discarded, until a new one is inserted:
+    /// `lookUpInStore` skips them. Bounded by the rechecks that got no answer.
+    var discarded: Set<CertID> = []
     var newest = LRU.none
     var oldest = LRU.none
 

@@ -133,6 +133,8 @@ final class CommandLineTests: GatewayTestCase {
         XCTAssertTrue(server.contains("ECDSA \(subject)"), "\(server) (expected subject \(subject))")
         XCTAssertTrue(server.contains("serial \(serial)"), "\(server) (expected serial \(serial))")
         XCTAssertTrue(result.stdout.contains("upstream:  127.0.0.1:\(broker.port!)"), "\(result)")
+        XCTAssertTrue(result.stdout.contains("fleet:     sqlite "), "\(result)")
+        XCTAssertTrue(result.stdout.contains("ocsp-cache.sqlite (this gateway only)"), "\(result)")
         XCTAssertFalse(result.stderr.contains("error"), "\(result)")
     }
 

@@ -1,4 +1,5 @@
 import StapleGateConfig
+import StapleGateFleet
 @testable import StapleGateServer
 import StapleGateTLS
 import XCTest
@@ -34,9 +35,10 @@ final class RestartOnlySettingsTests: XCTestCase {
         new.trace.enabled = false
         new.admin.port = 1
         new.deviceOCSP.cacheCapacity = 5
+        new.fleet = FleetConfiguration(store: .postgres, postgres: PostgresSettings(host: "db", user: "gw", database: "fleet"))
         let changed = RestartOnlySettings.changed(from: old, to: new)
         XCTAssertEqual(changed.map { String($0.prefix { $0 != " " }) },
-                       ["listen", "listen.max_sessions", "state_directory", "logging", "trace", "admin", "device_ocsp.cache_size"])
+                       ["listen", "listen.max_sessions", "state_directory", "logging", "trace", "admin", "device_ocsp.cache_size", "fleet"])
         XCTAssertTrue(changed.allSatisfy { $0.hasSuffix("changed: takes effect at the next restart") }, "\(changed)")
     }
 }

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import StapleGateAdmission
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateTLS
 
@@ -106,20 +107,25 @@ public final class GatewayGenerationBuilder: Sendable {
 
     private func openStatusCache(_ loaded: LoadedConfiguration) -> OCSPStatusCache {
         let configuration = loaded.configuration.deviceOCSP
+        // The store is chosen here, once (fleet.store): the cache and the checker only know
+        // the protocol.
         let path = loaded.configuration.deviceOCSPCachePath
-        var store: OCSPCacheStore?
-        do { store = try OCSPCacheStore(path: path) } catch {
+        var store: (any DeviceStatusStore)?
+        do {
+            store = try loaded.configuration.fleet.openDeviceStatusStore(sqlitePath: path, logger: logger)
+        } catch {
             logger.error("\(error); device statuses are cached in memory only")
         }
         let cache = OCSPStatusCache(capacity: configuration.cacheCapacity, store: store)
         do {
             let loadedCount = try cache.loadPersisted(now: Date())
             logger.notice("device OCSP checks on", metadata: [
-                "cached_statuses_loaded": "\(loadedCount)", "cache": "\(path)",
+                "cached_statuses_loaded": "\(loadedCount)", "cache": "\(store?.location ?? path)",
+                "store": "\(store == nil ? "memory" : loaded.configuration.fleet.store.rawValue)",
                 "unreachable": "\(configuration.defaultPolicy.unreachable.rawValue)",
             ])
         } catch {
-            logger.error("cannot read the persisted device statuses in \(path): \(error)")
+            logger.error("cannot read the persisted device statuses in \(store?.location ?? path): \(error)")
         }
         return cache
     }

@@ -30,6 +30,8 @@ enum RestartOnlySettings {
         if old.trace != new.trace { changed.append("trace") }
         if old.admin != new.admin { changed.append("admin") }
         if old.deviceOCSP.cacheCapacity != new.deviceOCSP.cacheCapacity { changed.append("device_ocsp.cache_size") }
+        // The device-status store is opened once, with the status cache that outlives reloads.
+        if old.fleet != new.fleet { changed.append("fleet") }
         return changed.map { "\($0) changed: takes effect at the next restart" }
     }
 }
