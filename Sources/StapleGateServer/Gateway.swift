@@ -213,7 +213,10 @@ public final class Gateway: Service, Sendable {
             return
         }
         track(channel, id: id)
-        let device = Endpoints(device: ProxyEndpoint(channel.remoteAddress), gateway: ProxyEndpoint(channel.localAddress))
+        // Only the broker's PROXY header needs them: not worked out per connection otherwise.
+        let device = configuration.upstream.sendsProxyProtocol
+            ? Endpoints(device: ProxyEndpoint(channel.remoteAddress), gateway: ProxyEndpoint(channel.localAddress))
+            : Endpoints(device: nil, gateway: nil)
         guard let versions = configuration.listen.proxyProtocol else {
             return try startDeviceSession(channel, id: id, generation: generation, remote: peer, endpoints: device)
         }
