@@ -15,18 +15,8 @@ enum StatusRow {
     /// answers about the same device in either order.
     static func upsert(_ status: CachedOCSPStatus, writtenBy instance: String) -> PostgresQuery {
         let id = status.certID
-        let outcome: String
-        var revokedAt: Date?
-        var reason: String?
-        switch status.outcome {
-        case .good: outcome = "good"
-        case .unknown: outcome = "unknown"
-        case let .revoked(at, why):
-            outcome = "revoked"
-            revokedAt = at
-            reason = why?.rawValue
-        case .failed: preconditionFailure("failures are not persisted")
-        }
+        let row = PersistedOutcome(status.outcome)
+        let outcome = row.text, revokedAt = row.revokedAt, reason = row.reason
         return """
             INSERT INTO device_ocsp_status (issuer_name_hash, issuer_key_hash, serial, serial_hex, outcome,
                 revoked_at, revocation_reason, this_update, next_update, checked_at, expires_at,
@@ -66,19 +56,7 @@ enum StatusRow {
         let responderURL = try cell(10, String.self)
         let subject = try cell(11, String.self)
         let identity = try cell(12, String?.self)
-        let outcome: CachedOCSPStatus.Outcome
-        switch outcomeText {
-        case "good": outcome = .good
-        case "unknown": outcome = .unknown
-        case "revoked":
-            guard let revokedAt else { return nil }
-            var reason: RevocationReason?
-            if let reasonText {
-                guard let known = RevocationReason(rawValue: reasonText) else { return nil }
-                reason = known
-            }
-            outcome = .revoked(at: revokedAt, reason: reason)
-        default:
+        guard let outcome = PersistedOutcome.outcome(text: outcomeText, revokedAt: revokedAt, reason: reasonText) else {
             return nil
         }
         let certID = CertID(issuerNameHash: [UInt8](nameHash), issuerKeyHash: [UInt8](keyHash), serialNumber: [UInt8](serial))

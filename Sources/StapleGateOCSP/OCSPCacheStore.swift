@@ -248,23 +248,8 @@ public final class OCSPCacheStore: DeviceStatusStore {
     /// Nil for a row this version cannot interpret (an outcome or reason written by a newer
     /// one): better to ask the responder again than to guess.
     private static func status(from row: Row) -> CachedOCSPStatus? {
-        let outcome: CachedOCSPStatus.Outcome
-        switch row["outcome"] as String? {
-        case "good":
-            outcome = .good
-        case "unknown":
-            outcome = .unknown
-        case "revoked":
-            guard let revokedAt = row["revoked_at"] as Date? else { return nil }
-            var reason: RevocationReason?
-            if let text = row["revocation_reason"] as String? {
-                guard let known = RevocationReason(rawValue: text) else { return nil }
-                reason = known
-            }
-            outcome = .revoked(at: revokedAt, reason: reason)
-        default:
-            return nil
-        }
+        guard let outcome = PersistedOutcome.outcome(text: row["outcome"], revokedAt: row["revoked_at"],
+                                                     reason: row["revocation_reason"]) else { return nil }
         guard let nameHash = row["issuer_name_hash"] as Data?,
               let keyHash = row["issuer_key_hash"] as Data?,
               let serial = row["serial"] as Data?,
@@ -283,27 +268,5 @@ public final class OCSPCacheStore: DeviceStatusStore {
     private static func describe(_ error: any Error) -> String {
         if let error = error as? DatabaseError { return error.message ?? "\(error)" }
         return error.localizedDescription
-    }
-}
-
-/// The outcome columns of a row. `.failed` never gets here (`save` filters it).
-private struct PersistedOutcome {
-    let text: String
-    let revokedAt: Date?
-    let reason: String?
-
-    init(_ outcome: CachedOCSPStatus.Outcome) {
-        switch outcome {
-        case .good: self.init(text: "good")
-        case .unknown: self.init(text: "unknown")
-        case .revoked(let at, let reason): self.init(text: "revoked", revokedAt: at, reason: reason?.rawValue)
-        case .failed: preconditionFailure("failures are not persisted")
-        }
-    }
-
-    private init(text: String, revokedAt: Date? = nil, reason: String? = nil) {
-        self.text = text
-        self.revokedAt = revokedAt
-        self.reason = reason
     }
 }
