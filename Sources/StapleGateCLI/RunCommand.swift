@@ -5,6 +5,7 @@ import ServiceLifecycle
 import NIOCore
 import NIOPosix
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateServer
 import StapleGateTLS
@@ -35,7 +36,8 @@ struct RunCommand: AsyncParsableCommand {
             NIOSingletons.groupLoopCountSuggestion = UsableCores.count
         }
         let eventLoops = MultiThreadedEventLoopGroup.singleton
-        let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger)
+        let fleetDatabase = try openFleetDatabase(loaded.configuration, logger: logger)
+        let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger, fleetDatabase: fleetDatabase)
         let generation = try builder.build(loaded)
         logger.notice("session tickets: \(generation.sessionTicketKeysSummary)")
         if let stapling = generation.stapling {
@@ -104,6 +106,23 @@ enum OpenFileLimit {
             logger.info("raised the open-files limit from \(previous) to \(limit.rlim_max)")
         }
     }
+}
+
+/// The fleet's database (`fleet.store: postgres`), given a few seconds to answer so that the
+/// first handshakes find what the fleet knows; a database still away is retried in the
+/// background while the gateway serves from memory.
+private func openFleetDatabase(_ configuration: GatewayConfiguration, logger: Logger) throws -> FleetDatabase? {
+    let database: FleetDatabase?
+    do {
+        database = try configuration.fleet.openDatabase(logger: logger)
+    } catch {
+        logger.critical("\(error)")
+        throw ExitCode.failure
+    }
+    if let database, !database.readyBlocking(within: .seconds(5)) {
+        logger.warning("starting without the fleet database \(database.location) (\(database.health.label)): devices are checked with the responder and their answers are shared once it is back")
+    }
+    return database
 }
 
 /// The trace store, or nil when tracing is off or the store cannot be opened (then the gateway

@@ -2,17 +2,29 @@ import Logging
 import StapleGateOCSP
 
 extension FleetConfiguration {
-    /// The device-status store this configuration names: the one place that knows there is
-    /// more than one kind. `sqlitePath` is the state directory's file, for `store: sqlite`.
-    public func openDeviceStatusStore(sqlitePath: String, logger: Logger) throws -> any DeviceStatusStore {
+    /// The fleet's database, opened once per process with `store: postgres` (nil with
+    /// `store: sqlite`). It connects in the background: a database that is down does not stop
+    /// the start. Throws only for what is wrong on this machine (password or CA file).
+    public func openDatabase(logger: Logger) throws -> FleetDatabase? {
         switch store {
         case .sqlite:
-            return try OCSPCacheStore(path: sqlitePath)
+            return nil
         case .postgres:
             guard let postgres else {
                 throw PostgresStoreError("fleet.store is postgres, but no fleet.url says where the database is")
             }
-            return try PostgresDeviceStatusStore(settings: postgres, logger: logger)
+            return try FleetDatabase(settings: postgres, logger: logger)
         }
+    }
+}
+
+/// The stores of each fleet part, chosen once at start from `FleetDatabase?`: the fleet's
+/// PostgreSQL implementations with one, the gateway's own files without. The one place that
+/// knows there is more than one kind.
+public enum FleetStores {
+    /// Device statuses: the SQLite file at `sqlitePath`, or the fleet's shared table.
+    public static func deviceStatus(database: FleetDatabase?, sqlitePath: String, logger: Logger) throws -> any DeviceStatusStore {
+        guard let database else { return try OCSPCacheStore(path: sqlitePath) }
+        return PostgresDeviceStatusStore(database: database, logger: logger)
     }
 }

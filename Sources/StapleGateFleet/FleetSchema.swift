@@ -18,7 +18,8 @@ enum FleetSchema {
     }
 
     /// Append only: a released migration never changes (gateways of the older version may be
-    /// running against the same database).
+    /// running against the same database). Versions: 1 device statuses, 2 lookup leases and
+    /// instances, 3 staples, 4 ticket keys, 5 traces.
     static let migrations: [Migration] = [
         Migration(version: 1, name: "device_ocsp_status", statements: [
             """

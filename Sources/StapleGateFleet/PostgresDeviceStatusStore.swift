@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOSSL
 import PostgresNIO
 import StapleGateOCSP
 
@@ -26,11 +25,13 @@ public struct PostgresStoreError: Error, Sendable, CustomStringConvertible {
 /// a failed batch (database down, say) is counted and kept as `lastWriteError`, and the
 /// in-memory cache keeps admitting the devices it knows.
 public final class PostgresDeviceStatusStore: DeviceStatusStore {
-    public let settings: PostgresSettings
-    public var location: String { settings.redactedURL }
+    public var settings: PostgresSettings { database.settings }
+    public var location: String { database.location }
 
-    private let client: PostgresClient
-    private let runTask: Task<Void, Never>
+    public let database: FleetDatabase
+    /// Whether `close()` closes the database too (it was opened for this store alone).
+    private let ownsDatabase: Bool
+    private var client: PostgresClient { database.client }
     private let logger: Logger
     private let state: NIOLockedValueBox<WriterState>
     /// Wakes the writer; one element per enqueue that found the writer idle.
@@ -53,7 +54,7 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         var failing = false
     }
 
-    /// How long start-up waits for the database before giving up on it.
+    /// How long a caller that needs the tables (a test, a command) waits for the database.
     public static let blockingTimeout: Duration = .seconds(15)
     /// How long one batch may wait for the database (a connection, then its transaction)
     /// before it is given up and counted as failed, as a SQLite write error would be: the
@@ -63,96 +64,49 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     /// (the answers not written are only the warm-up of the next start).
     public static let flushTimeout: Duration = .seconds(5)
 
-    /// Connects, and creates or migrates the tables (see `FleetSchema`). Throws, naming the
-    /// database, when it cannot be reached or set up within `blockingTimeout`.
-    public init(settings: PostgresSettings, logger: Logger) throws {
-        self.settings = settings
+    /// The store on the fleet's database, which may still be connecting (or down): writes are
+    /// then counted as failed and reads fail, until it is back.
+    public init(database: FleetDatabase, logger: Logger, ownsDatabase: Bool = false) {
+        self.database = database
+        self.ownsDatabase = ownsDatabase
         self.logger = logger
-        let password: String?
-        if let file = settings.passwordFile {
-            do {
-                let text = try String(contentsOfFile: file, encoding: .utf8)
-                password = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            } catch {
-                throw PostgresStoreError("cannot read the password of \(settings.redactedURL) from \(file): \(error.localizedDescription)")
-            }
-        } else {
-            password = nil
-        }
-        var configuration = PostgresClient.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: password,
-            database: settings.database, tls: try Self.tls(settings))
-        configuration.options.maximumConnections = settings.poolSize
-        configuration.options.connectTimeout = .seconds(5)
-        // The host name, not an IP, is what a server certificate names; postgres-nio only
-        // sends it (and checks it) when told.
-        if settings.tls == .verifyFull { configuration.options.tlsServerName = settings.host }
-        // The pool logs each failed connection attempt at info, every second or two while the
-        // database is away; the writer's warning says it once.
-        var poolLogger = logger
-        poolLogger.logLevel = max(logger.logLevel, .notice)
-        let client = PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
-        self.client = client
-        runTask = Task { await client.run() }
-
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         wakeUps = continuation
         let state = NIOLockedValueBox(WriterState())
         self.state = state
-        let location = settings.redactedURL
-        let instance = settings.instance
+        let client = database.client
+        let location = database.location
+        let instance = database.instance
         writerTask = Task {
             for await _ in stream {
                 await Self.drain(state: state, client: client, location: location, instance: instance, logger: logger)
             }
         }
+    }
 
-        do {
-            let applied = try blocking(timeout: Self.blockingTimeout, "create the tables in \(location)") {
-                try await FleetSchema.migrate(client, logger: logger)
-            }
-            if !applied.isEmpty {
-                logger.notice("fleet database migrated", metadata: ["database": "\(location)", "versions": "\(applied)"])
-            }
-        } catch {
-            close()
-            throw PostgresStoreError("cannot set up the fleet database \(location): \(Self.describe(error))")
+    /// Opens a database of its own and waits for its tables: throws, naming the database, when
+    /// it cannot be reached or set up within `blockingTimeout`.
+    public convenience init(settings: PostgresSettings, logger: Logger) throws {
+        let database = try FleetDatabase(settings: settings, logger: logger)
+        guard database.readyBlocking(within: Self.blockingTimeout, orFirstFailure: true) else {
+            let reason: String
+            if case let .unreachable(why) = database.health { reason = why } else { reason = "no answer within \(Self.blockingTimeout)" }
+            database.close()
+            throw PostgresStoreError("cannot set up the fleet database \(settings.redactedURL): \(reason)")
         }
+        self.init(database: database, logger: logger, ownsDatabase: true)
     }
 
     deinit {
         wakeUps.finish()
-        runTask.cancel()
     }
 
-    /// Stops the writer and closes the connections (queued writes not yet applied are lost:
-    /// call `flush()` first).
+    /// Stops the writer (queued writes not yet applied are lost: call `flush()` first), and
+    /// closes the database when it was opened for this store alone.
     public func close() {
         wakeUps.finish()
         writerTask.cancel()
-        runTask.cancel()
-    }
-
-    private static func tls(_ settings: PostgresSettings) throws -> PostgresClient.Configuration.TLS {
-        switch settings.tls {
-        case .disable:
-            return .disable
-        case .require:
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.certificateVerification = .none
-            return .require(configuration)
-        case .verifyFull:
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.certificateVerification = .fullVerification
-            if let caFile = settings.caFile {
-                do {
-                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-                } catch {
-                    throw PostgresStoreError("cannot read the CA bundle \(caFile) for \(settings.redactedURL): \(error)")
-                }
-            }
-            return .require(configuration)
-        }
+        if ownsDatabase { database.close() }
     }
 
     // MARK: Writes (queued)
@@ -305,13 +259,5 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         }
     }
 
-    /// PSQLError's own description hides the server's message (it may hold data); the
-    /// server's message text is what an operator needs, and holds none of ours.
-    static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return message }
-            return "\(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
-        }
-        return "\(error)"
-    }
+    static func describe(_ error: any Error) -> String { FleetDatabase.describe(error) }
 }

@@ -60,10 +60,14 @@ public final class GatewayGenerationBuilder: Sendable {
     private let statusCache = NIOLockedValueBox<OCSPStatusCache?>(nil)
     /// Made once per process; a key file, when configured, takes their place.
     private let processTicketKeys = SessionTicketKeyRing.random()
+    /// The fleet's database with `fleet.store: postgres`, opened once at start; nil: each
+    /// store is this gateway's own file.
+    public let fleetDatabase: FleetDatabase?
 
-    public init(eventLoops: EventLoopGroup, logger: Logger) {
+    public init(eventLoops: EventLoopGroup, logger: Logger, fleetDatabase: FleetDatabase? = nil) {
         self.eventLoops = eventLoops
         self.logger = logger
+        self.fleetDatabase = fleetDatabase
     }
 
     /// The generation `loaded` describes. Its stapling service is built but not started: the
@@ -112,7 +116,7 @@ public final class GatewayGenerationBuilder: Sendable {
         let path = loaded.configuration.deviceOCSPCachePath
         var store: (any DeviceStatusStore)?
         do {
-            store = try loaded.configuration.fleet.openDeviceStatusStore(sqlitePath: path, logger: logger)
+            store = try FleetStores.deviceStatus(database: fleetDatabase, sqlitePath: path, logger: logger)
         } catch {
             logger.error("\(error); device statuses are cached in memory only")
         }
