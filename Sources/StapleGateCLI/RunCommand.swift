@@ -73,6 +73,9 @@ struct RunCommand: AsyncParsableCommand {
                                        registry: metricsRegistry, eventLoops: eventLoops, logger: logger) {
             services.append(admin)
         }
+        if let fleet = builder.deviceStatusFleet {
+            services.append(FleetRevocationRelay(fleet: fleet, monitor: monitor, logger: logger))
+        }
         if let systemd, let interval = systemd.watchdogInterval {
             services.append(WatchdogKeepAlive(notifier: systemd, interval: interval, group: eventLoops))
         }

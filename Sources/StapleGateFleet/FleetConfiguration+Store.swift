@@ -28,3 +28,10 @@ public enum FleetStores {
         return PostgresDeviceStatusStore(database: database, logger: logger)
     }
 }
+
+extension FleetStores {
+    /// The other gateways, as device checks see them: nil for a gateway on its own.
+    public static func deviceStatusFleet(database: FleetDatabase?, logger: Logger) -> (any DeviceStatusFleet)? {
+        database.map { PostgresDeviceStatusFleet(database: $0, logger: logger) }
+    }
+}

@@ -46,6 +46,30 @@ enum FleetSchema {
             "CREATE INDEX IF NOT EXISTS device_ocsp_status_on_identity ON device_ocsp_status (identity)",
             "CREATE INDEX IF NOT EXISTS device_ocsp_status_on_expires_at ON device_ocsp_status (expires_at)",
         ]),
+        // Who asks the responder about a certificate while the other gateways wait (a lease,
+        // taken over once it runs out), and the failure it got, which stands fleet-wide for the
+        // failure cache lifetime; and each gateway's heartbeat.
+        Migration(version: 2, name: "fleet_coordination", statements: [
+            """
+            CREATE TABLE IF NOT EXISTS device_ocsp_lookup (
+                issuer_name_hash bytea NOT NULL,
+                issuer_key_hash bytea NOT NULL,
+                serial bytea NOT NULL,
+                holder text NOT NULL,
+                lease_until timestamptz NOT NULL,
+                failure text,
+                failure_until timestamptz,
+                PRIMARY KEY (issuer_name_hash, issuer_key_hash, serial)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS fleet_instance (
+                instance text PRIMARY KEY,
+                seen_at timestamptz NOT NULL,
+                started_at timestamptz NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// Brings the database to the newest version; returns the versions this call applied.

@@ -161,6 +161,11 @@ public struct DeviceRecheck: Sendable {
     public let verdict: DeviceCertificateVerdict
     public let asked: Asked
 
+    public init(verdict: DeviceCertificateVerdict, asked: Asked) {
+        self.verdict = verdict
+        self.asked = asked
+    }
+
     /// The cached status the recheck produced, if it asked.
     public var status: CachedOCSPStatus? {
         if case let .answered(status) = asked { return status }

@@ -34,11 +34,16 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     /// The device identity of a certificate, as admission takes it: recorded with each answer
     /// so that an operator can recheck a device by identity while it is not connected.
     private let identify: @Sendable (X509Certificate) -> String?
+    /// The other gateways of the fleet (nil: this gateway asks on its own): one of them asks
+    /// about a certificate while the others wait, and every answer is announced to them all.
+    public let fleet: (any DeviceStatusFleet)?
 
     public init(configuration: DeviceOCSPConfiguration, deviceCAs: [X509Certificate], client: OCSPHTTPClient,
                 cache: OCSPStatusCache, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+                fleet: (any DeviceStatusFleet)? = nil,
                 identify: @escaping @Sendable (X509Certificate) -> String? = { $0.commonName }) {
         self.identify = identify
+        self.fleet = fleet
         self.configuration = configuration
         self.client = client
         self.cache = cache
@@ -143,6 +148,17 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
                              asked: .answered(status))
     }
 
+    /// The verdict a new connection with `certificate` would get from what the cache holds now
+    /// (nil when nothing valid is cached, or its issuer is unknown): another gateway's answer,
+    /// just adopted, applied to this gateway's sessions without asking the responder again.
+    public func cachedVerdict(of certificate: X509Certificate) -> DeviceCertificateVerdict? {
+        guard let issuer = issuer(of: certificate) else { return nil }
+        let plan = DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration)
+        guard plan.policy.enabled, let check = plan.checks.first,
+              let cached = cache.lookup(check.certID, now: Date()) else { return nil }
+        return conclude([.status(check, cached, url: cached.responderURL, cached: true)], policy: plan.policy, counted: false)
+    }
+
     /// What the cache holds for `certificate`, expired or not (nil when nothing, or when its
     /// issuer is unknown).
     public func cachedStatus(of certificate: X509Certificate) -> CachedOCSPStatus? {
@@ -169,8 +185,13 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
                 var status: CachedOCSPStatus?
                 if consultStore {
                     status = await self.cache.lookUpInStore(check.certID, now: Date(), timeout: Self.storeReadTimeout)
+                    if status == nil { status = await self.fleetAnswer(check, responderURL: responderURL, fetch: fetch) }
                 }
-                if status == nil { status = await self.query(check, responderURL: responderURL, fetch: fetch) }
+                if status == nil {
+                    // A handshake does not wait for the fleet to hear the answer; an operator's
+                    // recheck does, since it then asks the other gateways to apply it.
+                    status = await self.query(check, responderURL: responderURL, fetch: fetch, announceBeforeReturning: !consultStore)
+                }
                 // Cached before the task is forgotten, so a caller arriving in between hits the cache.
                 self.lookups.withLockedValue { lookups in
                     if lookups[check.certID]?.consultsStore == consultStore { lookups.removeValue(forKey: check.certID) }
@@ -183,7 +204,29 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         return await task.value
     }
 
-    private func query(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration) async -> CachedOCSPStatus {
+    /// In a fleet, on a miss in the shared table too: another gateway's answer when it is asking
+    /// about the certificate already (waited for), or nil when this gateway is to ask.
+    private func fleetAnswer(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration) async -> CachedOCSPStatus? {
+        guard let fleet else { return nil }
+        // The holder may wait in its own request queue, then for the responder: the lease
+        // covers both, and a waiter gives up a little before the lease would be taken over.
+        switch await fleet.turn(for: check.certID, lease: fetch.timeout + .seconds(3), within: fetch.timeout + .seconds(2)) {
+        case .ask:
+            return nil
+        case let .answered(status):
+            cache.adopt(status)
+            return status
+        case let .failedElsewhere(reason, until, by):
+            let failure = CachedOCSPStatus(certID: check.certID, outcome: .failed("\(reason) (asked by \(by))"), thisUpdate: nil,
+                                           nextUpdate: nil, checkedAt: Date(), expiresAt: until, responderURL: responderURL,
+                                           subject: check.subject, identity: nil)
+            cache.insert(failure)
+            return failure
+        }
+    }
+
+    private func query(_ check: DeviceCheck, responderURL: String, fetch: OCSPFetchConfiguration,
+                       announceBeforeReturning: Bool) async -> CachedOCSPStatus {
         let query = OCSPQuery(client: client, fetch: fetch, clockSkew: configuration.clockSkew, nonce: configuration.nonce)
         metrics.requestQueued(limiter)
         let result = await limiter.run {
@@ -234,16 +277,24 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         // A failure with no failure lifetime is not remembered: the next device asks again.
         if !status.isFailure || configuration.failureCacheLifetime > .zero { cache.insert(status) }
         metrics.cacheSize(cache.count)
+        if let fleet {
+            if announceBeforeReturning {
+                await fleet.announce(status)
+            } else {
+                Task { await fleet.announce(status) }
+            }
+        }
         return status
     }
 
     // MARK: Verdicts
 
-    private func conclude(_ findings: [DeviceCheckFinding], policy: DeviceOCSPConfiguration.CAPolicy) -> DeviceCertificateVerdict {
+    private func conclude(_ findings: [DeviceCheckFinding], policy: DeviceOCSPConfiguration.CAPolicy,
+                          counted: Bool = true) -> DeviceCertificateVerdict {
         var notes: [String] = []
         for finding in findings {
             let verdict = finding.verdict(policy: policy)
-            metrics.lookup(finding.resultLabel)
+            if counted { metrics.lookup(finding.resultLabel) }
             switch verdict {
             case .reject: return verdict
             case let .accept(note): notes.append(note)

@@ -80,6 +80,16 @@ public final class OCSPStatusCache: Sendable {
         }
     }
 
+    /// Keeps `status`, an answer another gateway of the fleet got and wrote to the store, in
+    /// memory only (it is in the store already), unless what is held is newer.
+    public func adopt(_ status: CachedOCSPStatus) {
+        lru.withLockedValue { lru in
+            if let slot = lru.slots[status.certID], let current = lru.nodes[slot].status, current.checkedAt > status.checkedAt { return }
+            lru.put(status)
+            lru.discarded.remove(status.certID)
+        }
+    }
+
     /// Every entry `selector` names, expired or not, newest first: those in memory, then those
     /// only the store still has (evicted from memory, or beyond the capacity at startup), so
     /// that an operator's recheck finds every certificate the gateway knows for a device.

@@ -63,11 +63,15 @@ public final class GatewayGenerationBuilder: Sendable {
     /// The fleet's database with `fleet.store: postgres`, opened once at start; nil: each
     /// store is this gateway's own file.
     public let fleetDatabase: FleetDatabase?
+    /// The other gateways of the fleet, for device checks (nil: on its own); one per process,
+    /// kept across reloads.
+    public let deviceStatusFleet: (any DeviceStatusFleet)?
 
     public init(eventLoops: EventLoopGroup, logger: Logger, fleetDatabase: FleetDatabase? = nil) {
         self.eventLoops = eventLoops
         self.logger = logger
         self.fleetDatabase = fleetDatabase
+        deviceStatusFleet = FleetStores.deviceStatusFleet(database: fleetDatabase, logger: logger)
     }
 
     /// The generation `loaded` describes. Its stapling service is built but not started: the
@@ -106,7 +110,7 @@ public final class GatewayGenerationBuilder: Sendable {
         let identitySource = loaded.configuration.admission.identity
         return DeviceStatusChecker(configuration: configuration, deviceCAs: loaded.serverContext.material.deviceCAs,
                                    client: OCSPHTTPClient(group: eventLoops), cache: cache, logger: logger,
-                                   identify: { DeviceIdentity.of($0, source: identitySource) })
+                                   fleet: deviceStatusFleet, identify: { DeviceIdentity.of($0, source: identitySource) })
     }
 
     private func openStatusCache(_ loaded: LoadedConfiguration) -> OCSPStatusCache {

@@ -5,19 +5,32 @@ import StapleGateTrace
 /// Puts each recheck answer where operators look afterwards: the device's trace (an
 /// `ocsp_recheck` event) and the metrics:
 /// - `staplegate_ocsp_rechecks_total{trigger, answer}`: `trigger` is `operator` (`staplegate
-///   ocsp recheck`) or `expiry` (a connected device's cached status ran out), `answer` one of
+///   ocsp recheck`), `expiry` (a connected device's cached status ran out) or `fleet` (another
+///   gateway's answer refused a device connected here), `answer` one of
 ///   `CertificateRecheck.Answer`;
 /// - `staplegate_ocsp_recheck_sessions_closed_total{trigger}`: sessions closed by an answer.
 struct RecheckRecorder: Sendable {
     enum Trigger: String, Sendable, CaseIterable {
         case `operator`
         case expiry
+        /// Another gateway of the fleet got an answer that refuses the certificate.
+        case fleet
 
         /// The `why` the log gives for a session closed by this trigger.
         var logReason: String {
             switch self {
             case .operator: "recheck requested"
             case .expiry: "cached status expired"
+            case .fleet: "another gateway of the fleet got an answer refusing it"
+            }
+        }
+
+        /// How the trace event's summary starts.
+        var traceText: String {
+            switch self {
+            case .operator: "operator's recheck"
+            case .expiry: "recheck (cached status expired)"
+            case .fleet: "answer from another gateway of the fleet"
             }
         }
     }
@@ -50,7 +63,7 @@ struct RecheckRecorder: Sendable {
         traceStore?.record(TraceEvent(
             kind: .ocspRecheck, device: result.device, serial: result.serial, connectionID: 0, remoteAddress: "",
             isFailure: result.refused || result.answer == .unavailable || result.answer == .issuerUnknown,
-            summary: "\(trigger == .operator ? "operator's recheck" : "recheck (cached status expired)"): \(result.summary)",
+            summary: "\(trigger.traceText): \(result.summary)",
             details: Self.details(result, trigger: trigger)))
     }
 

@@ -87,10 +87,14 @@ public struct RecheckReport: Codable, Sendable, Equatable {
     /// "device dev-1" or "serial 0AAB".
     public let target: String
     public let certificates: [CertificateRecheck]
+    /// In a fleet: what the other gateways closed for the refused certificates, one entry per
+    /// gateway and certificate (those that replied within the wait).
+    public var elsewhere: [FleetSessionsClosed]
 
-    public init(target: String, certificates: [CertificateRecheck]) {
+    public init(target: String, certificates: [CertificateRecheck], elsewhere: [FleetSessionsClosed] = []) {
         self.target = target
         self.certificates = certificates
+        self.elsewhere = elsewhere
     }
 
     /// How the recheck went as a whole; the command's exit status follows it.
@@ -117,6 +121,14 @@ public struct RecheckReport: Codable, Sendable, Equatable {
         guard !certificates.isEmpty else {
             return ["the gateway knows nothing about \(target): no cached OCSP status and no connected session; nothing was done"]
         }
-        return certificates.map { "\($0.serial)  \($0.device ?? $0.subject)  \($0.summary)" }
+        var lines: [String] = []
+        for certificate in certificates {
+            lines.append("\(certificate.serial)  \(certificate.device ?? certificate.subject)  \(certificate.summary)")
+            for other in elsewhere where other.serial == certificate.serial {
+                let from = other.addresses.isEmpty ? "" : " (from \(other.addresses.joined(separator: ", ")))"
+                lines.append("    on \(other.instance): \(other.closed == 1 ? "1 session" : "\(other.closed) sessions") closed\(from)")
+            }
+        }
+        return lines
     }
 }

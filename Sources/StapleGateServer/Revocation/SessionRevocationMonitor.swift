@@ -129,13 +129,47 @@ public final class SessionRevocationMonitor: Service, Sendable {
             logger.error("recheck of \(selector): \(error); rechecking what is in memory and connected only")
         }
         let all = Array(targets.values) + Array(unkeyed.values)
-        let results = await withTaskGroup(of: CertificateRecheck.self) { tasks in
-            for target in all { tasks.addTask { await self.recheck(target, checker: checker, trigger: .operator) } }
-            var results: [CertificateRecheck] = []
+        let results = await withTaskGroup(of: (CertID?, CertificateRecheck).self) { tasks in
+            for target in all { tasks.addTask { (target.certID, await self.recheck(target, checker: checker, trigger: .operator)) } }
+            var results: [(CertID?, CertificateRecheck)] = []
             for await result in tasks { results.append(result) }
             return results
         }
-        return RecheckReport(target: "\(selector)", certificates: results.sorted { ($0.serial, $0.subject) < ($1.serial, $1.subject) })
+        // In a fleet, the answers are in the shared table by now: every other gateway applies
+        // them to its own sessions, and says what it closed.
+        var elsewhere: [FleetSessionsClosed] = []
+        let refused = results.compactMap { id, result in result.refused && result.answer != .unavailable ? id : nil }
+        if let fleet = checker.fleet, !refused.isEmpty {
+            elsewhere = await fleet.closeSessions(of: refused, within: Self.fleetReplyWait)
+        }
+        return RecheckReport(target: "\(selector)", certificates: results.map(\.1).sorted { ($0.serial, $0.subject) < ($1.serial, $1.subject) },
+                             elsewhere: elsewhere)
+    }
+
+    /// How long an operator's recheck waits for the other gateways of the fleet to reply.
+    static let fleetReplyWait: Duration = .milliseconds(1500)
+
+    // MARK: Another gateway's answer
+
+    /// Another gateway of the fleet got an answer refusing `certID`, or an operator's recheck
+    /// there asks: the newest answer is read from the fleet's table into this gateway's cache
+    /// (so that reconnects here are refused without asking), and this gateway's sessions with
+    /// the certificate are judged by it under this gateway's policy. Returns the addresses of
+    /// the sessions closed.
+    public func applyFleetAnswer(for certID: CertID) async -> [String] {
+        guard let checker else { return [] }
+        guard let status = await checker.cache.lookUpInStore(certID, now: Date(), timeout: .seconds(1)) ?? checker.cache.lookup(certID, now: Date()) else {
+            return []
+        }
+        guard let group = grouped(sessions.all, checker: checker)[certID], let first = group.first,
+              let verdict = checker.cachedVerdict(of: first.certificate) else { return [] }
+        let target = RecheckTarget(certID: certID, certificate: first.certificate, entry: nil, sessions: group)
+        var result = describe(target, DeviceRecheck(verdict: verdict, asked: .answered(status)))
+        guard case let .reject(refusal, reason) = verdict, refusal != .statusUnavailable else { return [] }
+        result.sessionsClosed = close(group, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
+        result.sessionsKept = 0
+        recorder.record(result, trigger: .fleet)
+        return group.map(\.remoteAddress)
     }
 
     // MARK: One certificate
