@@ -1,5 +1,6 @@
 import Foundation
 import MetricsTestKit
+import StapleGateOCSP
 @testable import StapleGateServer
 import XCTest
 
@@ -28,6 +29,22 @@ final class RecheckReportTests: XCTestCase {
         let report = RecheckReport(target: "device dev-1", certificates: [revoked])
         XCTAssertEqual(report.outcome, .refused)
         XCTAssertEqual(report.lines, ["5B1F03A2  dev-1  \(revoked.summary)"])
+    }
+
+    /// In a fleet, each other gateway's closures are listed under the certificate they
+    /// belong to, and only there.
+    func testSessionsClosedByOtherGatewaysAreListedPerGateway() {
+        let revoked = recheck(.revoked, refused: true, closed: 1)
+        let report = RecheckReport(target: "device dev-1", certificates: [revoked], elsewhere: [
+            FleetSessionsClosed(instance: "gw-b", serial: "5B1F03A2", closed: 1, addresses: ["203.0.113.7:51234"]),
+            FleetSessionsClosed(instance: "gw-c", serial: "5B1F03A2", closed: 0, addresses: []),
+            FleetSessionsClosed(instance: "gw-c", serial: "0000AA", closed: 3, addresses: []),
+        ])
+        XCTAssertEqual(report.lines, [
+            "5B1F03A2  dev-1  \(revoked.summary)",
+            "    on gw-b: 1 session closed (from 203.0.113.7:51234)",
+            "    on gw-c: 0 sessions closed",
+        ])
     }
 
     func testAGoodAnswerKeepsSessions() {
