@@ -10,7 +10,7 @@ APT_PACKAGES := openssl libssl-dev libmosquitto-dev mosquitto mosquitto-clients 
 	nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo fleet-demo bench clean
 
 all: build
 
@@ -30,9 +30,16 @@ build: deps
 test: deps
 	$(SWIFT) test --disable-swift-testing  # every suite is XCTest; this keeps its summary the last line
 
-## demo: a device publishing through StapleGate into Mosquitto; stays up until Ctrl-C
+## demo: a device publishing through StapleGate into Mosquitto; stays up until Ctrl-C.
+## make demo FLEET=1 is the fleet demo below.
+FLEET ?=
 demo: build
-	bash config/demo.sh
+	@if [ -n "$(FLEET)" ]; then bash config/fleet-demo.sh; else bash config/demo.sh; fi
+
+## fleet-demo: PostgreSQL, HAProxy, three gateways, Mosquitto and a responder; a revocation
+## cuts a device off on every gateway; stays up until Ctrl-C
+fleet-demo: build
+	bash config/fleet-demo.sh
 
 ## bench: StapleGate vs nginx stream vs Mosquitto's TLS listener (issue 7); results in
 ## .build/bench/results/latest/. Sizes: make bench BENCH_ARGS="--runs 5 --sessions 3000" (see --help).
@@ -52,4 +59,4 @@ bench: deps
 	.build/release/staplegate-bench $(BENCH_ARGS)
 
 clean:
-	rm -rf .build .demo certs/out
+	rm -rf .build .demo .demo-fleet certs/out
