@@ -248,6 +248,7 @@ let package = Package(
             dependencies: [
                 "StapleGateFleet", "StapleGateOCSP", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/StapleGateFleetTests",
             swiftSettings: testSwift

@@ -84,14 +84,15 @@ public final class PostgresDeviceStatusFleet: DeviceStatusFleet {
         let name = ByteBuffer(bytes: certID.issuerNameHash), key = ByteBuffer(bytes: certID.issuerKeyHash)
         let serial = ByteBuffer(bytes: certID.serialNumber)
         let milliseconds = Int(lease.components.seconds) * 1000 + Int(lease.components.attoseconds / 1_000_000_000_000_000)
-        // Taken when nobody holds it, or the holder's lease ran out (it may have died asking),
-        // unless a failure still stands.
+        // Taken when nobody holds it, the holder's lease ran out (it may have died asking), or
+        // the holder is this gateway (lookups are single-flight within a gateway, so its own
+        // lease is one left over from before a restart), unless a failure still stands.
         let taken = try await client.query("""
             INSERT INTO device_ocsp_lookup (issuer_name_hash, issuer_key_hash, serial, holder, lease_until)
             VALUES (\(name), \(key), \(serial), \(instance), now() + make_interval(secs => \(Double(milliseconds) / 1000)))
             ON CONFLICT (issuer_name_hash, issuer_key_hash, serial) DO UPDATE SET
                 holder = excluded.holder, lease_until = excluded.lease_until, failure = NULL, failure_until = NULL
-            WHERE device_ocsp_lookup.lease_until < now()
+            WHERE (device_ocsp_lookup.lease_until < now() OR device_ocsp_lookup.holder = excluded.holder)
               AND (device_ocsp_lookup.failure_until IS NULL OR device_ocsp_lookup.failure_until <= now())
             RETURNING holder
             """, logger: logger)

@@ -136,3 +136,19 @@ private extension FleetLookupTurn {
         return false
     }
 }
+
+extension DeviceStatusFleetTests {
+    /// A gateway that restarts finds its own lease from before: it takes it at once instead of
+    /// waiting for it to run out.
+    func testAGatewayRestartedTakesItsOwnLeftoverLease() async throws {
+        let before = try await gateway("gw-a")
+        let id = certID(8)
+        let first = await before.turn(for: id, lease: .seconds(600), within: .seconds(5))
+        XCTAssertEqual(first, .ask)
+        let after = try await gateway("gw-a")
+        let started = ContinuousClock.now
+        let again = await after.turn(for: id, lease: .seconds(600), within: .seconds(30))
+        XCTAssertEqual(again, .ask)
+        XCTAssertLessThan(started.duration(to: .now), .seconds(25), "not a wait for the 10-minute lease to run out")
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import StapleGateFleet
 import StapleGateOCSP
 import TestSupport
@@ -37,19 +38,18 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
     /// tables, the others wait for it and find the work done.
     func testGatewaysStartingAtOnceMigrateTheDatabaseOnce() async throws {
         let settings = try self.settings
-        let results = NSLock()
-        var failures: [String] = []
-        var stores: [PostgresDeviceStatusStore] = []
+        let results = NIOLockedValueBox<(stores: [PostgresDeviceStatusStore], failures: [String])>(([], []))
         DispatchQueue.concurrentPerform(iterations: 4) { index in
             var own = settings
             own.instance = "gw-\(index)"
             do {
                 let store = try PostgresDeviceStatusStore(settings: own, logger: Logger(label: "test.fleet-store"))
-                results.lock(); stores.append(store); results.unlock()
+                results.withLockedValue { $0.stores.append(store) }
             } catch {
-                results.lock(); failures.append("\(error)"); results.unlock()
+                results.withLockedValue { $0.failures.append("\(error)") }
             }
         }
+        let (stores, failures) = results.withLockedValue { $0 }
         defer { stores.forEach { $0.close() } }
         XCTAssertEqual(failures, [])
         XCTAssertEqual(stores.count, 4)
