@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
-import StapleGateFleet
+@testable import StapleGateFleet
 import StapleGateOCSP
 import TestSupport
 import XCTest
@@ -55,7 +55,9 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         XCTAssertEqual(stores.count, 4)
         let versions = try await postgres.psql("SELECT version, name FROM staplegate_schema_migrations ORDER BY version",
                                                database: database)
-        XCTAssertEqual(versions.trimmingCharacters(in: .whitespacesAndNewlines), "1|device_ocsp_status")
+        let expected = FleetSchema.migrations.map { "\($0.version)|\($0.name)" }.joined(separator: "\n")
+        XCTAssertEqual(versions.trimmingCharacters(in: .whitespacesAndNewlines), expected)
+        XCTAssertTrue(expected.hasPrefix("1|device_ocsp_status\n2|fleet_coordination"), expected)
     }
 
     /// With the database gone, saving costs the caller nothing (it only queues) and the failed
