@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Logging
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateServer
 
@@ -45,12 +47,7 @@ struct OCSPCacheCommand: AsyncParsableCommand {
             guard status == 200 else { throw CommandFailure(message: Self.errorText(body)) }
             entries = try Self.decoder.decode([CachedOCSPStatus.Listing].self, from: Data(body))
         } catch is ControlClient.Failure {
-            let path = "\(directory)/ocsp-cache.sqlite"
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw CommandFailure(message: "the gateway is not running and \(path) does not exist")
-            }
-            FileHandle.standardError.write(Data("staplegate: the gateway is not running; showing the persisted cache\n".utf8))
-            entries = try OCSPCacheStore(path: path).loadAll(notExpiredAt: Date()).map(\.listing)
+            entries = try persistedEntries(directory: directory)
         }
         if json {
             print(String(decoding: try StaplePersistence.encoder.encode(entries), as: UTF8.self))
@@ -59,6 +56,25 @@ struct OCSPCacheCommand: AsyncParsableCommand {
         } else {
             print(entries.map(Self.describe).joined(separator: "\n"))
         }
+    }
+
+    /// With the gateway stopped: what its store holds — the state directory's file, or, in a
+    /// fleet (`--config` naming `fleet.store: postgres`), the fleet's shared table.
+    private func persistedEntries(directory: String) throws -> [CachedOCSPStatus.Listing] {
+        let logger = Logger(label: "staplegate")
+        let database = try state.config.flatMap { try loadConfigurationOrExit(path: $0).configuration.fleet.openDatabase(logger: logger) }
+        defer { database?.close() }
+        let path = "\(directory)/ocsp-cache.sqlite"
+        if let database {
+            guard database.readyBlocking(within: .seconds(10), orFirstFailure: true) else {
+                throw CommandFailure(message: "the gateway is not running and the fleet database \(database.location) cannot be read (\(database.health))")
+            }
+        } else if !FileManager.default.fileExists(atPath: path) {
+            throw CommandFailure(message: "the gateway is not running and \(path) does not exist")
+        }
+        let store = try FleetStores.deviceStatus(database: database, sqlitePath: path, logger: logger)
+        FileHandle.standardError.write(Data("staplegate: the gateway is not running; showing the persisted cache in \(store.location)\n".utf8))
+        return try store.loadAll(notExpiredAt: Date()).map(\.listing)
     }
 
     static func describe(_ entry: CachedOCSPStatus.Listing) -> String {

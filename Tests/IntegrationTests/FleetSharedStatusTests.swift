@@ -98,6 +98,27 @@ final class FleetSharedStatusTests: GatewayTestCase {
         try await gatewayB.waitForOutput("device.check=OCSP good (cached until")
     }
 
+    /// With the gateway stopped, `ocsp cache --config` lists what the fleet's table holds.
+    func testTheCacheListingReadsTheFleetsTableWhileTheGatewayIsStopped() async throws {
+        let proxy = try await startResponderBehindProxy()
+        let server = try await startPostgres()
+        let gateway = try await startGateway("A", proxy: proxy, fleet: postgresFleet(server, instance: "gw-a"))
+        let first = try await connect("device-1", to: gateway)
+        XCTAssertEqual(first, [.succeeded])
+        try await waitForSharedRows(server, count: 1)
+        await gateway.stop()
+        let cache = { try await ManagedProcess(try CommandLineTests.findExecutable(), ["ocsp", "cache", "--config", gateway.configPath])
+            .commandResult(timeout: .seconds(30)) }
+        let listing = try await cache()
+        XCTAssertEqual(listing.status, .exited(0), "\(listing)")
+        XCTAssertTrue(listing.stdout.contains("device-1"), listing.stdout)
+        XCTAssertTrue(listing.stderr.contains("showing the persisted cache in \(server.url(database: "fleet"))"), listing.stderr)
+        await server.stop()
+        let unreachable = try await cache()
+        XCTAssertNotEqual(unreachable.status, .exited(0))
+        XCTAssertTrue(unreachable.stderr.contains("the fleet database \(server.url(database: "fleet")) cannot be read"), unreachable.stderr)
+    }
+
     /// The negative control: gateways with their own SQLite files share nothing, so each asks.
     func testGatewaysWithTheirOwnSQLiteStoresEachAskTheResponder() async throws {
         let proxy = try await startResponderBehindProxy()
