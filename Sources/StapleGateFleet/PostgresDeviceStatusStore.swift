@@ -81,7 +81,7 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         writerTask = Task {
             for await _ in stream {
                 await Self.drain(state: state, client: client, location: location, instance: instance, metrics: metrics,
-                                 logger: logger)
+                                 health: { database.health }, logger: logger)
             }
         }
     }
@@ -152,7 +152,8 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
 
     /// Runs on the writer task only: one transaction for everything pending, then expired rows go.
     private static func drain(state: NIOLockedValueBox<WriterState>, client: PostgresClient, location: String,
-                              instance: String, metrics: FleetMetrics, logger: Logger) async {
+                              instance: String, metrics: FleetMetrics, health: @Sendable () -> FleetDatabase.Health,
+                              logger: Logger) async {
         let batch = state.withLockedValue { state -> [Operation] in
             defer { state.pending.removeAll(keepingCapacity: true) }
             return state.pending
@@ -169,7 +170,11 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
                     logger.notice("device statuses are written to the fleet database again", metadata: ["database": "\(location)"])
                 }
             } catch {
-                let message = "cannot write to the fleet database \(location): \(describe(error))"
+                // A write given up for want of a connection says only "no answer"; the health
+                // probe knows why the database cannot be reached.
+                var cause = describe(error)
+                if case let .unreachable(reason) = health() { cause = "it is unreachable (\(reason))" }
+                let message = "cannot write to the fleet database \(location): \(cause)"
                 metrics.writeFailed()
                 let first = state.withLockedValue { state -> Bool in
                     state.writeErrorCount += 1
@@ -209,14 +214,15 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
 
     // MARK: Reads
 
+    /// Its error does not repeat the database's URL: the warm-up's caller names `location`.
     public func loadAll(notExpiredAt now: Date) throws -> [CachedOCSPStatus] {
+        try requireReachable()
         do {
-            try requireReachable()
-            return try blocking(timeout: Self.blockingTimeout, "read \(location)") {
+            return try blocking(timeout: Self.blockingTimeout, "read the device statuses") {
                 try await self.rows("SELECT \(unescaped: StatusRow.columns) FROM device_ocsp_status WHERE expires_at > \(now) ORDER BY checked_at DESC")
             }
         } catch {
-            throw PostgresStoreError("cannot read the device statuses in \(location): \(Self.describe(error))")
+            throw PostgresStoreError(Self.describe(error))
         }
     }
 
@@ -255,8 +261,8 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     private func requireReachable() throws {
         switch database.health {
         case .ready: return
-        case .connecting: throw PostgresStoreError("not connected yet")
-        case let .unreachable(reason): throw PostgresStoreError("unreachable: \(reason)")
+        case .connecting: throw PostgresStoreError("the database is not connected yet")
+        case let .unreachable(reason): throw PostgresStoreError("the database is unreachable: \(reason)")
         }
     }
 
