@@ -40,6 +40,12 @@ final class FleetSharedStatusTests: FleetGatewayTestCase {
         let second = try await connect("device-1", to: gatewayB)
         XCTAssertEqual(second, [.succeeded])
         XCTAssertEqual(proxy.connectionsAccepted, 2, "one responder request per gateway")
+        // No fleet database: nothing about one in /readyz or /metrics.
+        let readiness = try await readiness(gatewayB)
+        XCTAssertEqual(readiness.status, 200)
+        XCTAssertTrue(readiness.database.isEmpty, "\(readiness.database)")
+        let up = try await metric("staplegate_fleet_database_up", of: gatewayB)
+        XCTAssertNil(up)
     }
 
     /// The database going away costs known devices nothing: the gateway's memory admits them.
