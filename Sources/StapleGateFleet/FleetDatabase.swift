@@ -48,8 +48,12 @@ public final class FleetDatabase: Sendable {
 
     /// How often the database is probed (`SELECT 1`), so that health follows it both ways.
     static let probeInterval: Duration = .seconds(2)
-    /// How long a probe or a migration attempt may take before it counts as a failure.
+    /// How long a migration attempt (or the diagnosis's connection) may take before it counts
+    /// as a failure.
     static let attemptTimeout: Duration = .seconds(5)
+    /// How long a probe waits: short, so that an outage is noticed within seconds; a probe that
+    /// only waited behind a busy pool is told apart by the diagnosis's connection.
+    static let probeTimeout: Duration = .seconds(2)
 
     /// Prepares the pool and starts connecting. Throws only for what is wrong on this machine
     /// (an unreadable password or CA file), never because the database is away.
@@ -136,7 +140,7 @@ public final class FleetDatabase: Sendable {
                         logger.notice("fleet database migrated", metadata: ["database": "\(location)", "versions": "\(applied)"])
                     }
                 } else {
-                    try await withDeadline(Self.attemptTimeout, "reach \(location)") { [client, logger] in
+                    try await withDeadline(Self.probeTimeout, "reach \(location)") { [client, logger] in
                         _ = try await client.query("SELECT 1", logger: logger)
                     }
                 }
@@ -147,8 +151,15 @@ public final class FleetDatabase: Sendable {
                 // of our own names it (refused, a certificate not trusted, the server's refusal).
                 if let error = error as? Unreachable {
                     next = .unreachable(error.reason)
+                } else if let reason = await diagnosis.reason() {
+                    next = .unreachable(reason)
+                } else if migrated, error is BlockingTimeout {
+                    // A connection of our own works: the probe only waited behind the device
+                    // lookups and writes that hold the pool. Busy is not unreachable (which
+                    // would make every lookup skip the database).
+                    next = .ready
                 } else {
-                    next = .unreachable(await diagnosis.reason() ?? describe(error))
+                    next = .unreachable(describe(error))
                 }
             }
             metrics.databaseUp(next == .ready)
