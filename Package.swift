@@ -88,6 +88,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Sources/StapleGateFleet",
             swiftSettings: strictSwift
@@ -249,6 +250,7 @@ let package = Package(
                 "StapleGateFleet", "StapleGateOCSP", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Tests/StapleGateFleetTests",
             swiftSettings: testSwift

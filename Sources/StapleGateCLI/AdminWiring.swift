@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import Prometheus
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateServer
 import StapleGateTrace
@@ -20,7 +21,7 @@ enum PrometheusMetrics {
 }
 
 /// The admin listener the configuration asks for, or nil (and a log line) when it is off.
-func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: TraceStore?,
+func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: TraceStore?, fleetDatabase: FleetDatabase?,
                      registry: PrometheusCollectorRegistry, eventLoops: EventLoopGroup, logger: Logger) -> AdminServer? {
     guard configuration.admin.enabled else {
         logger.notice("admin listener off (admin.enabled: false)")
@@ -32,6 +33,9 @@ func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, tr
                                 group: eventLoops),
         generation: { gateway.currentGeneration },
         traceStorePath: traceStore == nil ? nil : configuration.traceStorePath,
-        eventLoops: eventLoops, metricsText: { registry.emitToBuffer() })
+        eventLoops: eventLoops,
+        // The start's setting: the fleet section is restart-only, as the database it opened.
+        fleetDatabase: fleetDatabase, fleetDatabaseRequired: configuration.fleet.requiredForReadiness,
+        metricsText: { registry.emitToBuffer() })
     return AdminServer(configuration: configuration.admin, group: eventLoops, logger: logger, routes: routes)
 }

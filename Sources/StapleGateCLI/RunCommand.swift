@@ -69,7 +69,7 @@ struct RunCommand: AsyncParsableCommand {
                           handler: { await routes.handle($0) }),
         ]
         // Before the gateway: services stop in reverse order, so /readyz answers during the drain.
-        if let admin = makeAdminServer(loaded.configuration, gateway: gateway, traceStore: traceStore,
+        if let admin = makeAdminServer(loaded.configuration, gateway: gateway, traceStore: traceStore, fleetDatabase: fleetDatabase,
                                        registry: metricsRegistry, eventLoops: eventLoops, logger: logger) {
             services.append(admin)
         }

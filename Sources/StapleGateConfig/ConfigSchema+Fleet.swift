@@ -2,9 +2,9 @@ import StapleGateFleet
 import StapleGateTLS
 
 extension ConfigSchema {
-    static let fleetKeys = ["store", "url", "password_file", "tls", "ca_file", "instance", "pool_size"]
+    static let fleetKeys = ["store", "url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness"]
     /// The keys that only mean something with `store: postgres`.
-    static let fleetPostgresKeys = ["url", "password_file", "tls", "ca_file", "instance", "pool_size"]
+    static let fleetPostgresKeys = ["url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness"]
 
     func fleet(_ section: YAMLValue) throws(ConfigError) -> FleetConfiguration {
         let keys = try section.mapping(knownKeys: Self.fleetKeys)
@@ -40,6 +40,7 @@ extension ConfigSchema {
             settings.instance = instance
         }
         if let value = keys["pool_size"] { settings.poolSize = try value.integer(in: 1...100) }
+        if let value = keys["required_for_readiness"] { fleet.requiredForReadiness = try value.boolean() }
         fleet.postgres = settings
         return fleet
     }

@@ -23,10 +23,16 @@ public struct FleetConfiguration: Sendable, Equatable {
     public var store: Store
     /// Required with `store: postgres`.
     public var postgres: PostgresSettings?
+    /// Whether `/readyz` answers 503 while the database is not reachable. Off by default: a
+    /// gateway without its database still admits the devices it knows and asks the responder
+    /// about the others, and serving beats refusing the fleet; a balancer that takes every
+    /// gateway out at once when the database fails would refuse the whole fleet instead.
+    public var requiredForReadiness: Bool
 
-    public init(store: Store = .sqlite, postgres: PostgresSettings? = nil) {
+    public init(store: Store = .sqlite, postgres: PostgresSettings? = nil, requiredForReadiness: Bool = false) {
         self.store = store
         self.postgres = postgres
+        self.requiredForReadiness = requiredForReadiness
     }
 }
 
@@ -107,6 +113,7 @@ extension FleetConfiguration {
     public func summary(sqlitePath: String) -> String {
         guard store == .postgres, let postgres else { return "sqlite \(sqlitePath) (this gateway only)" }
         return "postgres \(postgres.redactedURL) (shared by the fleet; tls \(postgres.tls.rawValue), instance "
-            + "\(postgres.instance), pool \(postgres.poolSize)\(postgres.passwordFile == nil ? "" : ", password from \(postgres.passwordFile!)"))"
+            + "\(postgres.instance), pool \(postgres.poolSize)\(postgres.passwordFile == nil ? "" : ", password from \(postgres.passwordFile!)")"
+            + (requiredForReadiness ? "; /readyz fails while it is unreachable)" : "; /readyz stays ready without it)")
     }
 }

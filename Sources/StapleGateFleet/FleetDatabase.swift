@@ -1,4 +1,5 @@
 import Foundation
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -20,6 +21,9 @@ public final class FleetDatabase: Sendable {
     /// The URL without secrets, for messages.
     public var location: String { settings.redactedURL }
     let logger: Logger
+    /// Says why the pool cannot connect: the pool itself only times out.
+    private let diagnosis: Diagnosis
+    let metrics: FleetMetrics
     private let state: NIOLockedValueBox<Health>
     private let runTask: Task<Void, Never>
     private let watchTask: NIOLockedValueBox<Task<Void, Never>?>
@@ -44,29 +48,37 @@ public final class FleetDatabase: Sendable {
 
     /// How often the database is probed (`SELECT 1`), so that health follows it both ways.
     static let probeInterval: Duration = .seconds(2)
-    /// How long a probe or a migration attempt may take before it counts as a failure.
+    /// How long a migration attempt (or the diagnosis's connection) may take before it counts
+    /// as a failure.
     static let attemptTimeout: Duration = .seconds(5)
+    /// How long a probe waits: short, so that an outage is noticed within seconds; a probe that
+    /// only waited behind a busy pool is told apart by the diagnosis's connection.
+    static let probeTimeout: Duration = .seconds(2)
 
     /// Prepares the pool and starts connecting. Throws only for what is wrong on this machine
     /// (an unreadable password or CA file), never because the database is away.
-    public init(settings: PostgresSettings, logger: Logger) throws {
+    public init(settings: PostgresSettings, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) throws {
         self.settings = settings
         self.logger = logger
+        let tlsConfiguration = try Self.tls(settings)
+        let password = try Self.password(settings)
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .notice)
+        diagnosis = try Diagnosis(settings: settings, password: password, tls: tlsConfiguration, logger: poolLogger)
         var configuration = PostgresClient.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: try Self.password(settings),
-            database: settings.database, tls: try Self.tls(settings))
+            host: settings.host, port: settings.port, username: settings.user, password: password, database: settings.database,
+            tls: tlsConfiguration.map { PostgresClient.Configuration.TLS.require($0) } ?? PostgresClient.Configuration.TLS.disable)
         // One more than asked: a listener for the fleet's notifications holds one for good.
         configuration.options.maximumConnections = settings.poolSize + 1
         configuration.options.connectTimeout = .seconds(5)
-        // The host name, not an IP, is what a server certificate names; postgres-nio only
-        // sends it (and checks it) when told.
-        if settings.tls == .verifyFull { configuration.options.tlsServerName = settings.host }
-        // The pool logs each failed connection attempt at info, every second or two while the
-        // database is away; the health watch says it once.
-        var poolLogger = logger
-        poolLogger.logLevel = max(logger.logLevel, .notice)
+        // No tlsServerName: postgres-nio sends the URL's host name as SNI and NIOSSL checks the
+        // certificate against it; for an IP address (not allowed in SNI, refused if set) NIOSSL
+        // checks the certificate's IP names against the address connected to.
+        // The pool (poolLogger) logs each failed connection attempt at info, every second or
+        // two while the database is away; the health watch says it once.
         let client = PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
         self.client = client
+        metrics = FleetMetrics(factory: metricsFactory)
         runTask = Task { await client.run() }
         state = NIOLockedValueBox(.connecting)
         watchTask = NIOLockedValueBox(nil)
@@ -117,6 +129,9 @@ public final class FleetDatabase: Sendable {
             let next: Health
             do {
                 if !migrated {
+                    // A connection of our own first: the pool would wait attemptTimeout before
+                    // failing, and say less about why (a first start with a wrong CA, say).
+                    if let reason = await diagnosis.reason() { throw Unreachable(reason: reason) }
                     let applied = try await withDeadline(Self.attemptTimeout, "set up the tables in \(location)") { [client, logger] in
                         try await FleetSchema.migrate(client, logger: logger)
                     }
@@ -125,15 +140,29 @@ public final class FleetDatabase: Sendable {
                         logger.notice("fleet database migrated", metadata: ["database": "\(location)", "versions": "\(applied)"])
                     }
                 } else {
-                    try await withDeadline(Self.attemptTimeout, "reach \(location)") { [client, logger] in
+                    try await withDeadline(Self.probeTimeout, "reach \(location)") { [client, logger] in
                         _ = try await client.query("SELECT 1", logger: logger)
                     }
                 }
                 next = .ready
                 backoff = .milliseconds(250)
             } catch {
-                next = .unreachable(Self.describe(error))
+                // The pool answers "no connection in time" whatever the cause; one connection
+                // of our own names it (refused, a certificate not trusted, the server's refusal).
+                if let error = error as? Unreachable {
+                    next = .unreachable(error.reason)
+                } else if let reason = await diagnosis.reason() {
+                    next = .unreachable(reason)
+                } else if migrated, error is BlockingTimeout {
+                    // A connection of our own works: the probe only waited behind the device
+                    // lookups and writes that hold the pool. Busy is not unreachable (which
+                    // would make every lookup skip the database).
+                    next = .ready
+                } else {
+                    next = .unreachable(describe(error))
+                }
             }
+            metrics.databaseUp(next == .ready)
             let previous = state.withLockedValue { state -> Health in
                 defer { state = next }
                 return state
@@ -152,6 +181,11 @@ public final class FleetDatabase: Sendable {
         }
     }
 
+    /// Why the database cannot be reached, already in words.
+    private struct Unreachable: Error {
+        let reason: String
+    }
+
     private static func password(_ settings: PostgresSettings) throws -> String? {
         guard let file = settings.passwordFile else { return nil }
         do {
@@ -162,16 +196,16 @@ public final class FleetDatabase: Sendable {
         }
     }
 
-    private static func tls(_ settings: PostgresSettings) throws -> PostgresClient.Configuration.TLS {
+    /// The TLS settings of `fleet.tls`, nil for `disable`. `require` encrypts without checking
+    /// the server (as libpq's sslmode=require); `verify-full` checks the chain and the name.
+    private static func tls(_ settings: PostgresSettings) throws -> TLSConfiguration? {
+        var configuration = TLSConfiguration.makeClientConfiguration()
         switch settings.tls {
         case .disable:
-            return .disable
+            return nil
         case .require:
-            var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .none
-            return .require(configuration)
         case .verifyFull:
-            var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .fullVerification
             if let caFile = settings.caFile {
                 do {
@@ -180,17 +214,13 @@ public final class FleetDatabase: Sendable {
                     throw PostgresStoreError("cannot read the CA bundle \(caFile) for \(settings.redactedURL): \(error)")
                 }
             }
-            return .require(configuration)
         }
+        return configuration
     }
 
-    /// PSQLError's own description hides the server's message (it may hold data); the
-    /// server's message text is what an operator needs, and holds none of ours.
-    public static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return message }
-            return "\(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
-        }
-        return "\(error)"
-    }
+    /// An error in words for this database's messages (see `FleetErrorText`).
+    func describe(_ error: any Error) -> String { FleetErrorText(settings: settings).describe(error) }
+
+    /// An error in words, without the settings that would name the CA file or host.
+    public static func describe(_ error: any Error) -> String { FleetErrorText(settings: nil).describe(error) }
 }

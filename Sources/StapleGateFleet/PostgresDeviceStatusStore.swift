@@ -77,9 +77,11 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         let client = database.client
         let location = database.location
         let instance = database.instance
+        let metrics = database.metrics
         writerTask = Task {
             for await _ in stream {
-                await Self.drain(state: state, client: client, location: location, instance: instance, logger: logger)
+                await Self.drain(state: state, client: client, location: location, instance: instance, metrics: metrics,
+                                 health: { database.health }, logger: logger)
             }
         }
     }
@@ -150,7 +152,8 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
 
     /// Runs on the writer task only: one transaction for everything pending, then expired rows go.
     private static func drain(state: NIOLockedValueBox<WriterState>, client: PostgresClient, location: String,
-                              instance: String, logger: Logger) async {
+                              instance: String, metrics: FleetMetrics, health: @Sendable () -> FleetDatabase.Health,
+                              logger: Logger) async {
         let batch = state.withLockedValue { state -> [Operation] in
             defer { state.pending.removeAll(keepingCapacity: true) }
             return state.pending
@@ -167,7 +170,12 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
                     logger.notice("device statuses are written to the fleet database again", metadata: ["database": "\(location)"])
                 }
             } catch {
-                let message = "cannot write to the fleet database \(location): \(describe(error))"
+                // A write given up for want of a connection says only "no answer"; the health
+                // probe knows why the database cannot be reached.
+                var cause = describe(error)
+                if case let .unreachable(reason) = health() { cause = "it is unreachable (\(reason))" }
+                let message = "cannot write to the fleet database \(location): \(cause)"
+                metrics.writeFailed()
                 let first = state.withLockedValue { state -> Bool in
                     state.writeErrorCount += 1
                     state.lastWriteError = message
@@ -206,13 +214,15 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
 
     // MARK: Reads
 
+    /// Its error does not repeat the database's URL: the warm-up's caller names `location`.
     public func loadAll(notExpiredAt now: Date) throws -> [CachedOCSPStatus] {
+        try requireReachable()
         do {
-            return try blocking(timeout: Self.blockingTimeout, "read \(location)") {
+            return try blocking(timeout: Self.blockingTimeout, "read the device statuses") {
                 try await self.rows("SELECT \(unescaped: StatusRow.columns) FROM device_ocsp_status WHERE expires_at > \(now) ORDER BY checked_at DESC")
             }
         } catch {
-            throw PostgresStoreError("cannot read the device statuses in \(location): \(Self.describe(error))")
+            throw PostgresStoreError(Self.describe(error))
         }
     }
 
@@ -234,6 +244,7 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
 
     public func status(for certID: CertID, now: Date) async throws -> CachedOCSPStatus? {
         do {
+            try requireReachable()
             return try await rows("""
                 SELECT \(unescaped: StatusRow.columns) FROM device_ocsp_status
                 WHERE issuer_name_hash = \(ByteBuffer(bytes: certID.issuerNameHash)) AND issuer_key_hash = \(ByteBuffer(bytes: certID.issuerKeyHash))
@@ -241,6 +252,17 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
                 """).first
         } catch {
             throw PostgresStoreError("cannot read the device status in \(location): \(Self.describe(error))")
+        }
+    }
+
+    /// Fails at once while the database is known to be away (or not yet set up): otherwise each
+    /// new device's handshake would wait for a pool that cannot connect, and a start would wait
+    /// for the warm-up. The health probe notices the database's return within seconds.
+    private func requireReachable() throws {
+        switch database.health {
+        case .ready: return
+        case .connecting: throw PostgresStoreError("the database is not connected yet")
+        case let .unreachable(reason): throw PostgresStoreError("the database is unreachable: \(reason)")
         }
     }
 

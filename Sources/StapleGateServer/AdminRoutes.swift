@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateOCSP
 import StapleGateTLS
 import StapleGateTrace
@@ -8,8 +9,9 @@ import StapleGateTrace
 /// What the admin listener answers (all GET; other methods get 405, unknown paths 404):
 /// - `/healthz`: 200 "ok" while every event loop runs tasks;
 /// - `/readyz`: 200 when devices are accepted, at least one broker answers and a staple is held
-///   where the stapling policy needs one; 503 with the failing conditions otherwise; each
-///   broker's state either way;
+///   where the stapling policy needs one (and, with `fleet.required_for_readiness`, the fleet
+///   database is reachable); 503 with the failing conditions otherwise; each broker's state and
+///   the fleet database's either way;
 /// - `/metrics`: Prometheus text format;
 /// - `/ocsp`: the staples held and the device-status cache;
 /// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`.
@@ -23,10 +25,17 @@ public struct AdminRoutes: Sendable {
     /// The metrics backend's exposition in the Prometheus text format.
     let metricsText: @Sendable () -> [UInt8]
     let eventLoops: EventLoopGroup
+    /// The fleet's database (`fleet.store: postgres`), reported by /readyz; nil without one.
+    let fleetDatabase: FleetDatabase?
+    /// `fleet.required_for_readiness`: whether an unreachable database fails /readyz.
+    let fleetDatabaseRequired: Bool
 
     public init(isAcceptingDevices: @escaping @Sendable () -> Bool, upstream: UpstreamProbe,
                 generation: @escaping @Sendable () -> GatewayGeneration, traceStorePath: String?, eventLoops: EventLoopGroup,
+                fleetDatabase: FleetDatabase? = nil, fleetDatabaseRequired: Bool = false,
                 metricsText: @escaping @Sendable () -> [UInt8]) {
+        self.fleetDatabase = fleetDatabase
+        self.fleetDatabaseRequired = fleetDatabaseRequired
         self.isAcceptingDevices = isAcceptingDevices
         self.upstream = upstream
         self.generation = generation
@@ -74,7 +83,7 @@ public struct AdminRoutes: Sendable {
 
     public struct Readiness: Codable, Sendable {
         public struct Failure: Codable, Sendable {
-            /// listener, upstream or stapling.
+            /// listener, upstream, stapling or fleet_database.
             public let check: String
             public let reason: String
         }
@@ -90,9 +99,23 @@ public struct AdminRoutes: Sendable {
             public let lastError: String?
         }
 
+        /// The fleet's shared database, as the gateway's health probe last found it.
+        public struct FleetDatabaseState: Codable, Sendable {
+            /// Its URL, without any secret.
+            public let database: String
+            /// connecting, ready or unreachable.
+            public let state: String
+            /// Why it is unreachable.
+            public let reason: String?
+            /// Whether an unreachable database fails readiness (`fleet.required_for_readiness`).
+            public let requiredForReadiness: Bool
+        }
+
         public let ready: Bool
         public let failing: [Failure]
         public let brokers: [Broker]
+        /// nil with `fleet.store: sqlite`.
+        public let fleetDatabase: FleetDatabaseState?
     }
 
     private func readiness() async -> ControlResponse {
@@ -108,10 +131,24 @@ public struct AdminRoutes: Sendable {
         if let refusal = generation().refusalReason() {
             failing.append(.init(check: "stapling", reason: refusal))
         }
+        // Reported always; a failure only when the operator asked for it: without its database
+        // the gateway still admits the devices it knows and asks the responder about others.
+        let database = fleetDatabase.map { database -> Readiness.FleetDatabaseState in
+            let health = database.health
+            var reason: String?
+            if case let .unreachable(why) = health { reason = why }
+            return .init(database: database.location, state: health.label, reason: reason,
+                         requiredForReadiness: fleetDatabaseRequired)
+        }
+        if let database, fleetDatabaseRequired, database.state != FleetDatabase.Health.ready.label {
+            failing.append(.init(check: "fleet_database",
+                                 reason: "the fleet database \(database.database) is \(database.state)" + (database.reason.map { ": \($0)" } ?? "")))
+        }
         let brokers = upstream.brokers.map { status in
             Readiness.Broker(broker: "\(status.broker)", up: status.up, since: status.since, lastError: status.lastError)
         }
-        return .json(Readiness(ready: failing.isEmpty, failing: failing, brokers: brokers), status: failing.isEmpty ? 200 : 503)
+        return .json(Readiness(ready: failing.isEmpty, failing: failing, brokers: brokers, fleetDatabase: database),
+                     status: failing.isEmpty ? 200 : 503)
     }
 
     // MARK: - OCSP

@@ -7,75 +7,7 @@ import XCTest
 /// `fleet: { store: postgres }` on one real PostgreSQL 15, a real `openssl ocsp` responder
 /// behind a `CountingTCPProxy` that counts the gateways' requests. What one gateway learnt
 /// from the responder, the other finds in the shared table on a miss in memory.
-final class FleetSharedStatusTests: GatewayTestCase {
-    private var responder: OCSPResponder?
-    private var proxy: CountingTCPProxy?
-    private var postgres: PostgresServer?
-    private var gateways: [StapleGateProcess] = []
-
-    override func tearDown() async throws {
-        for gateway in gateways { await gateway.stop() }
-        gateways = []
-        await proxy?.stop()
-        proxy = nil
-        await responder?.stop()
-        responder = nil
-        await postgres?.remove()
-        postgres = nil
-        try await super.tearDown()
-    }
-
-    // MARK: Helpers
-
-    private func startResponderBehindProxy() async throws -> CountingTCPProxy {
-        responder = try await OCSPResponder.start(pki: pki)
-        let proxy = try await CountingTCPProxy.start(forwardingTo: pki.ocspPort)
-        self.proxy = proxy
-        return proxy
-    }
-
-    /// A PostgreSQL of this test's own, with the database `fleet`.
-    private func startPostgres() async throws -> PostgresServer {
-        let server = try await PostgresServer.start()
-        postgres = server
-        try await server.createDatabase("fleet")
-        return server
-    }
-
-    /// The real binary asking `proxy` about devices; `fleet` is the `fleet` section's value
-    /// (nil: none, today's SQLite file in its own state directory).
-    private func startGateway(_ name: String, proxy: CountingTCPProxy, fleet: String?) async throws -> StapleGateProcess {
-        var sections = ["device_ocsp:\n  responder: \"\(proxy.url)\""]
-        if let fleet { sections.append("fleet: \(fleet)") }
-        let gateway = try await StapleGateProcess.start(pki: pki, broker: broker, directory: try makeTemporaryDirectory(),
-                                                        sections: sections)
-        gateways.append(gateway)
-        addTeardownBlock { [weak self] in
-            guard let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 else { return }
-            let lines = gateway.process.stderr.lines
-            print("--- gateway \(name) log (last 100 of \(lines.count) lines) ---\n\(lines.suffix(100).joined(separator: "\n"))")
-        }
-        return gateway
-    }
-
-    private func postgresFleet(_ server: PostgresServer, instance: String) -> String {
-        "{ store: postgres, url: \"\(server.url(database: "fleet"))\", tls: disable, instance: \(instance), pool_size: 2 }"
-    }
-
-    private func connect(_ device: String, to gateway: StapleGateProcess) async throws -> [TLSDeviceSwarm.Result] {
-        try await TLSDeviceSwarm.connect(port: gateway.port, devices: [(certificate: pki.certificate(device), key: pki.key(device))],
-                                         trustBundle: pki.caChain, timeout: .seconds(20))
-    }
-
-    /// Until the gateway's write-behind has put `count` rows in the shared table.
-    private func waitForSharedRows(_ server: PostgresServer, count: Int) async throws {
-        var rows = ""
-        try await waitUntil(timeout: .seconds(10), "\(count) device statuses in PostgreSQL", details: { rows }) {
-            rows = try await server.psql("SELECT serial_hex, outcome, written_by FROM device_ocsp_status", database: "fleet")
-            return rows.split(separator: "\n").count >= count
-        }
-    }
-
+final class FleetSharedStatusTests: FleetGatewayTestCase {
     // MARK: Tests
 
     func testADeviceGatewayAAskedAboutIsAdmittedByGatewayBWithoutAnotherResponderRequest() async throws {
@@ -129,6 +61,12 @@ final class FleetSharedStatusTests: GatewayTestCase {
         let second = try await connect("device-1", to: gatewayB)
         XCTAssertEqual(second, [.succeeded])
         XCTAssertEqual(proxy.connectionsAccepted, 2, "one responder request per gateway")
+        // No fleet database: nothing about one in /readyz or /metrics.
+        let readiness = try await readiness(gatewayB)
+        XCTAssertEqual(readiness.status, 200)
+        XCTAssertTrue(readiness.database.isEmpty, "\(readiness.database)")
+        let up = try await metric("staplegate_fleet_database_up", of: gatewayB)
+        XCTAssertNil(up)
     }
 
     /// The database going away costs known devices nothing: the gateway's memory admits them.

@@ -51,6 +51,14 @@ final class FleetConfigTests: ConfigTestCase {
             .configuration.fleet.postgres?.tls, .require)
     }
 
+    /// Serving beats refusing the fleet: the database is not needed for readiness unless asked.
+    func testRequiredForReadinessIsOffByDefaultAndCanBeTurnedOn() throws {
+        let url = "fleet:\n  store: postgres\n  url: postgres://u@db/x\n"
+        XCTAssertFalse(try load(yaml() + url).configuration.fleet.requiredForReadiness)
+        XCTAssertFalse(try load(yaml() + url + "  required_for_readiness: false\n").configuration.fleet.requiredForReadiness)
+        XCTAssertTrue(try load(yaml() + url + "  required_for_readiness: true\n").configuration.fleet.requiredForReadiness)
+    }
+
     func testBadValuesNameTheirKey() {
         let cases: [(String, String, String)] = [
             ("fleet:\n  store: mysql", "fleet.store", "must be sqlite or postgres, not \"mysql\""),
@@ -68,6 +76,12 @@ final class FleetConfigTests: ConfigTestCase {
              "only applies with fleet.tls: verify-full"),
             ("fleet:\n  store: postgres\n  url: postgres://u@db/x\n  instance: \"\"", "fleet.instance", "1 to 200 characters"),
             ("fleet:\n  url: postgres://u@db/x", "fleet.url", "only applies with fleet.store: postgres"),
+            ("fleet:\n  store: postgres\n  url: postgres://u@db/x\n  required_for_readiness: sometimes",
+             "fleet.required_for_readiness", "expected true or false, got \"sometimes\""),
+            ("fleet:\n  store: sqlite\n  required_for_readiness: true", "fleet.required_for_readiness",
+             "only applies with fleet.store: postgres"),
+            ("fleet:\n  store: postgres\n  url: postgres://u@db/x\n  required_for_readness: true",
+             "fleet.required_for_readness", "did you mean \"required_for_readiness\""),
         ]
         for (body, key, reason) in cases {
             let keyLine = String(body.split(separator: "\n").first { $0.contains(key.split(separator: ".").last!) }!)
@@ -103,7 +117,9 @@ final class FleetConfigTests: ConfigTestCase {
             return line.replacingOccurrences(of: "store: sqlite", with: "store: postgres")
                 .replacingOccurrences(of: "/etc/staplegate/", with: "")
         }.joined(separator: "\n")
-        let settings = try XCTUnwrap(try load(yaml() + uncommented + "\n").configuration.fleet.postgres)
+        let fleet = try load(yaml() + uncommented + "\n").configuration.fleet
+        XCTAssertFalse(fleet.requiredForReadiness, "the example shows the default")
+        let settings = try XCTUnwrap(fleet.postgres)
         XCTAssertEqual(settings, PostgresSettings(
             host: "db.example.net", port: 5432, user: "staplegate", database: "staplegate",
             passwordFile: pki.path("postgres-password"), tls: .verifyFull, caFile: pki.path("postgres-ca.pem"),
@@ -117,6 +133,10 @@ final class FleetConfigTests: ConfigTestCase {
         let postgres = FleetConfiguration(store: .postgres, postgres: PostgresSettings(
             host: "db", user: "gw", database: "fleet", passwordFile: "/etc/staplegate/pw", tls: .require, instance: "gw-1"))
         XCTAssertEqual(postgres.summary(sqlitePath: "unused"),
-                       "postgres postgres://gw@db:5432/fleet (shared by the fleet; tls require, instance gw-1, pool 4, password from /etc/staplegate/pw)")
+                       "postgres postgres://gw@db:5432/fleet (shared by the fleet; tls require, instance gw-1, pool 4, password from "
+                       + "/etc/staplegate/pw; /readyz stays ready without it)")
+        var required = postgres
+        required.requiredForReadiness = true
+        XCTAssertTrue(required.summary(sqlitePath: "unused").hasSuffix("; /readyz fails while it is unreachable)"))
     }
 }

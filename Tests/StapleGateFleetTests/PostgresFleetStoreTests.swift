@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import NIOConcurrencyHelpers
 @testable import StapleGateFleet
 import StapleGateOCSP
@@ -88,6 +89,59 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         }
         XCTAssertLessThan(reading.duration(to: .now), PostgresDeviceStatusStore.readTimeout + .seconds(2),
                           "a read gives up after readTimeout")
+    }
+
+    /// The database's gauge and the store's write failures follow a database that stops and
+    /// starts again (same data, same port), and writes resume on the same store, no reopening.
+    func testTheGaugeAndWriteFailuresFollowTheDatabaseAndWritesResume() async throws {
+        let server = try await PostgresServer.start()
+        addTeardownBlock { await server.remove() }
+        try await server.createDatabase("fleet")
+        let metrics = TestMetrics()
+        let database = try FleetDatabase(
+            settings: PostgresSettings(host: "127.0.0.1", port: server.port, user: PostgresServer.user, database: "fleet",
+                                       tls: .disable, instance: "gw-a"),
+            logger: Logger(label: "test.fleet-store"), metricsFactory: metrics)
+        defer { database.close() }
+        let store = PostgresDeviceStatusStore(database: database, logger: Logger(label: "test.fleet-store"))
+        defer { store.close() }
+        let up = try metrics.expectGauge("staplegate_fleet_database_up")
+        let failures = try metrics.expectCounter("staplegate_fleet_store_write_failures_total")
+        let ready = await database.ready(within: .seconds(15))
+        XCTAssertTrue(ready)
+        XCTAssertEqual(up.lastValue, 1)
+        XCTAssertEqual(failures.totalValue, 0)
+
+        await server.stop()
+        try await waitUntil(timeout: .seconds(20), "the database seen unreachable", details: { "\(database.health)" }) {
+            if case .unreachable = database.health { return true }
+            return false
+        }
+        XCTAssertEqual(up.lastValue, 0)
+        store.save(status(certID(1)))
+        store.flush()
+        XCTAssertGreaterThanOrEqual(failures.totalValue, 1)
+        XCTAssertEqual(failures.totalValue, Int64(store.writeErrorCount))
+        // Known to be away: a read fails at once instead of waiting for the pool.
+        let reading = ContinuousClock.now
+        do {
+            _ = try await store.status(for: certID(1), now: now)
+            XCTFail("read from a stopped database")
+        } catch {
+            XCTAssertTrue("\(error)".contains("unreachable"), "\(error)")
+        }
+        XCTAssertLessThan(reading.duration(to: .now), .milliseconds(100))
+
+        try await server.start()
+        let back = await database.ready(within: .seconds(60))
+        XCTAssertTrue(back, "\(database.health)")
+        XCTAssertEqual(up.lastValue, 1)
+        let failed = store.writeErrorCount
+        store.save(status(certID(2)))
+        store.flush()
+        XCTAssertEqual(store.writeErrorCount, failed, store.lastWriteError ?? "")
+        let found = try await store.status(for: certID(2), now: now)
+        XCTAssertEqual(found, status(certID(2)))
     }
 
     func testStartFailsNamingTheDatabaseWhenNothingListens() throws {

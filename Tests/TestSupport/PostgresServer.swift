@@ -15,6 +15,11 @@ public final class PostgresServer: @unchecked Sendable {
     public let directory: TemporaryDirectory
     /// The cluster's data directory (also where its Unix socket goes).
     public let dataDirectory: String
+    /// TLS for clients (`ssl=on`), nil: plain TCP only.
+    public let tls: TLS?
+    /// The addresses it listens on (Linux routes all of 127.0.0.0/8 to the loopback, so a test
+    /// can reach one server by an address its certificate does not name).
+    public let listenAddresses: [String]
     private var process: ManagedProcess?
 
     public struct Failure: Error, CustomStringConvertible {
@@ -23,23 +28,25 @@ public final class PostgresServer: @unchecked Sendable {
     }
 
     /// initdb, then the server; returns once it accepts connections.
-    public static func start() async throws -> PostgresServer {
-        let server = try PostgresServer()
+    public static func start(tls: TLS? = nil, listenAddresses: [String] = ["127.0.0.1"]) async throws -> PostgresServer {
+        let server = try PostgresServer(tls: tls, listenAddresses: listenAddresses)
         try await server.initialize()
+        try server.installTLS()
         try await server.start()
         return server
     }
 
     /// The blocking twin of `start()`, for class-level setUp (a server started there lives
     /// until its test class finishes).
-    public static func startBlocking() throws -> PostgresServer {
-        let server = try PostgresServer()
+    public static func startBlocking(tls: TLS? = nil, listenAddresses: [String] = ["127.0.0.1"]) throws -> PostgresServer {
+        let server = try PostgresServer(tls: tls, listenAddresses: listenAddresses)
         try FileManager.default.createDirectory(atPath: server.dataDirectory, withIntermediateDirectories: true)
         try server.chown(server.directory.path)
         try server.chown(server.dataDirectory)
         let initdb = try ManagedProcess("runuser", server.initdbArguments)
         let status = try initdb.waitForExitBlocking(timeout: .seconds(60))
         guard status.succeeded else { throw Failure(description: "initdb failed: \(status)\n\(initdb.output)") }
+        try server.installTLS()
         let process = try server.launch()
         try waitUntilBlocking(timeout: .seconds(60), "PostgreSQL to accept connections on port \(server.port)",
                               details: { process.output }) {
@@ -50,7 +57,9 @@ public final class PostgresServer: @unchecked Sendable {
         return server
     }
 
-    private init() throws {
+    private init(tls: TLS?, listenAddresses: [String]) throws {
+        self.tls = tls
+        self.listenAddresses = listenAddresses
         guard FileManager.default.isExecutableFile(atPath: "\(Self.binaries)/postgres") else {
             throw Failure(description: "\(Self.binaries)/postgres not found: install Debian's postgresql package (make deps)")
         }
@@ -92,8 +101,8 @@ public final class PostgresServer: @unchecked Sendable {
         // group: signals go to the group.
         let process = try ManagedProcess("runuser", [
             "-u", Self.user, "--", "\(Self.binaries)/postgres", "-D", dataDirectory, "-p", "\(port)", "-k", dataDirectory,
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100",
-        ])
+            "-c", "listen_addresses=\(listenAddresses.joined(separator: ","))", "-c", "fsync=off", "-c", "max_connections=100",
+        ] + tlsArguments)
         process.killProcessGroupAtExit()
         self.process = process
         return process
@@ -154,7 +163,7 @@ public final class PostgresServer: @unchecked Sendable {
         directory.remove()
     }
 
-    private func chown(_ path: String) throws {
+    func chown(_ path: String) throws {
         guard let entry = getpwnam(Self.user) else {
             throw Failure(description: "no user \(Self.user): install Debian's postgresql package (make deps)")
         }
