@@ -23,6 +23,11 @@ public struct FleetConfiguration: Sendable, Equatable {
     public var store: Store
     /// Required with `store: postgres`.
     public var postgres: PostgresSettings?
+    /// `fleet.secret_file`: seals the fleet's session ticket keys in the database; required by
+    /// `tls.session_ticket_keys: fleet`.
+    public var secretFile: String?
+    /// `fleet.ticket_key_rotation`: how old the newest fleet ticket key gets before the next.
+    public var ticketKeyRotation: Duration = TicketKeyRotation.defaultRotation
 
     public init(store: Store = .sqlite, postgres: PostgresSettings? = nil) {
         self.store = store

@@ -94,6 +94,8 @@ final class FleetConfigTests: ConfigTestCase {
 
         // Every documented key, uncommented, with store: postgres and the example's files here.
         try pki.write("postgres-password", "x\n")
+        try pki.write("fleet.secret", String(repeating: "s", count: 48) + "\n")
+        XCTAssertEqual(chmod(pki.path("fleet.secret"), 0o600), 0)
         try pki.write("postgres-ca.pem", try String(contentsOfFile: pki.path("ca.pem"), encoding: .utf8))
         let uncommented = section.split(separator: "\n").map { line -> String in
             var line = String(line)
@@ -103,7 +105,10 @@ final class FleetConfigTests: ConfigTestCase {
             return line.replacingOccurrences(of: "store: sqlite", with: "store: postgres")
                 .replacingOccurrences(of: "/etc/staplegate/", with: "")
         }.joined(separator: "\n")
-        let settings = try XCTUnwrap(try load(yaml() + uncommented + "\n").configuration.fleet.postgres)
+        let fleet = try load(yaml() + uncommented + "\n").configuration.fleet
+        XCTAssertEqual(fleet.secretFile, pki.path("fleet.secret"))
+        XCTAssertEqual(fleet.ticketKeyRotation, .seconds(12 * 3600))
+        let settings = try XCTUnwrap(fleet.postgres)
         XCTAssertEqual(settings, PostgresSettings(
             host: "db.example.net", port: 5432, user: "staplegate", database: "staplegate",
             passwordFile: pki.path("postgres-password"), tls: .verifyFull, caFile: pki.path("postgres-ca.pem"),

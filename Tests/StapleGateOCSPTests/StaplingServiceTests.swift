@@ -63,7 +63,7 @@ final class StaplingServiceTests: OCSPFixtureTestCase {
         for (name, behaviour, reason) in cases {
             let fresh = try makeContext()
             let service = try makeService(behaviour, context: fresh)
-            service.loadPersisted()
+            await service.loadPersisted()
             XCTAssertEqual(fresh.staples.staple(forCertificateAt: 0), good, "\(name): the persisted staple is installed first")
 
             await service.refreshAll()
@@ -100,7 +100,7 @@ final class StaplingServiceTests: OCSPFixtureTestCase {
             deviceCABundlePath: fixture.pki.path("ca-chain.pem")))
         let service = try makeService(.silent, context: context)
 
-        service.loadPersisted()
+        await service.loadPersisted()
 
         XCTAssertNil(context.staples.staple(forCertificateAt: 0))
     }
