@@ -9,9 +9,12 @@ import XCTest
 final class FleetTicketKeyTests: GatewayTestCase {
     private var postgres: PostgresServer?
     private var gateways: [StapleGateProcess] = []
+    private var haproxy: HAProxy?
     private static let device = "device-1"
 
     override func tearDown() async throws {
+        await haproxy?.stop()
+        haproxy = nil
         for gateway in gateways { await gateway.stop() }
         gateways = []
         await postgres?.remove()
@@ -37,6 +40,44 @@ final class FleetTicketKeyTests: GatewayTestCase {
         try await gatewayB.waitForOutput("tls.resumed=true")
         let keys = try await server.psql("SELECT count(*) FROM ticket_keys", database: "fleet")
         XCTAssertEqual(keys.trimmingCharacters(in: .whitespacesAndNewlines), "1", "two gateways started together made one key")
+    }
+
+    /// As devices meet the fleet: through a real HAProxy 2.6 balancing round robin, a device's
+    /// resumptions land on both gateways and each is a resumed session.
+    func testBehindHAProxyADeviceResumesOnWhicheverGatewayItLandsOn() async throws {
+        let server = try await startPostgres()
+        let secret = try writeSecret()
+        let gateways = [try await startGateway("A", server: server, secret: secret),
+                        try await startGateway("B", server: server, secret: secret)]
+        for gateway in gateways { try await waitForFleetKeys(gateway) }
+        let port = try FreePort.next()
+        let servers = gateways.enumerated().map { "    server gw\($0) 127.0.0.1:\($1.port)" }.joined(separator: "\n")
+        let haproxy = try await HAProxy.start(port: port, sections: """
+        frontend devices
+            bind 127.0.0.1:\(port)
+            log-format "device %ci:%cp via %s"
+            default_backend gateways
+        backend gateways
+            balance roundrobin
+        \(servers)
+        """, in: try makeTemporaryDirectory())
+        self.haproxy = haproxy
+
+        let session = try makeTemporaryDirectory().file("session.pem")
+        let first = try OpenSSLClient(port: port, pki: pki, device: Self.device, extraArgs: ["-sess_out", session, "-tls1_3"])
+        try await waitUntil(timeout: .seconds(10), "s_client to save the session", details: { first.output }) {
+            ((try? String(contentsOfFile: session, encoding: .utf8)) ?? "").contains("-----END SSL SESSION PARAMETERS-----")
+        }
+        _ = try await first.finish()
+        for attempt in 1...3 {
+            let client = try OpenSSLClient(port: port, pki: pki, device: Self.device, extraArgs: ["-sess_in", session, "-tls1_3"])
+            try await client.waitForOutput("Cipher is")
+            let resumed = try await client.finish()
+            XCTAssertTrue(resumed.stdout.contains("Reused, TLSv1.3"), "resumption \(attempt)\n\(resumed)")
+        }
+        let landed = Set(haproxy.log.split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
+            .filter { $0.hasPrefix("gw") })
+        XCTAssertEqual(landed, ["gw0", "gw1"], haproxy.log)
     }
 
     /// Rotation every 6 s (a tenth of it, clamped to 1 s, between reads; a new key encrypts 2 s
