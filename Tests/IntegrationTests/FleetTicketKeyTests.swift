@@ -40,6 +40,13 @@ final class FleetTicketKeyTests: GatewayTestCase {
         try await gatewayB.waitForOutput("tls.resumed=true")
         let keys = try await server.psql("SELECT count(*) FROM ticket_keys", database: "fleet")
         XCTAssertEqual(keys.trimmingCharacters(in: .whitespacesAndNewlines), "1", "two gateways started together made one key")
+
+        // A reload builds new TLS contexts on the same fleet ring.
+        let session = try await ticket(from: gatewayA, name: "before-reload")
+        let reload = try await gatewayB.command(["reload"])
+        XCTAssertTrue(reload.stdout.contains("session tickets: fleet keys from \(server.url(database: "fleet"))"), "\(reload)")
+        let afterReload = try await present(session, to: gatewayB)
+        XCTAssertTrue(afterReload.stdout.contains("Reused, TLSv1.3"), "after B's reload\n\(afterReload)")
     }
 
     /// As devices meet the fleet: through a real HAProxy 2.6 balancing round robin, a device's

@@ -35,14 +35,14 @@ final class FleetTicketKeysTests: FleetStoreTestCase {
         let stores = try (0..<3).map { PostgresTicketKeyStore(database: try openDatabase(instance: "gw-\($0)"), logger: Logger(label: "test")) }
         let rotation = TicketKeyRotation()
         let secret = self.secret
-        let made = try await withThrowingTaskGroup(of: String?.self) { group in
+        let made = try await withThrowingTaskGroup(of: TicketKeyEntry?.self) { group in
             for round in 0..<9 {
                 let store = stores[round % stores.count]
                 group.addTask {
                     try await store.rotateIfDue(rotation, instance: "gw-\(round)") { TicketKeySeal.seal($0, id: $0.nameHex, with: secret) }
                 }
             }
-            return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+            return try await group.reduce(into: [String]()) { if let entry = $1 { $0.append(entry.id) } }
         }
         XCTAssertEqual(made.count, 1, "one of nine rotations made the key: \(made)")
         let count = try await rowCount()

@@ -93,7 +93,8 @@ public final class FleetTicketKeys: Sendable {
                 if let made = try await store.rotateIfDue(rotation, instance: store.database.instance, seal: { key in
                     TicketKeySeal.seal(key, id: key.nameHex, with: secret)
                 }) {
-                    logger.notice("made the fleet's next session ticket key \(made.prefix(16)); it encrypts new tickets from \(rotation.activationDelay) on, once every gateway holds it")
+                    // Not at once (but for the fleet's first key): every gateway reads it first.
+                    logger.notice("made the fleet's next session ticket key \(made.id.prefix(16)); it encrypts new tickets from \(made.activeFrom)")
                 }
                 (stored, now) = try await store.keys()
             }

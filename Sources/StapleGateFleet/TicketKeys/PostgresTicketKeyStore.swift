@@ -48,9 +48,9 @@ struct PostgresTicketKeyStore: Sendable {
     }
 
     /// Under the lock: makes a new key when `rotation` says one is due (sealed by `seal`), and
-    /// deletes the keys no gateway uses any more. Returns the id of the key made, if any.
+    /// deletes the keys no gateway uses any more. Returns the key made, if any.
     func rotateIfDue(_ rotation: TicketKeyRotation, instance: String,
-                     seal: @escaping @Sendable (SessionTicketKey) -> [UInt8]) async throws -> String? {
+                     seal: @escaping @Sendable (SessionTicketKey) -> [UInt8]) async throws -> TicketKeyEntry? {
         let client = database.client
         let logger = logger
         return try await withDeadline(Self.timeout, "rotate the ticket keys in \(location)") {
@@ -59,17 +59,18 @@ struct PostgresTicketKeyStore: Sendable {
                 // Read after the lock: a gateway that rotated while we waited has committed.
                 let (stored, now) = try await Self.keys(on: connection, logger: logger)
                 var entries = stored.map(\.entry)
-                var made: String?
+                var made: TicketKeyEntry?
                 if rotation.isDue(entries, now: now) {
                     let key = SessionTicketKey.random()
                     let id = key.nameHex
                     let activeFrom = rotation.activeFrom(createdAt: now, isFirst: entries.isEmpty)
                     _ = try await connection.query("""
                         INSERT INTO ticket_keys (id, created_at, active_from, sealed, created_by)
-                        VALUES (\(id), \(now), \(activeFrom), \(ByteBuffer(bytes: seal(key))), \(database.instance))
+                        VALUES (\(id), \(now), \(activeFrom), \(ByteBuffer(bytes: seal(key))), \(instance))
                         """, logger: logger)
-                    entries.append(TicketKeyEntry(id: id, createdAt: now, activeFrom: activeFrom))
-                    made = id
+                    let entry = TicketKeyEntry(id: id, createdAt: now, activeFrom: activeFrom)
+                    entries.append(entry)
+                    made = entry
                 }
                 if let obsolete = rotation.plan(entries, now: now)?.obsolete, !obsolete.isEmpty {
                     _ = try await connection.query("DELETE FROM ticket_keys WHERE id = ANY(\(obsolete))", logger: logger)
