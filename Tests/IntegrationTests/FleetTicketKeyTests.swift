@@ -41,6 +41,12 @@ final class FleetTicketKeyTests: GatewayTestCase {
         let keys = try await server.psql("SELECT count(*) FROM ticket_keys", database: "fleet")
         XCTAssertEqual(keys.trimmingCharacters(in: .whitespacesAndNewlines), "1", "two gateways started together made one key")
 
+        // What check-config says (and no secret).
+        let checked = try await ManagedProcess(try CommandLineTests.findExecutable(), ["check-config", "--config", gatewayB.configPath])
+            .commandResult(timeout: .seconds(20))
+        XCTAssertTrue(checked.stdout.contains("tickets:   the fleet's keys in \(server.url(database: "fleet")), sealed with \(secret), rotated every"),
+                      "\(checked)")
+
         // A reload builds new TLS contexts on the same fleet ring.
         let session = try await ticket(from: gatewayA, name: "before-reload")
         let reload = try await gatewayB.command(["reload"])
