@@ -27,7 +27,19 @@ public struct PostgresStapleArchive: StapleArchive {
 
     public var location: String { database.location }
 
+    /// Fails at once while the database is known to be away: the start reads staples before the
+    /// listener opens, and must not wait out a timeout per certificate (the responder is asked
+    /// next, and the staple re-read after a failed refresh).
+    private func checkReachable() throws {
+        switch database.health {
+        case .ready: return
+        case .connecting: throw PostgresStoreError("the fleet database \(location) has not answered yet")
+        case let .unreachable(reason): throw PostgresStoreError("the fleet database \(location) is unreachable: \(reason)")
+        }
+    }
+
     public func staple(fingerprint: String) async throws -> [UInt8]? {
+        try checkReachable()
         let client = database.client
         let logger = logger
         do {
@@ -42,6 +54,7 @@ public struct PostgresStapleArchive: StapleArchive {
     }
 
     public func save(_ response: VerifiedOCSPResponse, fingerprint: String) async throws {
+        try checkReachable()
         let client = database.client
         let logger = logger
         let instance = database.instance
