@@ -76,12 +76,13 @@ let package = Package(
             path: "Sources/StapleGateOCSP",
             swiftSettings: strictSwift
         ),
-        // One fleet, many gateways (issue 14): the device-status store on PostgreSQL, shared by
-        // every gateway of a fleet; chosen once at start in place of the SQLite file.
+        // One fleet, many gateways (issue 14): the device-status store, the staples and the
+        // session ticket keys on PostgreSQL, shared by every gateway of a fleet; chosen once at
+        // start in place of the state directory's files. Ticket keys are sealed with libcrypto.
         .target(
             name: "StapleGateFleet",
             dependencies: [
-                "StapleGateOCSP",
+                "StapleGateOCSP", "StapleGateTLS", "COpenSSL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -247,7 +248,7 @@ let package = Package(
         .testTarget(
             name: "StapleGateFleetTests",
             dependencies: [
-                "StapleGateFleet", "StapleGateOCSP", "TestSupport",
+                "StapleGateFleet", "StapleGateOCSP", "StapleGateTLS", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

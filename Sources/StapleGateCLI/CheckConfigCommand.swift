@@ -39,8 +39,11 @@ struct ConfigurationSummary {
         lines.append("  devices:   \(loaded.tlsMaterial.deviceCAs.count) trusted CA(s): "
             + loaded.tlsMaterial.deviceCAs.map(\.subject).joined(separator: " | "))
         lines.append("  tls:       min \(configuration.tls.minimumVersion.rawValue), verify depth \(configuration.tls.verifyDepth), handshake timeout \(configuration.tls.handshakeTimeout)")
+        let fleet = configuration.fleet
+        let fleetTickets = "the fleet's keys in \(fleet.postgres?.redactedURL ?? "?"), sealed with \(fleet.secretFile ?? "?"), rotated every \(fleet.ticketKeyRotation)"
         lines.append("  tickets:   " + (loaded.sessionTicketKeys?.summary
-            ?? "a random key per gateway process (tls.session_ticket_keys not set)"))
+            ?? (configuration.tls.sessionTicketKeys == .fleet ? fleetTickets
+                : "a random key per gateway process (tls.session_ticket_keys not set)")))
         let upstream = configuration.upstream
         lines.append("  upstream:  \(upstream.summary)\(upstream.brokers.count > 1 ? ", down_time \(upstream.downTime)" : "")")
         lines.append("  fleet:     " + configuration.fleet.summary(sqlitePath: configuration.deviceOCSPCachePath))

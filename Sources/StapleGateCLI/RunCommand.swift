@@ -42,7 +42,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.notice("session tickets: \(generation.sessionTicketKeysSummary)")
         if let stapling = generation.stapling {
             // Before the listener opens: the first handshake after a start is stapled too.
-            stapling.loadPersisted()
+            await stapling.loadPersisted()
             await stapling.prime()
         }
         let liveSessions = LiveSessions(capacity: SessionCapacity.resolve(loaded.configuration.listen.maxSessions, logger: logger),

@@ -2,9 +2,11 @@ import StapleGateFleet
 import StapleGateTLS
 
 extension ConfigSchema {
-    static let fleetKeys = ["store", "url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness"]
+    static let fleetKeys = ["store", "url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness",
+                            "secret_file", "ticket_key_rotation"]
     /// The keys that only mean something with `store: postgres`.
-    static let fleetPostgresKeys = ["url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness"]
+    static let fleetPostgresKeys = ["url", "password_file", "tls", "ca_file", "instance", "pool_size", "required_for_readiness",
+                                    "secret_file", "ticket_key_rotation"]
 
     func fleet(_ section: YAMLValue) throws(ConfigError) -> FleetConfiguration {
         let keys = try section.mapping(knownKeys: Self.fleetKeys)
@@ -42,7 +44,39 @@ extension ConfigSchema {
         if let value = keys["pool_size"] { settings.poolSize = try value.integer(in: 1...100) }
         if let value = keys["required_for_readiness"] { fleet.requiredForReadiness = try value.boolean() }
         fleet.postgres = settings
+        if let value = keys["secret_file"] {
+            let path = try readableFile(value)
+            // Read now, so a short or open secret fails the start, not the first key refresh.
+            do { _ = try FleetSecret.load(at: path) } catch {
+                throw value.error("\(path): \(error.reason)")
+            }
+            fleet.secretFile = path
+        }
+        if let value = keys["ticket_key_rotation"] {
+            let rotation = try duration(value)
+            let allowed = TicketKeyRotation.allowedRotation
+            guard allowed.contains(rotation) else {
+                throw value.error("must be between \(allowed.lowerBound) and \(allowed.upperBound) (e.g. \"12h\"), not \(rotation)")
+            }
+            fleet.ticketKeyRotation = rotation
+        }
         return fleet
+    }
+
+    /// `tls.session_ticket_keys: fleet` needs the fleet's database and its secret: refused
+    /// against the `tls` key otherwise, naming what is missing.
+    func checkFleetTicketKeys(_ configuration: GatewayConfiguration, root: YAMLValue) throws(ConfigError) {
+        guard configuration.tls.sessionTicketKeys == .fleet else { return }
+        let key = "tls.session_ticket_keys"
+        let line = root.keyLines()[key]
+        guard configuration.fleet.store == .postgres else {
+            throw ConfigError(file: file, key: key, line: line,
+                              reason: "fleet needs fleet.store: postgres (the keys are rotated through the fleet's database); use a key file (staplegate ticket-keys generate) for gateways without one")
+        }
+        guard configuration.fleet.secretFile != nil else {
+            throw ConfigError(file: file, key: key, line: line,
+                              reason: "fleet needs fleet.secret_file, the secret the keys are sealed with in the database (the same file on every gateway; make one with `openssl rand -base64 48`)")
+        }
     }
 
     /// A file that exists and can be read now: a secret or CA file that cannot be read would

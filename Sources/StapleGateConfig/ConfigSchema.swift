@@ -57,6 +57,7 @@ struct ConfigSchema {
         if let section = sections["trace"], section.node.tagName != .null { configuration.trace = try trace(section) }
         if let section = sections["admin"], section.node.tagName != .null { configuration.admin = try admin(section) }
         if let section = sections["fleet"], section.node.tagName != .null { configuration.fleet = try fleet(section) }
+        try checkFleetTicketKeys(configuration, root: root)
         return configuration
     }
 
@@ -106,7 +107,10 @@ struct ConfigSchema {
         if let value = keys["tls12_ciphers"] { tls.tls12Ciphers = try openSSLList(value) }
         if let value = keys["groups"] { tls.groups = try openSSLList(value) }
         if let value = keys["handshake_timeout"] { tls.handshakeTimeout = try positiveDuration(value) }
-        if let value = keys["session_ticket_keys"] { tls.sessionTicketKeysPath = try filePath(value) }
+        if let value = keys["session_ticket_keys"] {
+            // The word `fleet` is the fleet's rotated keys; a key file of that name is `./fleet`.
+            tls.sessionTicketKeys = (try? value.string()) == "fleet" ? .fleet : .file(try filePath(value))
+        }
         return tls
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import StapleGateOCSP
+import StapleGateTLS
 
 extension FleetConfiguration {
     /// The fleet's database, opened once per process with `store: postgres` (nil with
@@ -26,6 +27,29 @@ public enum FleetStores {
     public static func deviceStatus(database: FleetDatabase?, sqlitePath: String, logger: Logger) throws -> any DeviceStatusStore {
         guard let database else { return try OCSPCacheStore(path: sqlitePath) }
         return PostgresDeviceStatusStore(database: database, logger: logger)
+    }
+
+    /// Staples of the gateway's own certificates: the state directory's files, or the fleet's
+    /// table (which a new or restarted gateway staples from while the responder is down).
+    public static func staples(database: FleetDatabase?, stateDirectory: String, logger: Logger) -> any StapleArchive {
+        guard let database else { return StaplePersistence(directory: stateDirectory) }
+        return PostgresStapleArchive(database: database, logger: logger)
+    }
+
+    /// `tls.session_ticket_keys: fleet`: the fleet's rotated keys, refreshed in the background
+    /// from now on. Needs the database (the config loader already refuses the setting without
+    /// `fleet.store: postgres`; a reload cannot add the database, only a restart) and the secret.
+    public static func ticketKeys(database: FleetDatabase?, configuration: FleetConfiguration,
+                                  logger: Logger) throws -> FleetTicketKeys {
+        guard let database else {
+            throw FleetTicketKeyError("tls.session_ticket_keys: fleet needs the fleet's database, and this gateway started without one (fleet.store: postgres needs a restart)")
+        }
+        guard let path = configuration.secretFile else {
+            throw FleetTicketKeyError("tls.session_ticket_keys: fleet needs fleet.secret_file")
+        }
+        let secret = try FleetSecret.load(at: path)
+        return FleetTicketKeys(database: database, secret: secret,
+                               rotation: TicketKeyRotation(rotation: configuration.ticketKeyRotation), logger: logger)
     }
 }
 

@@ -28,6 +28,11 @@ public struct FleetConfiguration: Sendable, Equatable {
     /// about the others, and serving beats refusing the fleet; a balancer that takes every
     /// gateway out at once when the database fails would refuse the whole fleet instead.
     public var requiredForReadiness: Bool
+    /// `fleet.secret_file`: seals the fleet's session ticket keys in the database; required by
+    /// `tls.session_ticket_keys: fleet`.
+    public var secretFile: String?
+    /// `fleet.ticket_key_rotation`: how old the newest fleet ticket key gets before the next.
+    public var ticketKeyRotation: Duration = TicketKeyRotation.defaultRotation
 
     public init(store: Store = .sqlite, postgres: PostgresSettings? = nil, requiredForReadiness: Bool = false) {
         self.store = store

@@ -70,6 +70,36 @@ enum FleetSchema {
             )
             """,
         ]),
+        // The verified staple of each server certificate (`PostgresStapleArchive`), keyed by
+        // the certificate's SHA-256 fingerprint; re-verified by whoever reads it.
+        Migration(version: 3, name: "staples", statements: [
+            """
+            CREATE TABLE IF NOT EXISTS staples (
+                certificate_sha256 text PRIMARY KEY,
+                der bytea NOT NULL,
+                cert_status text NOT NULL,
+                produced_at timestamptz NOT NULL,
+                this_update timestamptz NOT NULL,
+                next_update timestamptz,
+                written_at timestamptz NOT NULL,
+                written_by text NOT NULL
+            )
+            """,
+        ]),
+        // The fleet's session ticket keys (`PostgresTicketKeyStore`): the key's public name as
+        // its id, and the key itself only sealed (AES-256-GCM under `fleet.secret_file`).
+        Migration(version: 4, name: "ticket_keys", statements: [
+            """
+            CREATE TABLE IF NOT EXISTS ticket_keys (
+                id text PRIMARY KEY,
+                created_at timestamptz NOT NULL,
+                active_from timestamptz NOT NULL,
+                sealed bytea NOT NULL,
+                created_by text NOT NULL
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS ticket_keys_on_created_at ON ticket_keys (created_at)",
+        ]),
     ]
 
     /// Brings the database to the newest version; returns the versions this call applied.

@@ -80,6 +80,15 @@ public struct StapleSchedule: Sendable {
         }
     }
 
+    /// Holds `response`, verified but fetched by someone else (another gateway of the fleet),
+    /// when it is newer than what is held. Our own refresh schedule and failure count stay:
+    /// the responder still has to be reached by us in time.
+    public mutating func adopt(_ response: VerifiedOCSPResponse) {
+        guard response.status != .unknown else { return }
+        if let held, held.producedAt >= response.producedAt { return }
+        held = response
+    }
+
     public mutating func recordFailure(_ reason: String, now: Date, jitterDraw: Double) {
         lastAttempt = now
         lastOutcome = .failed(reason)

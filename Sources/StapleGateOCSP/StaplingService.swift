@@ -5,9 +5,10 @@ import NIOConcurrencyHelpers
 import StapleGateTLS
 
 /// Keeps a fresh, verified OCSP response stapled for each of the gateway's certificates:
-/// fetch → verify → install → persist, on the schedule `StapleSchedule` decides. Staples loaded
-/// from the state directory are installed before the listener opens, so even the first
-/// handshake after a start is stapled (nginx staples lazily and misses it).
+/// fetch → verify → install → archive, on the schedule `StapleSchedule` decides. Staples loaded
+/// from the archive (the state directory, or the fleet's table) are verified and installed
+/// before the listener opens, so even the first handshake after a start is stapled (nginx
+/// staples lazily and misses it).
 public final class StaplingService: Sendable {
     struct Target: Sendable {
         let index: Int
@@ -29,13 +30,17 @@ public final class StaplingService: Sendable {
     private let staples: StapleStore
     private let configuration: StaplingConfiguration
     private let client: OCSPHTTPClient
+    /// The status file `ocsp status` reads: always this gateway's own.
     private let persistence: StaplePersistence
+    /// Where verified staples are kept between runs (and, with a fleet, shared).
+    private let archive: any StapleArchive
     private let logger: Logger
     private let metrics: StaplingMetrics
     private let schedules: NIOLockedValueBox<[StapleSchedule]>
 
+    /// `archive`: where staples are kept between runs; nil: `persistence`'s state directory.
     public init(serverContext: ServerContext, configuration: StaplingConfiguration, persistence: StaplePersistence,
-                client: OCSPHTTPClient, logger: Logger,
+                archive: (any StapleArchive)? = nil, client: OCSPHTTPClient, logger: Logger,
                 metricsFactory: any MetricsFactory = MetricsSystem.factory) throws(SetupError) {
         let targets = try Self.targets(serverContext: serverContext, configuration: configuration)
         let now = Date()
@@ -44,6 +49,7 @@ public final class StaplingService: Sendable {
         self.configuration = configuration
         self.client = client
         self.persistence = persistence
+        self.archive = archive ?? persistence
         self.logger = logger
         self.metrics = StaplingMetrics(factory: metricsFactory)
         self.schedules = NIOLockedValueBox(targets.map { _ in StapleSchedule(timing: configuration.timing, now: now) })
@@ -76,24 +82,44 @@ public final class StaplingService: Sendable {
         return targets
     }
 
-    /// Installs staples a previous run persisted that still verify (same certificate, in date).
-    public func loadPersisted(now: Date = Date()) {
+    /// Installs the archived staples that still verify (same certificate, in date): what a
+    /// previous run, or another gateway of the fleet, fetched.
+    public func loadPersisted(now: Date = Date()) async {
         for target in targets {
-            guard let der = persistence.loadStaple(fingerprint: target.leaf.sha256Fingerprint) else { continue }
-            switch verificationPolicy(for: target).verify(der: der, for: target.certID, now: now) {
-            case let .success(response) where response.status != .unknown:
+            if let response = await archived(target, now: now, quiet: false) {
                 schedules.withLockedValue {
                     $0[target.index] = StapleSchedule(timing: configuration.timing, now: now, persisted: response)
                 }
-                logger.notice("installed the persisted OCSP staple", metadata: metadata(target, response))
-            case .success:
-                break
-            case let .failure(rejection):
-                logger.info("persisted OCSP staple not used: \(rejection)", metadata: ["certificate": "\(target.leaf.subject)"])
+                logger.notice("installed the persisted OCSP staple from \(archive.location)", metadata: metadata(target, response))
             }
             publish(target, now: now)
         }
         saveStatus(now: now)
+    }
+
+    /// The archive's staple for `target` if it verifies now, exactly as a responder's answer
+    /// would (the archive may be a shared database: never trusted blindly). `quiet`: a
+    /// rejection is logged at debug only (the retry path asks again every few seconds).
+    private func archived(_ target: Target, now: Date, quiet: Bool) async -> VerifiedOCSPResponse? {
+        let der: [UInt8]
+        do {
+            guard let found = try await archive.staple(fingerprint: target.leaf.sha256Fingerprint) else { return nil }
+            der = found
+        } catch {
+            logger.log(level: quiet ? .debug : .warning, "cannot read the persisted OCSP staple from \(archive.location): \(error)",
+                       metadata: ["certificate": "\(target.leaf.subject)"])
+            return nil
+        }
+        switch verificationPolicy(for: target).verify(der: der, for: target.certID, now: now) {
+        case let .success(response) where response.status != .unknown:
+            return response
+        case .success:
+            return nil
+        case let .failure(rejection):
+            logger.log(level: quiet ? .debug : .info, "persisted OCSP staple from \(archive.location) not used: \(rejection)",
+                       metadata: ["certificate": "\(target.leaf.subject)"])
+            return nil
+        }
     }
 
     /// Fetches a staple now for every certificate that has no valid one, each attempt bounded
@@ -175,10 +201,23 @@ public final class StaplingService: Sendable {
         case let .success(answer):
             let response = answer.response
             record(target) { $0.record(response, now: Date(), jitterDraw: .random(in: -1...1)) }
-            report(response, for: target)
+            await report(response, for: target)
         case let .failure(failure):
             fail(target, reason: failure.description)
+            await adoptArchived(target)
         }
+    }
+
+    /// After a failed refresh with nothing to serve: another gateway of the fleet may have
+    /// reached the responder (or the database may be back since the start) — its staple,
+    /// verified, is served until a refresh of our own succeeds.
+    private func adoptArchived(_ target: Target) async {
+        let now = Date()
+        guard schedules.withLockedValue({ $0[target.index].servable(at: now) }) == nil,
+              let response = await archived(target, now: now, quiet: true) else { return }
+        record(target) { $0.adopt(response) }
+        logger.notice("installed the OCSP staple found in \(archive.location) while the responder fails",
+                      metadata: metadata(target, response))
     }
 
     private func fail(_ target: Target, reason: String) {
@@ -192,17 +231,17 @@ public final class StaplingService: Sendable {
         ])
     }
 
-    private func report(_ response: VerifiedOCSPResponse, for target: Target) {
+    private func report(_ response: VerifiedOCSPResponse, for target: Target) async {
         switch response.status {
         case .good:
             metrics.countRefresh(serial: target.leaf.serialHex, result: .good)
             logger.info("OCSP staple refreshed", metadata: metadata(target, response))
-            persist(response, for: target)
+            await persist(response, for: target)
         case .revoked:
             metrics.countRefresh(serial: target.leaf.serialHex, result: .revoked)
             logger.critical("the OCSP responder says our own certificate is REVOKED; stapling that answer — replace the certificate",
                             metadata: metadata(target, response))
-            persist(response, for: target)
+            await persist(response, for: target)
         case .unknown:
             metrics.countRefresh(serial: target.leaf.serialHex, result: .unknown)
             logger.error("the OCSP responder does not know our certificate (status unknown); not stapled",
@@ -227,9 +266,9 @@ public final class StaplingService: Sendable {
         staples.setStaple(servable?.der, forCertificateAt: target.index)
     }
 
-    private func persist(_ response: VerifiedOCSPResponse, for target: Target) {
-        do { try persistence.saveStaple(response.der, fingerprint: target.leaf.sha256Fingerprint) } catch {
-            logger.error("cannot persist the OCSP staple in \(persistence.directory): \(error)")
+    private func persist(_ response: VerifiedOCSPResponse, for target: Target) async {
+        do { try await archive.save(response, fingerprint: target.leaf.sha256Fingerprint) } catch {
+            logger.error("cannot persist the OCSP staple in \(archive.location): \(error)")
         }
     }
 

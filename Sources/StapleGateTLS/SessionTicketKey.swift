@@ -34,6 +34,18 @@ public struct SessionTicketKey: Sendable, Equatable, CustomStringConvertible, Cu
 
     public var name: ArraySlice<UInt8> { bytes[0..<Self.nameLength] }
 
+    /// All 80 bytes, for sealing the key before it is stored (`tls.session_ticket_keys: fleet`).
+    /// Secret: never log or store them as they are.
+    public var secretBytes: [UInt8] { bytes }
+
+    /// The whole name in hex: the fleet's id for the key (public, as the name is).
+    public var nameHex: String {
+        name.map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
     /// The first 8 bytes of the name in hex: enough to tell keys apart, and public anyway (every
     /// ticket carries the whole name in clear).
     public var shortName: String {

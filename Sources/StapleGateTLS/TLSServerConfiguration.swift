@@ -31,9 +31,23 @@ public struct TLSServerConfiguration: Sendable, Equatable {
     public var groups: String?
     /// A device that has not completed its handshake by then is disconnected.
     public var handshakeTimeout: Duration
-    /// The session ticket key file (`SessionTicketKeyFile`) shared by a fleet; nil: keys of this
-    /// process only.
-    public var sessionTicketKeysPath: String?
+    /// `tls.session_ticket_keys`: where session ticket keys come from.
+    public enum SessionTicketKeys: Sendable, Equatable {
+        /// Not set: a random key of this process (tickets resume across reloads, not restarts).
+        case process
+        /// A key file (`SessionTicketKeyFile`) shared by every gateway given it.
+        case file(String)
+        /// `fleet`: rotated by the fleet through its database (`FleetTicketKeys`).
+        case fleet
+    }
+
+    public var sessionTicketKeys: SessionTicketKeys = .process
+
+    /// The key file, when the keys come from one.
+    public var sessionTicketKeysPath: String? {
+        if case let .file(path) = sessionTicketKeys { return path }
+        return nil
+    }
 
     /// Forward-secret AEAD suites only: what TLS 1.2 devices in the field actually offer.
     public static let defaultTLS12Ciphers =

@@ -108,6 +108,8 @@ final class FleetConfigTests: ConfigTestCase {
 
         // Every documented key, uncommented, with store: postgres and the example's files here.
         try pki.write("postgres-password", "x\n")
+        try pki.write("fleet.secret", String(repeating: "s", count: 48) + "\n")
+        XCTAssertEqual(chmod(pki.path("fleet.secret"), 0o600), 0)
         try pki.write("postgres-ca.pem", try String(contentsOfFile: pki.path("ca.pem"), encoding: .utf8))
         let uncommented = section.split(separator: "\n").map { line -> String in
             var line = String(line)
@@ -119,6 +121,8 @@ final class FleetConfigTests: ConfigTestCase {
         }.joined(separator: "\n")
         let fleet = try load(yaml() + uncommented + "\n").configuration.fleet
         XCTAssertFalse(fleet.requiredForReadiness, "the example shows the default")
+        XCTAssertEqual(fleet.secretFile, pki.path("fleet.secret"))
+        XCTAssertEqual(fleet.ticketKeyRotation, .seconds(12 * 3600))
         let settings = try XCTUnwrap(fleet.postgres)
         XCTAssertEqual(settings, PostgresSettings(
             host: "db.example.net", port: 5432, user: "staplegate", database: "staplegate",

@@ -24,6 +24,7 @@ class FleetStoreTestCase: XCTestCase {
     var directory: TemporaryDirectory!
     var database = ""
     private var opened: [PostgresDeviceStatusStore] = []
+    private var databases: [FleetDatabase] = []
 
     override class func setUp() {
         super.setUp()
@@ -52,6 +53,8 @@ class FleetStoreTestCase: XCTestCase {
     override func tearDown() async throws {
         for store in opened { store.close() }
         opened = []
+        for database in databases { database.close() }
+        databases = []
         directory.remove()
         try await super.tearDown()
     }
@@ -70,6 +73,16 @@ class FleetStoreTestCase: XCTestCase {
         let store = try PostgresDeviceStatusStore(settings: settings, logger: Logger(label: "test.fleet-store"))
         opened.append(store)
         return store
+    }
+
+    /// The fleet's database as a gateway opens it, its tables ready; closed at the end of the test.
+    func openDatabase(instance: String = "test-gateway") throws -> FleetDatabase {
+        var settings = try self.settings
+        settings.instance = instance
+        let database = try FleetDatabase(settings: settings, logger: Logger(label: "test.fleet-database"))
+        databases.append(database)
+        XCTAssertTrue(database.readyBlocking(within: .seconds(15)), "\(database.health)")
+        return database
     }
 
     func openSQLiteStore() throws -> OCSPCacheStore {

@@ -16,6 +16,24 @@ final class StapleScheduleTests: XCTestCase {
                                     responderID: "CN=test")
     }
 
+    /// A staple another gateway fetched (the fleet's table) is held when newer than ours, and
+    /// our own retry schedule and failure count stay: we still have to reach the responder.
+    func testAnAdoptedStapleIsHeldWhenNewerAndTheRetryScheduleStays() {
+        var schedule = StapleSchedule(timing: timing, now: start)
+        schedule.recordFailure("responder down", now: start, jitterDraw: 0)
+        let retry = schedule.nextRefresh
+        schedule.adopt(response(thisUpdate: 60))
+        XCTAssertEqual(schedule.servable(at: start + 61)?.thisUpdate, start + 60)
+        XCTAssertEqual(schedule.nextRefresh, retry)
+        XCTAssertEqual(schedule.consecutiveFailures, 1)
+        schedule.adopt(response(thisUpdate: 30))
+        XCTAssertEqual(schedule.held?.thisUpdate, start + 60, "an older staple does not replace a newer one")
+        schedule.adopt(response(.unknown, thisUpdate: 90))
+        XCTAssertEqual(schedule.held?.thisUpdate, start + 60, "unknown is never held")
+        schedule.adopt(response(thisUpdate: 120))
+        XCTAssertEqual(schedule.held?.thisUpdate, start + 120)
+    }
+
     func testANewScheduleIsDueAtOnceAndServesNothing() {
         let schedule = StapleSchedule(timing: timing, now: start)
         XCTAssertEqual(schedule.nextRefresh, start)

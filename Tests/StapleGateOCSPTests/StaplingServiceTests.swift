@@ -28,15 +28,17 @@ final class StaplingServiceTests: OCSPFixtureTestCase {
             deviceCABundlePath: fixture.pki.path("ca-chain.pem")))
     }
 
-    /// A service whose responder is a fake answering `behaviour`, persisting into `state`.
-    private func makeService(_ behaviour: FakeHTTPResponder.Behaviour, context: ServerContext) throws -> StaplingService {
+    /// A service whose responder is a fake answering `behaviour`, persisting into `state` (or
+    /// into `archive`, standing for the fleet's table).
+    private func makeService(_ behaviour: FakeHTTPResponder.Behaviour, context: ServerContext,
+                             archive: (any StapleArchive)? = nil) throws -> StaplingService {
         let responder = try FakeHTTPResponder(behaviour)
         responders.append(responder)
         let configuration = StaplingConfiguration(
             responderOverride: "http://127.0.0.1:\(responder.port)/",
             fetch: OCSPFetchConfiguration(timeout: .seconds(1)))
         return try StaplingService(serverContext: context, configuration: configuration,
-                                   persistence: StaplePersistence(directory: state.file("state")),
+                                   persistence: StaplePersistence(directory: state.file("state")), archive: archive,
                                    client: OCSPHTTPClient(group: MultiThreadedEventLoopGroup.singleton),
                                    logger: Logger(label: "test"))
     }
@@ -63,7 +65,7 @@ final class StaplingServiceTests: OCSPFixtureTestCase {
         for (name, behaviour, reason) in cases {
             let fresh = try makeContext()
             let service = try makeService(behaviour, context: fresh)
-            service.loadPersisted()
+            await service.loadPersisted()
             XCTAssertEqual(fresh.staples.staple(forCertificateAt: 0), good, "\(name): the persisted staple is installed first")
 
             await service.refreshAll()
@@ -100,8 +102,52 @@ final class StaplingServiceTests: OCSPFixtureTestCase {
             deviceCABundlePath: fixture.pki.path("ca-chain.pem")))
         let service = try makeService(.silent, context: context)
 
-        service.loadPersisted()
+        await service.loadPersisted()
 
         XCTAssertNil(context.staples.staple(forCertificateAt: 0))
     }
+
+    /// Another gateway of the fleet put a staple in the shared archive after this one started:
+    /// when this one's own refresh fails with nothing to serve, it serves that staple, verified.
+    func testAfterAFailedRefreshAStapleAnotherGatewayArchivedIsServed() async throws {
+        let good = try fixture.respond(to: fixture.request("server"))
+        let context = try makeContext()
+        let archive = MemoryStapleArchive()
+        let service = try makeService(.silent, context: context, archive: archive)
+        await service.loadPersisted()
+        await service.refreshAll()
+        XCTAssertNil(context.staples.staple(forCertificateAt: 0), "negative control: nothing anywhere yet")
+
+        let leaf = try PEMFile.certificateChain(at: fixture.pki.path("server.pem"))[0]
+        await archive.put(good, fingerprint: leaf.sha256Fingerprint)
+        await service.refreshAll()
+        XCTAssertEqual(context.staples.staple(forCertificateAt: 0), good)
+        let status = try XCTUnwrap(service.statuses().first)
+        XCTAssertEqual(status.consecutiveFailures, 2, "our own refreshes still fail, and are retried")
+        XCTAssertTrue(status.serving)
+    }
+
+    /// What the archive holds is verified first: a staple for another certificate is never served.
+    func testAnArchivedStapleThatDoesNotVerifyIsNotServed() async throws {
+        let otherCertificate = try fixture.respond(to: fixture.request("device-2"))
+        let context = try makeContext()
+        let archive = MemoryStapleArchive()
+        let leaf = try PEMFile.certificateChain(at: fixture.pki.path("server.pem"))[0]
+        await archive.put(otherCertificate, fingerprint: leaf.sha256Fingerprint)
+        let service = try makeService(.silent, context: context, archive: archive)
+        await service.loadPersisted()
+        XCTAssertNil(context.staples.staple(forCertificateAt: 0))
+        await service.refreshAll()
+        XCTAssertNil(context.staples.staple(forCertificateAt: 0))
+    }
+}
+
+/// An archive in memory, standing for the fleet's table.
+private actor MemoryStapleArchive: StapleArchive {
+    private var staples: [String: [UInt8]] = [:]
+    nonisolated var location: String { "memory" }
+
+    func put(_ der: [UInt8], fingerprint: String) { staples[fingerprint] = der }
+    func staple(fingerprint: String) async throws -> [UInt8]? { staples[fingerprint] }
+    func save(_ response: VerifiedOCSPResponse, fingerprint: String) async throws { staples[fingerprint] = response.der }
 }

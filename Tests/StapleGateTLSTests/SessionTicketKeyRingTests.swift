@@ -77,6 +77,31 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
         XCTAssertEqual(refused.questions, ["resumption", "chain"], "the refused resumption became a full, checked handshake")
     }
 
+    /// `tls.session_ticket_keys: fleet`: the ring an existing context holds is swapped in place,
+    /// and the next handshake uses the new keys; the key made at start keeps decrypting.
+    func testAFleetRingSwappedInPlaceIsUsedByTheContextHoldingIt() throws {
+        let fleet = SessionTicketKeyRing.fleet(location: "postgres://db/fleet")
+        XCTAssertFalse(fleet.isShared)
+        XCTAssertTrue(fleet.summary.contains("fleet keys not loaded yet from postgres://db/fleet"), fleet.summary)
+        let startKey = fleet.encryptionKey
+        let serving = try context(fleet)
+        let beforeSwap = try XCTUnwrap(TicketHandshake(context: serving, pki: pki).ticket)
+        XCTAssertEqual(beforeSwap.ticketKeyName, Array(startKey.name))
+
+        fleet.share([first, second])
+        XCTAssertTrue(fleet.isShared)
+        XCTAssertEqual(fleet.keys, [first, second, startKey], "the start key is kept last")
+        let afterSwap = try TicketHandshake(context: serving, pki: pki)
+        XCTAssertEqual(try XCTUnwrap(afterSwap.ticket).ticketKeyName, Array(first.name), "the same SSL_CTX, the new key")
+        let resumed = try TicketHandshake(context: serving, pki: pki, offering: beforeSwap)
+        XCTAssertTrue(resumed.resumed, "a ticket from before the database answered still resumes here")
+
+        fleet.share([second])
+        XCTAssertEqual(fleet.keys, [second, startKey])
+        XCTAssertFalse(try TicketHandshake(context: serving, pki: pki, offering: try XCTUnwrap(afterSwap.ticket)).resumed,
+                       "a key the fleet dropped no longer decrypts")
+    }
+
     func testLookUpTellsTheCurrentKeyFromOlderAndUnknownOnes() {
         let keys = ring(first, second)
         func lookUp(_ key: SessionTicketKey) -> String {

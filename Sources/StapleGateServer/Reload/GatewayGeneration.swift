@@ -60,6 +60,9 @@ public final class GatewayGenerationBuilder: Sendable {
     private let statusCache = NIOLockedValueBox<OCSPStatusCache?>(nil)
     /// Made once per process; a key file, when configured, takes their place.
     private let processTicketKeys = SessionTicketKeyRing.random()
+    /// `tls.session_ticket_keys: fleet`: started at the first build that asks for it, then kept
+    /// (with its ring) for the life of the process, reloads included.
+    private let fleetTicketKeys = NIOLockedValueBox<FleetTicketKeys?>(nil)
     /// The fleet's database with `fleet.store: postgres`, opened once at start; nil: each
     /// store is this gateway's own file.
     public let fleetDatabase: FleetDatabase?
@@ -78,18 +81,36 @@ public final class GatewayGenerationBuilder: Sendable {
     /// caller loads persisted staples and primes it before the generation serves anyone.
     public func build(_ loaded: LoadedConfiguration) throws -> GatewayGeneration {
         let checker = makeDeviceStatusChecker(loaded)
-        let serverContext = try loaded.serverContext.with(ticketKeys: loaded.sessionTicketKeys ?? processTicketKeys,
-                                                          deviceCertificateGate: checker)
+        let serverContext = try loaded.serverContext.with(ticketKeys: ticketKeys(loaded), deviceCertificateGate: checker)
         var stapling: StaplingService?
         let configuration = loaded.configuration
         if configuration.stapling.enabled {
             stapling = try StaplingService(
                 serverContext: serverContext, configuration: configuration.stapling,
                 persistence: StaplePersistence(directory: configuration.stateDirectory),
+                archive: FleetStores.staples(database: fleetDatabase, stateDirectory: configuration.stateDirectory, logger: logger),
                 client: OCSPHTTPClient(group: eventLoops), logger: logger)
         }
         return GatewayGeneration(configuration: configuration, serverContext: serverContext, checker: checker,
                                  stapling: stapling)
+    }
+
+    /// The ring `tls.session_ticket_keys` asks for: the process's, the key file's, or the fleet's.
+    private func ticketKeys(_ loaded: LoadedConfiguration) throws -> SessionTicketKeyRing {
+        switch loaded.configuration.tls.sessionTicketKeys {
+        case .process:
+            return processTicketKeys
+        case .file:
+            return loaded.sessionTicketKeys ?? processTicketKeys
+        case .fleet:
+            return try fleetTicketKeys.withLockedValue { started in
+                if let started { return started.ring }
+                let keys = try FleetStores.ticketKeys(database: fleetDatabase, configuration: loaded.configuration.fleet,
+                                                      logger: logger)
+                started = keys
+                return keys.ring
+            }
+        }
     }
 
     /// The device checker the configuration asks for (nil when OCSP is off for every device

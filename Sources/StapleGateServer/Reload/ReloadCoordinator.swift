@@ -92,7 +92,7 @@ public final class ReloadCoordinator: Service, Sendable {
             warnings.append("device CA certificate(s) removed from tls.device_ca: \(removedCAs.joined(separator: "; ")); sessions of their devices that are open now stay open until they disconnect, and their reconnects are refused")
         }
         if let stapling = next.stapling {
-            stapling.loadPersisted()
+            await stapling.loadPersisted()
             if let unstapled = await waitForStaples(stapling, of: newCertificates, upTo: loaded.configuration.stapling.reloadStapleWait) {
                 warnings.append("switched to the new server certificate without an OCSP staple after waiting \(loaded.configuration.stapling.reloadStapleWait) (stapling.reload_staple_wait): \(unstapled)")
             }
