@@ -76,18 +76,19 @@ let package = Package(
             path: "Sources/StapleGateOCSP",
             swiftSettings: strictSwift
         ),
-        // One fleet, many gateways (issue 14): the device-status store on PostgreSQL, shared by
-        // every gateway of a fleet; chosen once at start in place of the SQLite file.
+        // One fleet, many gateways (issue 14): the device-status and trace stores on PostgreSQL,
+        // shared by every gateway of a fleet; chosen once at start in place of the SQLite files.
         .target(
             name: "StapleGateFleet",
             dependencies: [
-                "StapleGateOCSP",
+                "StapleGateOCSP", "StapleGateTrace",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             path: "Sources/StapleGateFleet",
             swiftSettings: strictSwift
@@ -123,7 +124,8 @@ let package = Package(
             path: "Sources/StapleGateProxyProtocol",
             swiftSettings: strictSwift
         ),
-        // Per-device trace events, stored in SQLite off the event loops.
+        // Per-device trace events, stored off the event loops: the store protocol, its SQLite
+        // implementation (the PostgreSQL one is in StapleGateFleet), the timeline format.
         .target(
             name: "StapleGateTrace",
             dependencies: [
@@ -246,8 +248,9 @@ let package = Package(
         .testTarget(
             name: "StapleGateFleetTests",
             dependencies: [
-                "StapleGateFleet", "StapleGateOCSP", "TestSupport",
+                "StapleGateFleet", "StapleGateOCSP", "StapleGateTrace", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Tests/StapleGateFleetTests",
             swiftSettings: testSwift

@@ -20,7 +20,7 @@ enum PrometheusMetrics {
 }
 
 /// The admin listener the configuration asks for, or nil (and a log line) when it is off.
-func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: TraceStore?,
+func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: (any TraceStore)?,
                      registry: PrometheusCollectorRegistry, eventLoops: EventLoopGroup, logger: Logger) -> AdminServer? {
     guard configuration.admin.enabled else {
         logger.notice("admin listener off (admin.enabled: false)")
@@ -31,7 +31,7 @@ func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, tr
         upstream: UpstreamProbe(currentUpstream: { gateway.configuration.upstream }, health: gateway.brokerHealth,
                                 group: eventLoops),
         generation: { gateway.currentGeneration },
-        traceStorePath: traceStore == nil ? nil : configuration.traceStorePath,
+        traceStore: traceStore,
         eventLoops: eventLoops, metricsText: { registry.emitToBuffer() })
     return AdminServer(configuration: configuration.admin, group: eventLoops, logger: logger, routes: routes)
 }

@@ -46,6 +46,7 @@ enum FleetSchema {
             "CREATE INDEX IF NOT EXISTS device_ocsp_status_on_identity ON device_ocsp_status (identity)",
             "CREATE INDEX IF NOT EXISTS device_ocsp_status_on_expires_at ON device_ocsp_status (expires_at)",
         ]),
+        Migration(version: 5, name: "trace_events", statements: TraceRow.tables),
     ]
 
     /// Brings the database to the newest version; returns the versions this call applied.
