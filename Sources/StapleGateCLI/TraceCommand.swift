@@ -79,9 +79,18 @@ struct TraceShowCommand: AsyncParsableCommand {
         emit(events)
         guard let follower else { return }
         follower.markShown(events)
+        // A read that fails (the fleet's database restarting) moves no cursor: said once, then
+        // retried, and nothing written meanwhile is missed.
+        var failing = false
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
-            emit(try await follower.next())
+            do {
+                emit(try await follower.next())
+                failing = false
+            } catch {
+                if !failing { FileHandle.standardError.write(Data("staplegate: \(error); retrying\n".utf8)) }
+                failing = true
+            }
         }
     }
 

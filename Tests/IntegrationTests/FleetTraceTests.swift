@@ -76,6 +76,19 @@ final class FleetTraceTests: GatewayTestCase {
         XCTAssertEqual(fromAdmin.map(\.kind), events.map(\.kind))
         // Negative control: the file C would have written without a fleet does not exist.
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(gatewayC.stateDirectory)/trace.sqlite"))
+        let recent = try await traceEvents(gatewayC, ["device-1", "--since", "1h"])
+        XCTAssertEqual(recent.map(\.kind), events.map(\.kind))
+
+        // `--failures` on C: a device without a certificate refused by B, named with its gateway.
+        let refused = try await mosquittoPub(port: gatewayB.port, pki: pki, device: nil, topic: topic, message: "m", qos: 1)
+        XCTAssertNotEqual(refused.status, .exited(0), "\(refused)")
+        var failures: [FleetEvent] = []
+        try await waitUntil(timeout: .seconds(20), pollEvery: .milliseconds(250), "B's refusal in C's --failures",
+                            details: { failures.map { "\($0.instance ?? "-") \($0.kind): \($0.summary)" }.joined(separator: "\n") }) {
+            failures = try await self.traceEvents(gatewayC, ["--failures"])
+            return failures.contains { $0.instance == "gw-b" && $0.kind == "tls_failed" }
+        }
+        XCTAssertFalse(failures.contains { $0.device == "device-1" }, "device-1's sessions were not failures")
     }
 
     /// `trace enable` on C switches message trace on for the device's sessions through A.
@@ -118,6 +131,12 @@ final class FleetTraceTests: GatewayTestCase {
             events.contains { $0.kind == "disconnect" }
         }
         XCTAssertTrue(before.contains { $0.kind == "ocsp_check" })
+        let follow = try ManagedProcess(try CommandLineTests.findExecutable(),
+                                        ["trace", "device-1", "--follow", "--config", gateway.configPath])
+        addTeardownBlock { await follow.terminate() }
+        try await waitUntil(timeout: .seconds(10), "--follow to print the first session", details: { follow.output }) {
+            follow.stdout.lines.filter { $0.contains(" disconnect ") }.count == 1
+        }
 
         await server.stop()
         var sent = 1
@@ -149,6 +168,13 @@ final class FleetTraceTests: GatewayTestCase {
             events.contains { $0.kind == "disconnect" && !known.contains($0.connectionID) }
         }
         XCTAssertEqual(after.filter { !known.contains($0.connectionID) }.first?.instance, "gw-a")
+        // --follow outlived the outage (a failed poll is retried, a slow one waited for) and shows
+        // the sessions written since.
+        let newest = try XCTUnwrap(after.last?.connectionID)
+        try await waitUntil(timeout: .seconds(15), "--follow to print the newest session", details: { follow.output }) {
+            follow.stdout.lines.contains { $0.contains("#\(newest) ") && $0.contains(" disconnect ") }
+        }
+        XCTAssertTrue(follow.isRunning, follow.output)
     }
 
     // MARK: Helpers

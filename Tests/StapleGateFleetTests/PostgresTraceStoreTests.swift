@@ -26,6 +26,18 @@ final class PostgresTraceStoreTests: FleetTraceTestCase {
         XCTAssertTrue(lines[2].contains("  gw-b  #1  "), lines[2])
     }
 
+    /// A NUL from a device (client id, topic) would fail the whole batch in text or jsonb.
+    func testAnEventWithNULInItsTextIsStoredNotTheBatchDropped() async throws {
+        let store = try openPostgresTraceStore()
+        store.record(event(.connect, at: 0, summary: "client id \"a\u{0}b\"", details: ["mqtt.client_id": "a\u{0}b"]))
+        store.record(event(.admission, at: 1, summary: "admitted"))
+        store.flush()
+        XCTAssertEqual(store.droppedEvents, 0, log.text)
+        let events = try await store.reader().events(device: "device-1")
+        XCTAssertEqual(events.map(\.summary), ["client id \"a\u{FFFD}b\"", "admitted"])
+        XCTAssertEqual(events.first?.details, ["mqtt.client_id": "a\u{FFFD}b"])
+    }
+
     func testAMessageTraceSwitchSetOnOneGatewayAppliesOnTheOthers() async throws {
         let gatewayA = try openPostgresTraceStore(instance: "gw-a")
         let gatewayC = try openPostgresTraceStore(instance: "gw-c")

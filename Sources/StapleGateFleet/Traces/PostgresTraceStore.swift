@@ -11,11 +11,11 @@ import StapleGateTrace
 /// read from any gateway across all the gateways it went through.
 ///
 /// The SQLite file's rule holds: `record` never waits. Events go to the same bounded queue
-/// (`TraceEventQueue`) and one writer task inserts them in batches, one transaction and
-/// multi-row INSERTs each, every call under `withDeadline`. A database that is slow or away
-/// costs dropped events (counted in `staplegate_trace_events_dropped_total`, logged once a
-/// minute), never MQTT traffic; the pool reconnects by itself with backoff, and writes resume
-/// at the next probe after `retryDelay`.
+/// (`TraceEventQueue`) and one writer task inserts them in batches, one transaction and one
+/// multi-row INSERT each (`TraceRow.insert`), every call under `withDeadline`. A database that
+/// is slow or away costs dropped events (counted in `staplegate_trace_events_dropped_total`,
+/// logged once a minute), never MQTT traffic; the pool reconnects by itself with backoff, and
+/// writes resume at the next probe after `retryDelay`.
 ///
 /// Message trace switches live in `trace_message_switch`, so that `trace enable` on any
 /// gateway applies on all: each gateway reads them every `refreshInterval` off the event loops
@@ -86,7 +86,7 @@ public final class PostgresTraceStore: TraceStore {
             while !Task.isCancelled {
                 do { try await Task.sleep(for: tuning.pruneInterval) } catch { return }
                 do {
-                    _ = try await prune(now: Date())
+                    _ = try await prunePass(now: Date())
                     noteRecovered("retention")
                 } catch {
                     noteFailure("retention", "cannot prune the traces in \(location): \(FleetDatabase.describe(error))")
@@ -203,12 +203,8 @@ public final class PostgresTraceStore: TraceStore {
                                                            logger: logger)
                         }
                     }
-                    var start = batch.events.startIndex
-                    while start < batch.events.endIndex {
-                        let end = min(start + TraceRow.rowsPerInsert, batch.events.endIndex)
-                        _ = try await connection.query(try TraceRow.insert(batch.events[start..<end], instance: instance),
-                                                       logger: logger)
-                        start = end
+                    if !batch.events.isEmpty {
+                        _ = try await connection.query(TraceRow.insert(batch.events, instance: instance), logger: logger)
                     }
                 }
             }
