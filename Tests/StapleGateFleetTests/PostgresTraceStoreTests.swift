@@ -92,6 +92,24 @@ final class PostgresTraceStoreTests: FleetTraceTestCase {
         XCTAssertEqual(left.map(\.summary), ["new"])
     }
 
+    /// Without anyone calling `prune`, each gateway runs a pass every `pruneInterval`.
+    func testRetentionRunsByItself() async throws {
+        var tuning = fastTuning
+        tuning.pruneInterval = .milliseconds(200)
+        let store = try openPostgresTraceStore(retention: .seconds(3600), tuning: tuning)
+        let realNow = Date()
+        store.record(TraceEvent(time: realNow.addingTimeInterval(-7200), kind: .connect, device: "device-1", serial: nil,
+                                connectionID: 1, remoteAddress: "", summary: "old"))
+        store.record(TraceEvent(time: realNow, kind: .connect, device: "device-1", serial: nil, connectionID: 2,
+                                remoteAddress: "", summary: "new"))
+        store.flush()
+        var left: [TraceEvent] = []
+        try await waitUntil(timeout: .seconds(10), "the old event to be pruned", details: { "\(left.map(\.summary))" }) {
+            left = try await store.reader().events(device: "device-1")
+            return left.map(\.summary) == ["new"]
+        }
+    }
+
     /// Gateway "slow" takes id N in a transaction that commits after gateway A's N+1 was read:
     /// polling "id > last" would never show N. The follower does.
     func testFollowSeesAnEventWhoseBatchCommitsAfterANewerOneWasRead() async throws {
