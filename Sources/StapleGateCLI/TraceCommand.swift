@@ -124,7 +124,10 @@ struct TraceEnableCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enable",
         abstract: "Record each PUBLISH of a device (direction, topic, QoS, size; never the payload) for a limited time.",
-        discussion: "Applies to the device's sessions that start from now on, and extends the trace of its sessions already traced."
+        discussion: """
+            Applies to the device's sessions that start from now on, and extends the trace of its sessions already traced; \
+            in a fleet on PostgreSQL (fleet.store: postgres), on every gateway of the fleet within a second.
+            """
     )
 
     @OptionGroup var state: StateDirectoryOptions

@@ -177,6 +177,31 @@ final class FleetTraceTests: GatewayTestCase {
         XCTAssertTrue(follow.isRunning, follow.output)
     }
 
+    /// Negative: `trace --config` on a fleet whose database is away fails, naming the database,
+    /// instead of showing an empty timeline or falling back to a file.
+    func testTraceWithAConfigWhoseDatabaseIsAwayFailsNamingIt() async throws {
+        let port = try FreePort.next()
+        let directory = try makeTemporaryDirectory()
+        let url = "postgres://postgres@127.0.0.1:\(port)/fleet"
+        let config = try directory.write("staplegate.yaml", """
+            listen: { address: "127.0.0.1", port: \(try FreePort.next()) }
+            tls:
+              certificates:
+                - { certificate: "\(pki.certificate("server"))", key: "\(pki.key("server"))" }
+              device_ca: "\(pki.caChain)"
+            upstream: { address: 127.0.0.1, port: \(broker.port!) }
+            state_directory: "\(directory.file("state"))"
+            stapling: { enabled: false }
+            fleet: { store: postgres, url: "\(url)", tls: disable, instance: gw-x }
+
+            """)
+        let result = try await ManagedProcess(try CommandLineTests.findExecutable(), ["trace", "device-1", "--config", config])
+            .commandResult(timeout: .seconds(30))
+        XCTAssertNotEqual(result.status, .exited(0), "\(result)")
+        XCTAssertTrue(result.stderr.contains("cannot read the traces in the fleet database \(url)"), "\(result)")
+        XCTAssertEqual(result.stdout, "")
+    }
+
     // MARK: Helpers
 
     private func startPostgres() async throws -> PostgresServer {
