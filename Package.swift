@@ -76,13 +76,13 @@ let package = Package(
             path: "Sources/StapleGateOCSP",
             swiftSettings: strictSwift
         ),
-        // One fleet, many gateways (issue 14): the device-status store, the staples and the
-        // session ticket keys on PostgreSQL, shared by every gateway of a fleet; chosen once at
-        // start in place of the state directory's files. Ticket keys are sealed with libcrypto.
+        // One fleet, many gateways (issue 14): the device-status store, the staples, the session
+        // ticket keys and the traces on PostgreSQL, shared by every gateway of a fleet; chosen once
+        // at start in place of the state directory's files. Ticket keys are sealed with libcrypto.
         .target(
             name: "StapleGateFleet",
             dependencies: [
-                "StapleGateOCSP", "StapleGateTLS", "COpenSSL",
+                "StapleGateOCSP", "StapleGateTLS", "StapleGateTrace", "COpenSSL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -125,7 +125,8 @@ let package = Package(
             path: "Sources/StapleGateProxyProtocol",
             swiftSettings: strictSwift
         ),
-        // Per-device trace events, stored in SQLite off the event loops.
+        // Per-device trace events, stored off the event loops: the store protocol, its SQLite
+        // implementation (the PostgreSQL one is in StapleGateFleet), the timeline format.
         .target(
             name: "StapleGateTrace",
             dependencies: [
@@ -248,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "StapleGateFleetTests",
             dependencies: [
-                "StapleGateFleet", "StapleGateOCSP", "StapleGateTLS", "TestSupport",
+                "StapleGateFleet", "StapleGateOCSP", "StapleGateTLS", "StapleGateTrace", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

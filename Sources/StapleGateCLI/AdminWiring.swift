@@ -21,7 +21,7 @@ enum PrometheusMetrics {
 }
 
 /// The admin listener the configuration asks for, or nil (and a log line) when it is off.
-func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: TraceStore?, fleetDatabase: FleetDatabase?,
+func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, traceStore: (any TraceStore)?, fleetDatabase: FleetDatabase?,
                      registry: PrometheusCollectorRegistry, eventLoops: EventLoopGroup, logger: Logger) -> AdminServer? {
     guard configuration.admin.enabled else {
         logger.notice("admin listener off (admin.enabled: false)")
@@ -32,7 +32,7 @@ func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, tr
         upstream: UpstreamProbe(currentUpstream: { gateway.configuration.upstream }, health: gateway.brokerHealth,
                                 group: eventLoops),
         generation: { gateway.currentGeneration },
-        traceStorePath: traceStore == nil ? nil : configuration.traceStorePath,
+        traceStore: traceStore,
         eventLoops: eventLoops,
         // The start's setting: the fleet section is restart-only, as the database it opened.
         fleetDatabase: fleetDatabase, fleetDatabaseRequired: configuration.fleet.requiredForReadiness,

@@ -47,7 +47,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let liveSessions = LiveSessions(capacity: SessionCapacity.resolve(loaded.configuration.listen.maxSessions, logger: logger),
                                         logger: logger)
-        let traceStore = openTraceStore(loaded.configuration, logger: logger)
+        let traceStore = openTraceStore(loaded.configuration, database: fleetDatabase, logger: logger)
         let systemd = SystemdNotifier()
         let gateway = Gateway(generation: generation, group: eventLoops, logger: logger, liveSessions: liveSessions,
                               traceStore: traceStore, systemd: systemd)
@@ -128,14 +128,15 @@ private func openFleetDatabase(_ configuration: GatewayConfiguration, logger: Lo
     return database
 }
 
-/// The trace store, or nil when tracing is off or the store cannot be opened (then the gateway
-/// runs untraced rather than not at all, and says so).
-private func openTraceStore(_ configuration: GatewayConfiguration, logger: Logger) -> TraceStore? {
-    let trace = configuration.trace
-    guard trace.enabled else { return nil }
+/// The trace store (the state directory's file, or the fleet's database), or nil when tracing is
+/// off or the store cannot be opened (then the gateway runs untraced rather than not at all, and
+/// says so).
+private func openTraceStore(_ configuration: GatewayConfiguration, database: FleetDatabase?,
+                            logger: Logger) -> (any TraceStore)? {
+    guard configuration.trace.enabled else { return nil }
     do {
-        return try TraceStore(path: configuration.traceStorePath, retention: trace.retention, maximumBytes: trace.maximumBytes,
-                              queueCapacity: trace.queueCapacity, logger: logger)
+        return try FleetStores.trace(database: database, sqlitePath: configuration.traceStorePath,
+                                     configuration: configuration.trace, logger: logger)
     } catch {
         logger.error("\(error); devices are not traced")
         return nil

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NIOHTTP1
 import StapleGateConfig
+import StapleGateFleet
 import StapleGateServer
 import StapleGateTrace
 
@@ -27,7 +29,10 @@ struct TraceShowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "show",
         abstract: "Print a device's timeline (the default: `staplegate trace DEVICE`), or recent refusals with --failures.",
-        discussion: "Reads trace.sqlite in the state directory; works while the gateway runs and after it stopped."
+        discussion: """
+            Reads trace.sqlite in the state directory; with --config naming a fleet on PostgreSQL (fleet.store: postgres), \
+            the fleet's events from every gateway instead. Works while the gateway runs and after it stopped.
+            """
     )
 
     @OptionGroup var state: StateDirectoryOptions
@@ -53,27 +58,57 @@ struct TraceShowCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let path = "\(try state.directory())/trace.sqlite"
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw CommandFailure(message: "no trace store at \(path) (has the gateway run with this state directory and trace.enabled?)")
+        do {
+            try await show()
+        } catch let error as TraceStoreError {
+            throw CommandFailure(message: error.message)
         }
-        let reader = try TraceStore.openForReading(path: path)
+    }
+
+    private func show() async throws {
+        let reader = try await openReader()
+        // Placed before the first listing is read: nothing written meanwhile is missed.
+        let follower = follow ? try await reader.follower(device: device!) : nil
         let after = since.map { Date().addingTimeInterval(-$0.duration.timeInterval) }
-        var events = failures ? try reader.failures(since: after) : try reader.events(device: device!, since: after)
+        let events = failures ? try await reader.failures(since: after) : try await reader.events(device: device!, since: after)
         if events.isEmpty && !follow {
             // JSON Lines readers (jq) get an empty stream, not a sentence.
             if !json { print(failures ? "no refusals or failures recorded" : "no events for \(device!)") }
             return
         }
         emit(events)
-        guard follow, let device else { return }
-        var lastID = events.last?.id ?? 0
+        guard let follower else { return }
+        follower.markShown(events)
+        // A read that fails (the fleet's database restarting) moves no cursor: said once, then
+        // retried, and nothing written meanwhile is missed.
+        var failing = false
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
-            events = try reader.events(device: device, afterID: lastID)
-            emit(events)
-            lastID = events.last?.id ?? lastID
+            do {
+                emit(try await follower.next())
+                failing = false
+            } catch {
+                if !failing { FileHandle.standardError.write(Data("staplegate: \(error); retrying\n".utf8)) }
+                failing = true
+            }
         }
+    }
+
+    /// `--state-dir`: that gateway's file. `--config`: what its `fleet` section says, the file
+    /// in its state directory or the fleet's database (then every gateway's events).
+    private func openReader() async throws -> any TraceReading {
+        guard let config = state.config else {
+            return try FleetStores.traceReader(database: nil, sqlitePath: "\(try state.directory())/trace.sqlite")
+        }
+        let configuration = try loadConfigurationOrExit(path: config).configuration
+        var logger = Logger(label: "staplegate.trace")
+        logger.logLevel = .error
+        let database = try configuration.fleet.openDatabase(logger: logger)
+        if let database, !(await database.ready(within: .seconds(10), orFirstFailure: true)) {
+            let reason = if case let .unreachable(why) = database.health { why } else { "no answer within 10 s" }
+            throw CommandFailure(message: "cannot read the traces in the fleet database \(database.location): \(reason)")
+        }
+        return try FleetStores.traceReader(database: database, sqlitePath: configuration.traceStorePath)
     }
 
     private func emit(_ events: [TraceEvent]) {
@@ -89,7 +124,10 @@ struct TraceEnableCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enable",
         abstract: "Record each PUBLISH of a device (direction, topic, QoS, size; never the payload) for a limited time.",
-        discussion: "Applies to the device's sessions that start from now on, and extends the trace of its sessions already traced."
+        discussion: """
+            Applies to the device's sessions that start from now on, and extends the trace of its sessions already traced; \
+            in a fleet on PostgreSQL (fleet.store: postgres), on every gateway of the fleet within a second.
+            """
     )
 
     @OptionGroup var state: StateDirectoryOptions

@@ -1,6 +1,7 @@
 import Logging
 import StapleGateOCSP
 import StapleGateTLS
+import StapleGateTrace
 
 extension FleetConfiguration {
     /// The fleet's database, opened once per process with `store: postgres` (nil with
@@ -57,5 +58,24 @@ extension FleetStores {
     /// The other gateways, as device checks see them: nil for a gateway on its own.
     public static func deviceStatusFleet(database: FleetDatabase?, logger: Logger) -> (any DeviceStatusFleet)? {
         database.map { PostgresDeviceStatusFleet(database: $0, logger: logger) }
+    }
+
+    /// Trace events and message trace switches: the gateway's own `trace.sqlite` at
+    /// `sqlitePath`, or the fleet's tables, where every gateway writes and any reads them all.
+    public static func trace(database: FleetDatabase?, sqlitePath: String, configuration: TraceConfiguration,
+                             logger: Logger) throws -> any TraceStore {
+        guard let database else {
+            return try SQLiteTraceStore(path: sqlitePath, retention: configuration.retention,
+                                        maximumBytes: configuration.maximumBytes, queueCapacity: configuration.queueCapacity,
+                                        logger: logger)
+        }
+        return PostgresTraceStore(database: database, configuration: configuration, logger: logger)
+    }
+
+    /// What `staplegate trace` reads: the file of one gateway (`--state-dir`, or a config
+    /// without a fleet database), or the fleet's events.
+    public static func traceReader(database: FleetDatabase?, sqlitePath: String) throws -> any TraceReading {
+        guard let database else { return try SQLiteTraceStore.openForReading(path: sqlitePath) }
+        return PostgresTraceReader(database: database)
     }
 }

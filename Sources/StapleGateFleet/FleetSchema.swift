@@ -100,6 +100,7 @@ enum FleetSchema {
             """,
             "CREATE INDEX IF NOT EXISTS ticket_keys_on_created_at ON ticket_keys (created_at)",
         ]),
+        Migration(version: 5, name: "trace_events", statements: TraceRow.tables),
     ]
 
     /// Brings the database to the newest version; returns the versions this call applied.

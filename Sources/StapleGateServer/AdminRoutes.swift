@@ -14,14 +14,15 @@ import StapleGateTrace
 ///   the fleet database's either way;
 /// - `/metrics`: Prometheus text format;
 /// - `/ocsp`: the staples held and the device-status cache;
-/// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`.
+/// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`
+///   (in a fleet: its events on every gateway, each naming its instance).
 public struct AdminRoutes: Sendable {
     let isAcceptingDevices: @Sendable () -> Bool
     let upstream: UpstreamProbe
     /// The serving generation (a reload replaces it): its staples and device checker.
     let generation: @Sendable () -> GatewayGeneration
-    /// The trace store's file; nil when tracing is off.
-    let traceStorePath: String?
+    /// The trace store (its reader answers); nil when tracing is off.
+    let traceStore: (any TraceStore)?
     /// The metrics backend's exposition in the Prometheus text format.
     let metricsText: @Sendable () -> [UInt8]
     let eventLoops: EventLoopGroup
@@ -31,7 +32,7 @@ public struct AdminRoutes: Sendable {
     let fleetDatabaseRequired: Bool
 
     public init(isAcceptingDevices: @escaping @Sendable () -> Bool, upstream: UpstreamProbe,
-                generation: @escaping @Sendable () -> GatewayGeneration, traceStorePath: String?, eventLoops: EventLoopGroup,
+                generation: @escaping @Sendable () -> GatewayGeneration, traceStore: (any TraceStore)?, eventLoops: EventLoopGroup,
                 fleetDatabase: FleetDatabase? = nil, fleetDatabaseRequired: Bool = false,
                 metricsText: @escaping @Sendable () -> [UInt8]) {
         self.fleetDatabase = fleetDatabase
@@ -39,7 +40,7 @@ public struct AdminRoutes: Sendable {
         self.isAcceptingDevices = isAcceptingDevices
         self.upstream = upstream
         self.generation = generation
-        self.traceStorePath = traceStorePath
+        self.traceStore = traceStore
         self.eventLoops = eventLoops
         self.metricsText = metricsText
     }
@@ -59,7 +60,7 @@ public struct AdminRoutes: Sendable {
         default:
             if request.path.hasPrefix("/devices/"), request.path.hasSuffix("/trace") {
                 let device = String(request.path.dropFirst("/devices/".count).dropLast("/trace".count))
-                if !device.isEmpty { return trace(device: device, since: request.query["since"]) }
+                if !device.isEmpty { return await trace(device: device, since: request.query["since"]) }
             }
             return .error("no such route: GET \(request.path)", status: 404)
         }
@@ -190,8 +191,8 @@ public struct AdminRoutes: Sendable {
 
     // MARK: - Traces
 
-    private func trace(device: String, since: String?) -> ControlResponse {
-        guard let traceStorePath else {
+    private func trace(device: String, since: String?) async -> ControlResponse {
+        guard let traceStore else {
             return .error("tracing is off (trace.enabled: false, or the store could not be opened)", status: 503)
         }
         var after: Date?
@@ -203,7 +204,7 @@ public struct AdminRoutes: Sendable {
         }
         let events: [TraceEvent]
         do {
-            events = try TraceStore.openForReading(path: traceStorePath).events(device: device, since: after)
+            events = try await traceStore.reader().events(device: device, since: after)
         } catch {
             return .error("\(error)", status: 500)
         }

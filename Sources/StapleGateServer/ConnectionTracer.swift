@@ -5,7 +5,7 @@ import StapleGateTrace
 /// Writes one connection's trace events, stamped with who the device is once that is known.
 /// Shared by the handlers of one channel, so used on its event loop only.
 final class ConnectionTracer {
-    private let store: TraceStore?
+    private let store: (any TraceStore)?
     let connectionID: UInt64
     let remoteAddress: String
     /// Set once the device's certificate has been seen (see `identify`).
@@ -16,7 +16,7 @@ final class ConnectionTracer {
     /// health checks) leave no trace but their failures.
     private let acceptedAt = Date()
 
-    init(store: TraceStore?, connectionID: UInt64, remoteAddress: String) {
+    init(store: (any TraceStore)?, connectionID: UInt64, remoteAddress: String) {
         self.store = store
         self.connectionID = connectionID
         self.remoteAddress = remoteAddress

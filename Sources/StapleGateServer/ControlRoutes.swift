@@ -12,12 +12,12 @@ import StapleGateTrace
 /// - `GET /ping`: answers while the gateway runs.
 public struct ControlRoutes: Sendable {
     let monitor: SessionRevocationMonitor
-    let traceStore: TraceStore?
+    let traceStore: (any TraceStore)?
     let maximumMessageTrace: Duration
     /// `POST /reload`: what `staplegate reload` asks for.
     let reload: (@Sendable () async -> ReloadOutcome)?
 
-    public init(monitor: SessionRevocationMonitor, traceStore: TraceStore? = nil,
+    public init(monitor: SessionRevocationMonitor, traceStore: (any TraceStore)? = nil,
                 maximumMessageTrace: Duration = .seconds(24 * 3600),
                 reload: (@Sendable () async -> ReloadOutcome)? = nil) {
         self.monitor = monitor

@@ -25,7 +25,7 @@ public final class Gateway: Service, Sendable {
     /// kept across reloads.
     public let brokerHealth: BrokerHealth
     /// Where per-device trace events go; nil: not traced.
-    private let traceStore: TraceStore?
+    private let traceStore: (any TraceStore)?
     /// Told READY=1 once devices can connect and STOPPING=1 when the drain begins.
     private let systemd: SystemdNotifier?
     private let metrics: GatewayMetrics
@@ -50,7 +50,7 @@ public final class Gateway: Service, Sendable {
     /// - Parameter group: the event loops to run on; by default one per core, owned and shut
     ///   down by the gateway.
     public init(generation: GatewayGeneration, group: EventLoopGroup? = nil, logger: Logger,
-                liveSessions: LiveSessions? = nil, traceStore: TraceStore? = nil,
+                liveSessions: LiveSessions? = nil, traceStore: (any TraceStore)? = nil,
                 systemd: SystemdNotifier? = nil, metrics: GatewayMetrics = GatewayMetrics()) {
         self.generation = NIOLockedValueBox(generation)
         self.metrics = metrics
@@ -70,7 +70,7 @@ public final class Gateway: Service, Sendable {
     /// A gateway without device checks or stapling.
     public convenience init(configuration: GatewayConfiguration, serverContext: ServerContext,
                             group: EventLoopGroup? = nil, logger: Logger, liveSessions: LiveSessions? = nil,
-                            traceStore: TraceStore? = nil) {
+                            traceStore: (any TraceStore)? = nil) {
         self.init(generation: GatewayGeneration(configuration: configuration, serverContext: serverContext),
                   group: group, logger: logger, liveSessions: liveSessions, traceStore: traceStore)
     }

@@ -46,9 +46,13 @@ public struct TraceEvent: Sendable, Codable, Equatable {
     public var summary: String
     /// Structured fields, for --json and for tests ("ocsp.status": "revoked", …).
     public var details: [String: String]
+    /// The gateway that recorded it, in a fleet (`fleet.instance`): connection ids are per
+    /// gateway, and a device's timeline crosses gateways. Nil in a gateway's own SQLite file.
+    public var instance: String?
 
     public init(id: Int64? = nil, time: Date = Date(), kind: Kind, device: String?, serial: String?, connectionID: UInt64,
-                remoteAddress: String, isFailure: Bool = false, summary: String, details: [String: String] = [:]) {
+                remoteAddress: String, isFailure: Bool = false, summary: String, details: [String: String] = [:],
+                instance: String? = nil) {
         self.id = id
         self.time = time
         self.kind = kind
@@ -59,10 +63,11 @@ public struct TraceEvent: Sendable, Codable, Equatable {
         self.isFailure = isFailure
         self.summary = summary
         self.details = details
+        self.instance = instance
     }
 }
 
-// MARK: - Storage (TraceStore's `trace_event` rows)
+// MARK: - Storage (SQLiteTraceStore's `trace_event` rows)
 
 extension TraceEvent {
     /// The columns `storageArguments` fills, in order.

@@ -1,12 +1,7 @@
-import CoreMetrics
-import Dispatch
 import Foundation
-import GRDB
-import Logging
-import NIOConcurrencyHelpers
 
-/// A failure to open, write or read the trace store. The message names the file, because the
-/// operator's fix (permissions, disk, a stray file or folder) is about that file.
+/// A failure to open, write or read the trace store. The message names the file or database,
+/// because the operator's fix (permissions, disk, a stray folder, a database away) is about it.
 public struct TraceStoreError: Error, Sendable, CustomStringConvertible {
     public let message: String
 
@@ -17,458 +12,112 @@ public struct TraceStoreError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Per-device trace events on disk (`<state_directory>/trace.sqlite`), so that "why can't device
-/// X connect?" has an answer after the fact, from another process (`staplegate trace`).
+/// Where a gateway's per-device trace events go, so that "why can't device X connect?" has an
+/// answer after the fact. Two implementations, chosen once at start (`FleetStores.trace`): the
+/// gateway's own SQLite file (`SQLiteTraceStore`), or the fleet's PostgreSQL database, shared
+/// by every gateway (`PostgresTraceStore`).
 ///
-/// The event loops that call `record` must never wait for the disk: events go to a bounded
-/// in-memory queue that one background writer drains, one transaction per batch. When the queue
-/// is full (the writer is slow or stuck) or the store is failing, events are dropped and
-/// counted: losing trace lines is better than slowing or dropping MQTT traffic.
-public final class TraceStore: Sendable {
-    public let path: String
-    public let retention: Duration
-    public let maximumBytes: Int64
-    public let queueCapacity: Int
+/// The rule both keep: `record` and `messageTraceUntil` run on event loops and never wait for
+/// I/O. Events go to a bounded queue (`TraceEventQueue`) that one writer drains in batches; a
+/// slow or failing store drops events and counts them rather than slowing MQTT traffic.
+public protocol TraceStore: AnyObject, Sendable {
+    /// The file or database (URL without secrets), for messages.
+    var location: String { get }
 
-    /// Knobs that tests turn down; the defaults are what the gateway runs with.
-    struct Tuning: Sendable {
-        /// How long `record` drops events after a failed write before letting one through again.
-        var retryDelay: Duration = .seconds(5)
-        /// The least time between two automatic retention passes.
-        var pruneInterval: Duration = .seconds(5)
-        /// How long a write waits for another connection's lock before failing (see `open`).
-        var busyTimeout: TimeInterval = 5
-    }
-
-    private let tuning: Tuning
-    private let logger: Logger
-    private let writtenCounter: Counter
-    private let droppedCounter: Counter
-    private let writer = DispatchQueue(label: "staplegate.trace-writer")
-    private let queue = NIOLockedValueBox(QueueState())
-    /// Message trace switches in memory: read on every device session start, so never from disk.
-    private let switches: NIOLockedValueBox<[String: Date]>
-    /// Touched on `writer` only; the lock just makes that state Sendable (it is never contended).
-    private let connection: NIOLockedValueBox<Connection>
-
-    public convenience init(path: String, retention: Duration = .seconds(3 * 24 * 3600),
-                            maximumBytes: Int64 = 256 * 1024 * 1024, queueCapacity: Int = 10_000,
-                            logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory) throws {
-        try self.init(path: path, retention: retention, maximumBytes: maximumBytes, queueCapacity: queueCapacity,
-                      logger: logger, metricsFactory: metricsFactory, tuning: Tuning())
-    }
-
-    /// Opens (or creates) the database at `path`, creating its folder if needed.
-    init(path: String, retention: Duration, maximumBytes: Int64, queueCapacity: Int, logger: Logger,
-         metricsFactory: any MetricsFactory, tuning: Tuning) throws {
-        self.path = path
-        self.retention = retention
-        self.maximumBytes = maximumBytes
-        self.queueCapacity = queueCapacity
-        self.tuning = tuning
-        self.logger = logger
-        writtenCounter = Counter(label: "staplegate_trace_events_written_total", factory: metricsFactory)
-        droppedCounter = Counter(label: "staplegate_trace_events_dropped_total", factory: metricsFactory)
-        let pool = try Self.open(path, tuning: tuning)
-        do {
-            let rows = try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT device, until FROM message_trace WHERE until > ?", arguments: [Date()])
-            }
-            switches = NIOLockedValueBox(Dictionary(rows.map { ($0["device"] as String, $0["until"] as Date) },
-                                                    uniquingKeysWith: { $1 }))
-        } catch {
-            throw TraceStoreError("cannot read the trace store \(path): \(describe(error))")
-        }
-        connection = NIOLockedValueBox(Connection(pool: pool, identity: FileIdentity(path: path)))
-    }
-
-    /// `createFolder`: at start only. A reopen (the file was replaced or removed under a running
-    /// gateway) must not recreate a state directory someone removed: it fails, and events are
-    /// dropped and counted until the folder is back.
-    private static func open(_ path: String, tuning: Tuning, createFolder: Bool = true) throws -> DatabasePool {
-        var configuration = Configuration()
-        // Waiting a little for a lock (an operator's sqlite3 shell, a checkpoint) beats failing at
-        // once; the wait happens on the writer, and `record` drops rather than waits meanwhile.
-        configuration.busyMode = .timeout(tuning.busyTimeout)
-        configuration.prepareDatabase { db in
-            guard !db.configuration.readonly else { return }
-            // Only possible before the first table exists, so before DatabasePool sets up WAL:
-            // lets retention give freed pages back to the file system (`incremental_vacuum`).
-            try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
-            // In WAL mode NORMAL never corrupts; a power cut may only lose the last batches.
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-            // After a burst the WAL file shrinks back to this, rather than keeping its peak size
-            // beside a database that `maximumBytes` bounds.
-            try db.execute(sql: "PRAGMA journal_size_limit = \(8 * 1024 * 1024)")
-        }
-        do {
-            let folder = (path as NSString).deletingLastPathComponent
-            if !folder.isEmpty && createFolder {
-                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            } else if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
-                throw TraceStoreError("its folder \(folder) no longer exists")
-            }
-            // A DatabasePool is in WAL mode: `staplegate trace` reads while the gateway writes.
-            let pool = try DatabasePool(path: path, configuration: configuration)
-            try migrator.migrate(pool)
-            return pool
-        } catch {
-            throw TraceStoreError("cannot open the trace store \(path): \(describe(error))")
-        }
-    }
-
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("trace") { db in
-            try db.create(table: "trace_event") { t in
-                // AUTOINCREMENT: ids are never reused after retention, so `--follow` can poll by id.
-                t.autoIncrementedPrimaryKey("id")
-                t.column("time", .datetime).notNull().indexed()
-                t.column("kind", .text).notNull()
-                t.column("device", .text)
-                t.column("serial", .text)
-                t.column("connection_id", .integer).notNull()
-                t.column("remote_address", .text).notNull()
-                t.column("is_failure", .boolean).notNull()
-                t.column("summary", .text).notNull()
-                t.column("details", .text).notNull()
-            }
-            // `trace DEVICE` and `trace --failures`, newest first, without a scan.
-            try db.create(indexOn: "trace_event", columns: ["device", "time"])
-            try db.create(indexOn: "trace_event", columns: ["is_failure", "time"])
-            try db.create(table: "message_trace") { t in
-                t.primaryKey("device", .text)
-                t.column("until", .datetime).notNull()
-            }
-        }
-        return migrator
-    }
-
-    // MARK: Recording (any thread, never blocks on I/O)
-
-    /// Queues `event` for the writer, or drops and counts it when the queue is full or the store
-    /// is failing. O(1): a short lock and an append.
-    public func record(_ event: TraceEvent) {
-        let outcome = queue.withLockedValue { state -> RecordOutcome in
-            if let until = state.failingUntil {
-                let now = ContinuousClock.now
-                guard now >= until else { return .dropped(warning: state.drop(1, problem: nil, now: now)) }
-                // Time to try again: this event is the probe.
-                state.failingUntil = nil
-            }
-            guard state.pending.count < queueCapacity else {
-                return .dropped(warning: state.drop(1, problem: .queueFull(queueCapacity), now: .now))
-            }
-            state.pending.append(event)
-            guard !state.drainQueued else { return .queued }
-            state.drainQueued = true
-            return .mustDrain
-        }
-        switch outcome {
-        case .queued:
-            break
-        case .mustDrain:
-            writer.async { self.drain() }
-        case .dropped(let warning):
-            droppedCounter.increment()
-            if let warning { warn(warning) }
-        }
-    }
+    /// Queues `event`, or drops and counts it. Never blocks.
+    func record(_ event: TraceEvent)
 
     /// Events dropped since the store was opened (queue full, or a write failed).
-    public var droppedEvents: Int { queue.withLockedValue { $0.dropped } }
+    var droppedEvents: Int { get }
 
     /// Events waiting for the writer.
-    public var queuedEvents: Int { queue.withLockedValue { $0.pending.count } }
+    var queuedEvents: Int { get }
 
-    /// Blocks until everything queued before the call is written (or failed to be).
-    public func flush() {
-        // The writer queue is serial: this drain comes after any drain queued before it.
-        writer.sync { drain() }
-    }
+    /// Blocks until everything queued before the call is written (or failed to be). Never on
+    /// an event loop: at exit, and in tests.
+    func flush()
 
-    // MARK: Message trace
+    /// Records PUBLISH events for `device` until `until`, on every gateway the store reaches
+    /// (this one with a file of its own; the whole fleet with the shared database).
+    func enableMessageTrace(device: String, until: Date)
 
-    /// Records PUBLISH events for `device` until `until` (also across restarts).
-    public func enableMessageTrace(device: String, until: Date) {
-        switches.withLockedValue { $0[device] = until }
-        enqueue(device, .on(until: until))
-    }
-
-    public func disableMessageTrace(device: String) {
-        switches.withLockedValue { $0[device] = nil }
-        enqueue(device, .off)
-    }
+    func disableMessageTrace(device: String)
 
     /// When message trace for `device` ends, or nil if it is off (or over) at `now`. Called at
-    /// every device session start: a dictionary lookup, never the disk.
-    public func messageTraceUntil(device: String, now: Date = Date()) -> Date? {
-        switches.withLockedValue { $0[device] }.flatMap { $0 > now ? $0 : nil }
-    }
+    /// every device session start: a lookup in memory, never I/O.
+    func messageTraceUntil(device: String, now: Date) -> Date?
 
     /// Every device with message trace on at `now`, and until when.
-    public func messageTraces(now: Date = Date()) -> [String: Date] {
-        switches.withLockedValue { $0 }.filter { $0.value > now }
+    func messageTraces(now: Date) -> [String: Date]
+
+    /// Deletes events older than the retention before `now`, then the oldest while the store is
+    /// over its size cap. Returns false when another gateway of the fleet is doing it now.
+    @discardableResult
+    func prune(now: Date) throws -> Bool
+
+    /// Read access to what the store holds (with the shared database: the whole fleet's events).
+    func reader() throws -> any TraceReading
+}
+
+extension TraceStore {
+    public func messageTraceUntil(device: String) -> Date? {
+        messageTraceUntil(device: device, now: Date())
     }
 
-    private func enqueue(_ device: String, _ change: SwitchChange) {
-        let mustDrain = queue.withLockedValue { state -> Bool in
-            state.pendingSwitches[device] = change
-            guard !state.drainQueued else { return false }
-            state.drainQueued = true
-            return true
-        }
-        if mustDrain { writer.async { self.drain() } }
-    }
-
-    // MARK: Writer (on `writer` only)
-
-    private func drain() {
-        let (batch, changes) = queue.withLockedValue { state in
-            state.drainQueued = false
-            defer {
-                state.pending = []
-                state.pendingSwitches = [:]
-            }
-            return (state.pending, state.pendingSwitches)
-        }
-        guard !batch.isEmpty || !changes.isEmpty else { return }
-        do {
-            let pool = try currentPool()
-            try pool.write { db in
-                try Self.apply(changes, db)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = .sortedKeys
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO trace_event (\(TraceEvent.storageColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
-                for event in batch {
-                    try insert.execute(arguments: event.storageArguments(encoder: encoder))
-                }
-            }
-            writtenCounter.increment(by: batch.count)
-            let recovered = queue.withLockedValue { state -> Int? in
-                defer { state.failing = false }
-                return state.failing ? state.dropped : nil
-            }
-            if let recovered {
-                logger.notice("trace store \(path) writes again after \(recovered) events dropped")
-            }
-            pruneIfDue()
-        } catch {
-            let problem = (error as? TraceStoreError)?.message
-                ?? "cannot write the trace store \(path): \(describe(error))"
-            let warning = queue.withLockedValue { state -> String? in
-                // Switches are few and must not be lost: they wait for the next batch (anything
-                // set meanwhile is newer and wins). The events are dropped.
-                state.pendingSwitches.merge(changes) { newer, _ in newer }
-                state.failing = true
-                state.failingUntil = .now + tuning.retryDelay
-                return state.drop(batch.count, problem: .failure(problem), now: .now)
-            }
-            droppedCounter.increment(by: batch.count)
-            if let warning { warn(warning) }
-        }
-    }
-
-    /// The writer's pool, reopened if the file at `path` is no longer the one it has open: SQLite
-    /// would go on writing into a deleted file that no reader can see and that never frees its
-    /// space. A missing file is recreated; a folder or unreadable file in its place fails here.
-    private func currentPool() throws -> DatabasePool {
-        try connection.withLockedValue { connection in
-            if let pool = connection.pool {
-                if FileIdentity(path: path) == connection.identity { return pool }
-                try? pool.close()
-                connection.pool = nil
-                logger.warning("the trace store \(path) was removed or replaced while in use: opening it again")
-            }
-            let pool = try Self.open(path, tuning: tuning, createFolder: false)
-            connection.pool = pool
-            connection.identity = FileIdentity(path: path)
-            return pool
-        }
-    }
-
-    private static func apply(_ changes: [String: SwitchChange], _ db: Database) throws {
-        for (device, change) in changes {
-            switch change {
-            case .on(let until):
-                try db.execute(sql: """
-                    INSERT INTO message_trace (device, until) VALUES (?, ?)
-                    ON CONFLICT (device) DO UPDATE SET until = excluded.until
-                    """, arguments: [device, until])
-            case .off:
-                try db.execute(sql: "DELETE FROM message_trace WHERE device = ?", arguments: [device])
-            }
-        }
-    }
-
-    /// Logs off the caller's thread: `record` runs on event loops, and log handlers may write.
-    private func warn(_ message: String) {
-        let logger = logger
-        DispatchQueue.global().async { logger.warning("\(message)") }
-    }
-
-    // MARK: Retention
-
-    /// Deletes events older than `retention` before `now`, then the oldest events while the
-    /// database is larger than `maximumBytes`. Runs on the writer, after queued writes.
-    public func prune(now: Date) throws {
-        try writer.sync {
-            do {
-                try prune(now: now, in: currentPool())
-            } catch let error as TraceStoreError {
-                throw error
-            } catch {
-                throw TraceStoreError("cannot prune the trace store \(path): \(describe(error))")
-            }
-        }
-    }
-
-    private func pruneIfDue() {
-        let due = connection.withLockedValue { connection -> Bool in
-            let now = ContinuousClock.now
-            if let last = connection.lastPrune, now - last < tuning.pruneInterval { return false }
-            connection.lastPrune = now
-            return true
-        }
-        guard due else { return }
-        do {
-            try prune(now: Date(), in: currentPool())
-        } catch {
-            // Writes still work; the file only grows. Worth saying, but not once per batch.
-            let mustWarn = connection.withLockedValue { connection -> Bool in
-                let now = ContinuousClock.now
-                if let last = connection.lastPruneWarning, now - last < .seconds(60) { return false }
-                connection.lastPruneWarning = now
-                return true
-            }
-            if mustWarn { logger.warning("cannot prune the trace store \(path): \(describe(error))") }
-        }
-    }
-
-    /// The size is estimated as the pages in use (page_count minus freelist_count, times
-    /// page_size), not read from the file: it includes committed pages still in the WAL and
-    /// excludes freed pages, so it drops as soon as rows go and the loop below terminates.
-    /// Deleting the oldest 10 % per round frees whole pages (rows are stored in id order, which
-    /// is time order), and `incremental_vacuum` then hands the freed pages back so the file
-    /// itself shrinks at the next checkpoint.
-    private func prune(now: Date, in pool: DatabasePool) throws {
-        let (seconds, attoseconds) = retention.components
-        let cutoff = now.addingTimeInterval(-(Double(seconds) + Double(attoseconds) / 1e18))
-        try pool.writeWithoutTransaction { db in
-            var deleted = false
-            try db.inTransaction {
-                try db.execute(sql: "DELETE FROM trace_event WHERE time < ?", arguments: [cutoff])
-                deleted = db.changesCount > 0
-                try db.execute(sql: "DELETE FROM message_trace WHERE until <= ?", arguments: [now])
-                return .commit
-            }
-            while try Self.bytesInUse(db) > maximumBytes {
-                let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM trace_event") ?? 0
-                guard count > 0 else { break }
-                try db.execute(sql: "DELETE FROM trace_event WHERE id IN (SELECT id FROM trace_event ORDER BY time LIMIT ?)",
-                               arguments: [max(1, count / 10)])
-                deleted = true
-            }
-            guard deleted else { return }
-            try db.execute(sql: "PRAGMA incremental_vacuum")
-            // Best effort: a reader mid-query only postpones the shrink to a later checkpoint.
-            _ = try? db.checkpoint(.passive)
-        }
-    }
-
-    private static func bytesInUse(_ db: Database) throws -> Int64 {
-        let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-        let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-        let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-        return (pages - free) * pageSize
-    }
-
-    // MARK: Reading
-
-    /// Read access for `staplegate trace`, from another process while the gateway writes.
-    public static func openForReading(path: String) throws -> TraceReader {
-        try TraceReader(path: path)
+    public func messageTraces() -> [String: Date] {
+        messageTraces(now: Date())
     }
 }
 
-// MARK: - State
+/// Queries for `staplegate trace` and `/devices/ID/trace`. Results come oldest first.
+public protocol TraceReading: Sendable {
+    /// The file or database read (URL without secrets), for messages.
+    var location: String { get }
 
-private enum SwitchChange: Sendable {
-    case on(until: Date)
-    case off
+    /// The newest `limit` events of `device` at or after `since`, oldest first.
+    func events(device: String, since: Date?, limit: Int) async throws -> [TraceEvent]
+
+    /// The newest `limit` failures of any device at or after `since`, oldest first.
+    func failures(since: Date?, limit: Int) async throws -> [TraceEvent]
+
+    /// Every device with events at or after `since`, most recently seen first.
+    func devices(since: Date?) async throws -> [TraceDeviceSummary]
+
+    /// For `--follow`: a cursor placed now, before the first events are read and shown, so that
+    /// everything stored from here on is returned by its `next()`, exactly once.
+    func follower(device: String) async throws -> any TraceFollowing
 }
 
-private enum RecordOutcome {
-    case queued
-    case mustDrain
-    case dropped(warning: String?)
-}
+extension TraceReading {
+    public func events(device: String, since: Date? = nil) async throws -> [TraceEvent] {
+        try await events(device: device, since: since, limit: 1000)
+    }
 
-private enum DropProblem: Sendable, CustomStringConvertible {
-    case queueFull(Int)
-    case failure(String)
-
-    var description: String {
-        switch self {
-        case .queueFull(let capacity): "the writer is behind (\(capacity) events queued)"
-        case .failure(let message): message
-        }
+    public func failures(since: Date? = nil) async throws -> [TraceEvent] {
+        try await failures(since: since, limit: 1000)
     }
 }
 
-private struct QueueState: Sendable {
-    var pending: [TraceEvent] = []
-    var pendingSwitches: [String: SwitchChange] = [:]
-    /// Whether a drain is already queued on the writer: it will pick up what is added meanwhile.
-    var drainQueued = false
-    /// Set by a failed write: `record` drops without queueing until then.
-    var failingUntil: ContinuousClock.Instant?
-    /// Whether the last write failed (for the "writes again" notice).
-    var failing = false
-    var dropped = 0
-    var lastProblem: DropProblem?
-    var lastWarning: ContinuousClock.Instant?
+/// `staplegate trace DEVICE --follow`: new events of one device, each returned once.
+public protocol TraceFollowing: AnyObject, Sendable {
+    /// Events already shown (the first listing): not returned again.
+    func markShown(_ events: [TraceEvent])
 
-    /// Counts `count` dropped events; returns the warning to log on the first drop and then at
-    /// most once a minute.
-    mutating func drop(_ count: Int, problem: DropProblem?, now: ContinuousClock.Instant) -> String? {
-        dropped += count
-        if let problem { lastProblem = problem }
-        guard count > 0 else { return nil }
-        if let last = lastWarning, now - last < .seconds(60) { return nil }
-        lastWarning = now
-        return "trace store failing: \(dropped) events dropped so far: \(lastProblem.map(\.description) ?? "unknown")"
+    /// The device's events stored since the previous call and not returned (or shown) before.
+    func next() async throws -> [TraceEvent]
+}
+
+/// One line of `staplegate trace --devices`.
+public struct TraceDeviceSummary: Sendable, Equatable {
+    public var device: String
+    public var lastSeen: Date
+    public var events: Int
+    public var failures: Int
+
+    public init(device: String, lastSeen: Date, events: Int, failures: Int) {
+        self.device = device
+        self.lastSeen = lastSeen
+        self.events = events
+        self.failures = failures
     }
 }
-
-private struct Connection: Sendable {
-    var pool: DatabasePool?
-    /// The file the pool has open, to notice it being deleted or replaced.
-    var identity: FileIdentity?
-    var lastPrune: ContinuousClock.Instant?
-    var lastPruneWarning: ContinuousClock.Instant?
-}
-
-/// Device and inode of a regular file; nil for anything else (missing, a folder).
-private struct FileIdentity: Equatable, Sendable {
-    let device: UInt64
-    let inode: UInt64
-
-    init?(path: String) {
-        var info = stat()
-        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
-    }
-}
-
-/// GRDB's DatabaseError description already carries the SQLite message and code.
-func describe(_ error: any Error) -> String {
-    if let error = error as? TraceStoreError { return error.message }
-    if let error = error as? DatabaseError { return error.message ?? "\(error)" }
-    return error.localizedDescription
-}
-
-// MARK: - Reading

@@ -5,7 +5,9 @@ import Foundation
 ///     2025-11-22T05:09:01.123Z  #42    accepted            TCP connection from 10.0.0.7:51234
 ///     2025-11-22T05:09:01.131Z  #42  ✗ tls_failed          TLS handshake failed: certificate revoked
 ///
-/// Failures carry a "✗" in a column of their own, so that they stand out when scanning.
+/// Failures carry a "✗" in a column of their own, so that they stand out when scanning. Events
+/// of a fleet name the gateway that recorded them, after the time (connection ids are per
+/// gateway): `2025-11-22T05:09:01.123Z  gw-a  #42    accepted …`.
 public enum TraceTimeline {
     /// The mark in front of failures; other events have a blank there.
     public static let failureMark = "✗"
@@ -18,12 +20,15 @@ public enum TraceTimeline {
         // Connection ids grow for the gateway's lifetime: pad to the widest in view.
         let idWidth = events.map { String($0.connectionID).count }.max() ?? 1
         let deviceWidth = showDevice ? events.map { ($0.device ?? "-").count }.max() ?? 1 : 0
+        // Only when some event has one: a gateway's own file keeps today's lines.
+        let instanceWidth = events.compactMap { $0.instance?.count }.max()
         return events.map { event in
+            let instance = instanceWidth.map { (event.instance ?? "-").padding(toLength: $0, withPad: " ", startingAt: 0) + "  " } ?? ""
             let id = "#\(event.connectionID)".padding(toLength: idWidth + 1, withPad: " ", startingAt: 0)
             let device = showDevice ? (event.device ?? "-").padding(toLength: deviceWidth, withPad: " ", startingAt: 0) + "  " : ""
             let mark = event.isFailure ? failureMark : " "
             let kind = event.kind.rawValue.padding(toLength: kindWidth, withPad: " ", startingAt: 0)
-            return "\(event.time.formatted(style))  \(id)  \(device)\(mark) \(kind)  \(event.summary)"
+            return "\(event.time.formatted(style))  \(instance)\(id)  \(device)\(mark) \(kind)  \(event.summary)"
         }
     }
 

@@ -115,7 +115,7 @@ final class TraceBackpressureTests: TraceStoreTestCase {
     func testAStoreWhoseFolderBecomesAFileKeepsAcceptingRecords() throws {
         let folder = try state.subdirectory("state")
         let path = "\(folder)/trace.sqlite"
-        let store = try TraceStore(path: path, logger: .recording(into: log), metricsFactory: metrics)
+        let store = try SQLiteTraceStore(path: path, logger: .recording(into: log), metricsFactory: metrics)
         store.record(event())
         store.flush()
 

@@ -23,7 +23,7 @@ final class TraceRetentionTests: TraceStoreTestCase {
 
     func testPruningBySizeDeletesTheOldestUntilUnderTheLimit() throws {
         let big = String(repeating: "x", count: 2000)
-        var filler: TraceStore? = try makeStore()
+        var filler: SQLiteTraceStore? = try makeStore()
         for index in 0..<1000 { filler?.record(event(at: Double(index), connection: UInt64(index), summary: big)) }
         filler?.flush()
         filler = nil

@@ -29,13 +29,13 @@ class TraceStoreTestCase: XCTestCase {
     }
 
     func makeStore(retention: Duration = .seconds(3 * 24 * 3600), maximumBytes: Int64 = 256 * 1024 * 1024,
-                   queueCapacity: Int = 10_000, tuning: TraceStore.Tuning = .init()) throws -> TraceStore {
-        try TraceStore(path: storePath, retention: retention, maximumBytes: maximumBytes, queueCapacity: queueCapacity,
+                   queueCapacity: Int = 10_000, tuning: SQLiteTraceStore.Tuning = .init()) throws -> SQLiteTraceStore {
+        try SQLiteTraceStore(path: storePath, retention: retention, maximumBytes: maximumBytes, queueCapacity: queueCapacity,
                        logger: .recording(into: log), metricsFactory: metrics, tuning: tuning)
     }
 
-    func reader() throws -> TraceReader {
-        try TraceStore.openForReading(path: storePath)
+    func reader() throws -> SQLiteTraceReader {
+        try SQLiteTraceStore.openForReading(path: storePath)
     }
 
     func event(_ kind: TraceEvent.Kind = .connect, device: String? = "device-1", at seconds: Double = 0,

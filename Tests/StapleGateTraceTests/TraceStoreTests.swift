@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// Events written through `TraceStore` and read back through `TraceReader`, as the gateway and
+/// Events written through `SQLiteTraceStore` and read back through `SQLiteTraceReader`, as the gateway and
 /// `staplegate trace` do (two connections on one WAL file).
 final class TraceStoreTests: TraceStoreTestCase {
     func testEventsRoundTripWithTheirDetails() throws {
@@ -85,7 +85,7 @@ final class TraceStoreTests: TraceStoreTestCase {
     }
 
     func testMessageTraceSwitchesExpireAndSurviveReopening() throws {
-        var store: TraceStore? = try makeStore()
+        var store: SQLiteTraceStore? = try makeStore()
         let hour = now.addingTimeInterval(3600)
         store?.enableMessageTrace(device: "device-1", until: hour)
         store?.enableMessageTrace(device: "device-2", until: hour)
@@ -122,16 +122,16 @@ final class TraceStoreTests: TraceStoreTestCase {
             XCTAssertTrue("\(error)".hasPrefix("cannot open the trace store \(folder): "), "\(error)")
         }
         let missing = state.file("missing.sqlite")
-        XCTAssertThrowsError(try TraceStore.openForReading(path: missing)) { error in
+        XCTAssertThrowsError(try SQLiteTraceStore.openForReading(path: missing)) { error in
             XCTAssertTrue("\(error)".hasPrefix("cannot open the trace store \(missing): "), "\(error)")
         }
     }
 
     func testTheStoreCreatesItsFolder() throws {
         let path = state.file("state/nested/trace.sqlite")
-        let store = try TraceStore(path: path, logger: .recording(into: log), metricsFactory: metrics)
+        let store = try SQLiteTraceStore(path: path, logger: .recording(into: log), metricsFactory: metrics)
         store.record(event())
         store.flush()
-        XCTAssertEqual(try TraceStore.openForReading(path: path).events(device: "device-1").count, 1)
+        XCTAssertEqual(try SQLiteTraceStore.openForReading(path: path).events(device: "device-1").count, 1)
     }
 }

@@ -53,3 +53,39 @@ final class TraceTimelineTests: XCTestCase {
         XCTAssertEqual(decoded, events)
     }
 }
+
+/// Events of a fleet name the gateway that recorded them; a gateway's own file has none.
+final class TraceTimelineInstanceTests: XCTestCase {
+    private let start = Date(timeIntervalSince1970: 1_763_788_141.125)  // 2025-11-22T05:09:01.125Z
+
+    private func event(_ id: Int64, instance: String?, connection: UInt64) -> TraceEvent {
+        TraceEvent(id: id, time: start.addingTimeInterval(Double(id)), kind: .accepted, device: "device-1", serial: "0A1B",
+                   connectionID: connection, remoteAddress: "10.0.0.7:51234", summary: "connection accepted",
+                   instance: instance)
+    }
+
+    func testLinesNameTheInstanceAfterTheTimePaddedToTheWidest() {
+        let lines = TraceTimeline.lines([event(1, instance: "gw-a", connection: 7), event(2, instance: "gw-bb", connection: 7)],
+                                        timeZone: TimeZone(identifier: "UTC")!)
+        XCTAssertEqual(lines, [
+            "2025-11-22T05:09:02.125Z  gw-a   #7    accepted            connection accepted",
+            "2025-11-22T05:09:03.125Z  gw-bb  #7    accepted            connection accepted",
+        ])
+    }
+
+    /// Negative control: without instances the lines are today's, column for column.
+    func testLinesWithoutInstancesHaveNoInstanceColumn() {
+        let lines = TraceTimeline.lines([event(1, instance: nil, connection: 7)], timeZone: TimeZone(identifier: "UTC")!)
+        XCTAssertEqual(lines, ["2025-11-22T05:09:02.125Z  #7    accepted            connection accepted"])
+    }
+
+    func testJSONCarriesTheInstanceOnlyWhenKnown() throws {
+        let lines = TraceTimeline.jsonLines([event(1, instance: "gw-a", connection: 7), event(2, instance: nil, connection: 8)])
+        let first = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        XCTAssertEqual(first["instance"] as? String, "gw-a")
+        let second = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as? [String: Any])
+        XCTAssertNil(second["instance"], lines[1])
+        let decoded = try lines.map { try TraceTimeline.jsonDecoder().decode(TraceEvent.self, from: Data($0.utf8)) }
+        XCTAssertEqual(decoded.map(\.instance), ["gw-a", nil])
+    }
+}

@@ -35,12 +35,12 @@ struct RecheckRecorder: Sendable {
         }
     }
 
-    private let traceStore: TraceStore?
+    private let traceStore: (any TraceStore)?
     /// Every (trigger, answer) series made up front, at 0, so alerts see them before the first.
     private let rechecks: [String: Counter]
     private let sessionsClosed: [Trigger: Counter]
 
-    init(traceStore: TraceStore?, factory: any MetricsFactory) {
+    init(traceStore: (any TraceStore)?, factory: any MetricsFactory) {
         self.traceStore = traceStore
         var rechecks: [String: Counter] = [:]
         for trigger in Trigger.allCases {

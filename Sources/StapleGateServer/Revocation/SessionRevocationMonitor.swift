@@ -33,7 +33,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
     private let logger: Logger
 
     public init(checker: DeviceStatusChecker?, sessions: LiveSessions, interval: Duration = .seconds(1),
-                traceStore: TraceStore? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+                traceStore: (any TraceStore)? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
                 logger: Logger) {
         self.currentChecker = NIOLockedValueBox(checker)
         self.sessions = sessions

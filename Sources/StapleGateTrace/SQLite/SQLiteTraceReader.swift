@@ -1,16 +1,18 @@
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 
-/// Queries over a trace store for `staplegate trace`. Opens the file read-only: in WAL mode it
-/// neither waits for nor delays the gateway's writer. Results come oldest first.
-public final class TraceReader: Sendable {
+/// Queries over a gateway's own trace file for `staplegate trace`. Opens the file read-only: in
+/// WAL mode it neither waits for nor delays the gateway's writer. Results come oldest first.
+public final class SQLiteTraceReader: TraceReading {
     public let path: String
+    public var location: String { path }
     private let database: DatabaseQueue
 
     init(path: String) throws {
         self.path = path
         guard FileManager.default.fileExists(atPath: path) else {
-            throw TraceStoreError("cannot open the trace store \(path): no such file (the gateway creates it when it starts)")
+            throw TraceStoreError("cannot open the trace store \(path): no such file (the gateway creates it when it starts with trace.enabled)")
         }
         var configuration = Configuration()
         configuration.readonly = true
@@ -54,6 +56,13 @@ public final class TraceReader: Sendable {
         }
     }
 
+    /// One writer, one transaction at a time: ids grow in commit order, so the id of the last
+    /// event seen is an exact cursor.
+    public func follower(device: String) throws -> any TraceFollowing {
+        let newest = try read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM trace_event") } ?? 0
+        return SQLiteTraceFollower(reader: self, device: device, afterID: newest)
+    }
+
     private func newest(where condition: String, _ arguments: [any DatabaseValueConvertible], since: Date?,
                         limit: Int) throws -> [TraceEvent] {
         let filter = since == nil ? "" : " AND time >= ?"
@@ -80,10 +89,26 @@ public final class TraceReader: Sendable {
     }
 }
 
-/// One line of `staplegate trace --devices`.
-public struct TraceDeviceSummary: Sendable, Equatable {
-    public var device: String
-    public var lastSeen: Date
-    public var events: Int
-    public var failures: Int
+/// `--follow` on the file: polls by id (see `SQLiteTraceReader.follower`).
+final class SQLiteTraceFollower: TraceFollowing {
+    private let reader: SQLiteTraceReader
+    private let device: String
+    private let lastID: NIOLockedValueBox<Int64>
+
+    init(reader: SQLiteTraceReader, device: String, afterID: Int64) {
+        self.reader = reader
+        self.device = device
+        lastID = NIOLockedValueBox(afterID)
+    }
+
+    func markShown(_ events: [TraceEvent]) {
+        let newest = events.compactMap(\.id).max() ?? 0
+        lastID.withLockedValue { $0 = max($0, newest) }
+    }
+
+    func next() throws -> [TraceEvent] {
+        let events = try reader.events(device: device, afterID: lastID.withLockedValue { $0 })
+        markShown(events)
+        return events
+    }
 }
