@@ -327,7 +327,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateProxyProtocol", "TestSupport",
+                "StapleGateServer", "StapleGateConfig", "StapleGateProxyProtocol", "StapleGateFleet", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
