@@ -30,14 +30,21 @@ final class FleetSharedStatusTests: FleetGatewayTestCase {
         try await gatewayB.waitForOutput("device.check=OCSP good (cached until")
     }
 
-    /// With the gateway stopped, `ocsp cache --config` lists what the fleet's table holds.
-    func testTheCacheListingReadsTheFleetsTableWhileTheGatewayIsStopped() async throws {
+    /// A responder behind the counting proxy, PostgreSQL, and gateway gw-a on it, which device-1
+    /// connected through: its answer is in the shared table.
+    private func startGatewayWhoseAnswerForDevice1IsShared() async throws -> (CountingTCPProxy, PostgresServer, StapleGateProcess) {
         let proxy = try await startResponderBehindProxy()
         let server = try await startPostgres()
         let gateway = try await startGateway("A", proxy: proxy, fleet: postgresFleet(server, instance: "gw-a"))
         let first = try await connect("device-1", to: gateway)
         XCTAssertEqual(first, [.succeeded])
         try await waitForSharedRows(server, count: 1)
+        return (proxy, server, gateway)
+    }
+
+    /// With the gateway stopped, `ocsp cache --config` lists what the fleet's table holds.
+    func testTheCacheListingReadsTheFleetsTableWhileTheGatewayIsStopped() async throws {
+        let (_, server, gateway) = try await startGatewayWhoseAnswerForDevice1IsShared()
         await gateway.stop()
         let cache = { try await ManagedProcess(try CommandLineTests.findExecutable(), ["ocsp", "cache", "--config", gateway.configPath])
             .commandResult(timeout: .seconds(30)) }
@@ -71,12 +78,7 @@ final class FleetSharedStatusTests: FleetGatewayTestCase {
 
     /// The database going away costs known devices nothing: the gateway's memory admits them.
     func testWithTheDatabaseStoppedAGatewayStillAdmitsADeviceItKnows() async throws {
-        let proxy = try await startResponderBehindProxy()
-        let server = try await startPostgres()
-        let gateway = try await startGateway("A", proxy: proxy, fleet: postgresFleet(server, instance: "gw-a"))
-        let first = try await connect("device-1", to: gateway)
-        XCTAssertEqual(first, [.succeeded])
-        try await waitForSharedRows(server, count: 1)
+        let (proxy, server, gateway) = try await startGatewayWhoseAnswerForDevice1IsShared()
         await server.stop()
 
         let second = try await connect("device-1", to: gateway)
