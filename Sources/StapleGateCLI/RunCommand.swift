@@ -24,7 +24,12 @@ struct RunCommand: AsyncParsableCommand {
         let loaded = try loadConfigurationOrExit(path: config)
         let (level, format) = (loaded.configuration.logLevel, loaded.configuration.logFormat)
         LoggingSystem.bootstrap { label in makeLogHandler(label: label, format: format, level: level) }
-        let logger = Logger(label: "staplegate")
+        var logger = Logger(label: "staplegate")
+        // In a fleet every line names its gateway, so that logs gathered in one place say
+        // which gateway did what (as trace events do).
+        if let instance = loaded.configuration.fleet.postgres?.instance, loaded.configuration.fleet.store == .postgres {
+            logger[metadataKey: "instance"] = "\(instance)"
+        }
         let metricsRegistry = PrometheusMetrics.bootstrap()
         for warning in loaded.warnings { logger.warning("\(warning)") }
         OpenFileLimit.raiseToHardLimit(logger: logger)

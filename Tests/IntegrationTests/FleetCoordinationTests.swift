@@ -169,6 +169,7 @@ final class FleetCoordinationTests: GatewayTestCase {
         }
         XCTAssertEqual(try XCTUnwrap(requests).connectionsAccepted, 1, "the refusals came from the shared answer")
         try await gatewayB.waitForOutput("another gateway of the fleet got an answer refusing it")
+        XCTAssertTrue(gatewayB.process.stderr.contains("instance=gw-b"), "each log line names its gateway")
     }
 
     /// What the responder itself answers for `name`, asked directly (around the count).
