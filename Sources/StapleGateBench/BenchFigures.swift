@@ -12,14 +12,19 @@ struct BenchSettings: Codable {
     var sessions = 5000
     var sessionConcurrency = 64
     var publishers = 4
+    /// Fleet figures: distinct device certificates, and sessions over them round robin (each
+    /// session's CPU is measured, so enough of them for the 10 ms clock ticks).
+    var fleetDevices = 400
+    var fleetSessions = 2000
 
     static let smoke = BenchSettings(runs: 1, handshakeSeconds: 1, throughputSeconds: 1, latencySeconds: 1, latencyRate: 500,
-                                     sessions: 50, sessionConcurrency: 16, publishers: 2)
+                                     sessions: 50, sessionConcurrency: 16, publishers: 2, fleetDevices: 16, fleetSessions: 48)
 
     enum CodingKeys: String, CodingKey {
         case runs, handshakeSeconds = "handshake_seconds", throughputSeconds = "throughput_seconds"
         case latencySeconds = "latency_seconds", latencyRate = "latency_rate_msg_per_s", sessions
         case sessionConcurrency = "session_concurrency", publishers
+        case fleetDevices = "fleet_devices", fleetSessions = "fleet_sessions"
     }
 }
 
@@ -116,7 +121,8 @@ struct Spread: Codable {
     }
 }
 
-/// Every value of every run, by group ("staplegate", "nginx", "mosquitto", "staplegate_device_ocsp") and figure.
+/// Every value of every run, by group ("staplegate", "nginx", "mosquitto", "staplegate_device_ocsp",
+/// "staplegate_fleet") and figure.
 struct BenchSamples {
     private(set) var values: [String: [String: [Double]]] = [:]
 
@@ -131,6 +137,7 @@ struct BenchSamples {
     func median(_ figure: OCSPFigure) -> Double? { spread(Self.ocspGroup, figure.rawValue)?.median }
 
     static let ocspGroup = "staplegate_device_ocsp"
+    static let fleetGroup = "staplegate_fleet"
 }
 
 /// One of the targets, judged on the medians.
