@@ -124,8 +124,9 @@ struct FleetMeasurer {
             samples.add(group, FleetFigure.tableMissRatio.rawValue, missCPU / hitCPU)
         }
         progress("  \(Int(opened(miss))) sessions, each a local miss answered by the table: "
-            + "\(Int(miss.cpuPerSession ?? .nan)) µs CPU per session vs \(Int(hit.cpuPerSession ?? .nan)) µs all local hits; "
-            + "PostgreSQL \(Int(miss.databaseCPUPerSession ?? .nan)) µs; responder asked \(Int(miss.responderRequests)) times")
+            + String(format: "%.0f µs CPU per session vs %.0f µs all local hits; PostgreSQL %.0f µs; ",
+                     miss.cpuPerSession ?? .nan, hit.cpuPerSession ?? .nan, miss.databaseCPUPerSession ?? .nan)
+            + "responder asked \(Int(miss.responderRequests)) times")
     }
 
     /// Figure A: the device-OCSP cache-hit figure, on the PostgreSQL store. Then this gateway
