@@ -166,7 +166,6 @@ final class BenchEnvironment {
 
     private func staplegateConfiguration(port: Int, label: String, deviceOCSP: DeviceOCSPMode, fleet: FleetMember?) -> String {
         let cacheLifetime = deviceOCSP == .firstConnect ? "1ms" : "24h"
-        let cacheSize = fleet?.cacheSize.map { "\n  cache_size: \($0)" } ?? ""
         let admin = fleet.map { "admin:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: \($0.adminPort)" }
             ?? "admin:\n  enabled: false"
         let fleetSection = fleet.map {
@@ -198,7 +197,7 @@ final class BenchEnvironment {
           enabled: \(deviceOCSP != .off)
           responder: http://127.0.0.1:\(responderPort)
           cache_lifetime: \(cacheLifetime)
-          failure_cache_lifetime: 0\(cacheSize)
+          failure_cache_lifetime: 0
         trace:
           enabled: false
         \(admin)

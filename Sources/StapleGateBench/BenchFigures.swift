@@ -12,19 +12,20 @@ struct BenchSettings: Codable {
     var sessions = 5000
     var sessionConcurrency = 64
     var publishers = 4
-    /// Fleet figures: distinct device certificates, and sessions over them round robin (each
-    /// session's CPU is measured, so enough of them for the 10 ms clock ticks).
-    var fleetDevices = 400
-    var fleetSessions = 2000
+    /// Fleet figures: distinct device certificates, one session each per pass (each session's
+    /// CPU is measured, so enough of them for the 10 ms clock ticks), and sessions in flight.
+    var fleetDevices = 1000
+    var fleetConcurrency = 16
 
     static let smoke = BenchSettings(runs: 1, handshakeSeconds: 1, throughputSeconds: 1, latencySeconds: 1, latencyRate: 500,
-                                     sessions: 50, sessionConcurrency: 16, publishers: 2, fleetDevices: 16, fleetSessions: 48)
+                                     sessions: 50, sessionConcurrency: 16, publishers: 2, fleetDevices: 24,
+                                     fleetConcurrency: 4)
 
     enum CodingKeys: String, CodingKey {
         case runs, handshakeSeconds = "handshake_seconds", throughputSeconds = "throughput_seconds"
         case latencySeconds = "latency_seconds", latencyRate = "latency_rate_msg_per_s", sessions
         case sessionConcurrency = "session_concurrency", publishers
-        case fleetDevices = "fleet_devices", fleetSessions = "fleet_sessions"
+        case fleetDevices = "fleet_devices", fleetConcurrency = "fleet_concurrency"
     }
 }
 

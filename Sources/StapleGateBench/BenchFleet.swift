@@ -3,12 +3,11 @@ import Foundation
 import Glibc
 #endif
 
-/// A StapleGate of the fleet figures: the shared PostgreSQL store under an instance name, the
-/// size of its in-memory LRU (nil: the default), and its admin port, for its metrics.
+/// A StapleGate of the fleet figures: the shared PostgreSQL store under an instance name, and
+/// its admin port, for its metrics.
 struct FleetMember {
     let url: String
     let instance: String
-    var cacheSize: Int?
     let adminPort: Int
 }
 
@@ -92,10 +91,29 @@ struct FleetMeasurer {
     private var settings: BenchSettings { measurer.settings }
     private var group: String { BenchSamples.fleetGroup }
 
+    /// One gateway, the reader, takes the figure-B loads. It starts first, on an empty table, so
+    /// its start-up warm-up holds none of this run's answers; a second gateway then asks the
+    /// responder about every fleet device (good answers are not announced to the fleet, only
+    /// written to the table). The reader's first pass over the devices is then all local misses
+    /// answered by the table; its second pass over the same devices, all local hits: the same
+    /// gateway, load and devices, so the difference is the table read. (An LRU smaller than the
+    /// devices would make every session miss too, but the revocation monitor asks the responder
+    /// each second about live sessions whose entry is gone, evicted or expired alike.)
     func measure(run: Int, into samples: inout BenchSamples) throws {
+        try emptyTable()
+        let readerName = "bench-reader-run\(run)"
+        let reader = try start(instance: readerName)
+        defer { reader.stop() }
         let filled = try measureCacheHit(run: run, into: &samples)
-        let hit = try measureSessions(run: run, miss: false)
-        let miss = try measureSessions(run: run, miss: true)
+        // The same load once with device-1 alone (its answer is in the table too), so that the
+        // miss pass does not also pay the gateway's first-load costs (pool connections, memory).
+        _ = try measurer.load(reader.running, mode: "sessions", arguments: [
+            "--sessions", String(settings.fleetDevices), "--concurrency", String(min(settings.fleetConcurrency, settings.fleetDevices)),
+            "--hold", "0", "--connect-timeout", "120",
+        ], label: "run\(run)-fleet-reader-warm-up")
+        let miss = try measureSessions(reader, instance: readerName, label: "run\(run)-fleet-table-miss")
+        let hit = try measureSessions(reader, instance: readerName, label: "run\(run)-fleet-local-hit")
+        reader.stop()
         let opened = { (result: SessionsRun) in result.load.number("sessions_opened") ?? 0 }
         samples.add(group, FleetFigure.localHitShare.rawValue, opened(hit) > 0 ? hit.hits / opened(hit) : nil)
         samples.add(group, FleetFigure.tableMissShare.rawValue, opened(miss) > 0 ? miss.misses / opened(miss) : nil)
@@ -134,15 +152,6 @@ struct FleetMeasurer {
     /// Returns whether its metrics counted those requests: if they did not, a count of 0 in
     /// the miss run would prove nothing.
     private func measureCacheHit(run: Int, into samples: inout BenchSamples) throws -> Bool {
-        // Every run starts from an empty table (there once a gateway has migrated): its answers
-        // are then this run's, valid for the responder's 10 minutes throughout, and "every
-        // device has its row" means this run's writer wrote them all.
-        _ = try database.query("""
-            DO $$ BEGIN
-              IF to_regclass('public.device_ocsp_status') IS NOT NULL THEN DELETE FROM device_ocsp_status; END IF;
-              IF to_regclass('public.device_ocsp_lookup') IS NOT NULL THEN DELETE FROM device_ocsp_lookup; END IF;
-            END $$
-            """, label: "fleet-empty")
         let writer = "bench-writer-run\(run)"
         let fleetFront = try start(instance: writer)
         let front = fleetFront.running
@@ -181,6 +190,18 @@ struct FleetMeasurer {
         return asked >= Double(settings.fleetDevices)
     }
 
+    /// Every run starts from an empty table (there once a gateway has migrated): its answers are
+    /// then this run's, valid for the responder's 10 minutes throughout, and "every device has
+    /// its row" means this run's writer wrote them all.
+    private func emptyTable() throws {
+        _ = try database.query("""
+            DO $$ BEGIN
+              IF to_regclass('public.device_ocsp_status') IS NOT NULL THEN DELETE FROM device_ocsp_status; END IF;
+              IF to_regclass('public.device_ocsp_lookup') IS NOT NULL THEN DELETE FROM device_ocsp_lookup; END IF;
+            END $$
+            """, label: "fleet-empty")
+    }
+
     private struct SessionsRun {
         var load: LoadResult
         var hits: Double
@@ -200,21 +221,15 @@ struct FleetMeasurer {
         }
     }
 
-    /// A fresh gateway of the fleet, then `fleetSessions` sessions round robin over the fleet
-    /// devices. Local hits: the default LRU, which the start-up warm-up fills with every device's
-    /// answer from the table. Local misses: an LRU of a quarter of the devices; round robin over
-    /// more devices than it holds evicts each answer before its device comes back, so every
-    /// session misses memory and reads the table (the warm-up's entries are evicted before
-    /// their devices come, too). The metrics and the table say whether that held.
-    private func measureSessions(run: Int, miss: Bool) throws -> SessionsRun {
-        let instance = "bench-\(miss ? "miss" : "hit")-run\(run)"
-        let front = try start(instance: instance, cacheSize: miss ? max(1, settings.fleetDevices / 4) : nil)
-        defer { front.stop() }
+    /// One session per fleet device on `front`, with its metrics and the PostgreSQL server's CPU
+    /// around them, and the rows it has written to the table (its own responder answers).
+    private func measureSessions(_ front: FleetFront, instance: String, label: String) throws -> SessionsRun {
         let adminPort = front.adminPort
         let before = try AdminMetrics.scrape(port: adminPort)
-        let databaseBefore = ProcessStats.cpuSeconds(database.pids)
-        let result = try load(front.running, sessions: settings.fleetSessions, label: "run\(run)-fleet-\(miss ? "table-miss" : "local-hit")")
-        let databaseCPU = ProcessStats.cpuSeconds(database.pids) - databaseBefore
+        let databaseBefore = Dictionary(database.pids.map { ($0, ProcessStats.cpuSeconds([$0])) }, uniquingKeysWith: { a, _ in a })
+        let result = try load(front.running, sessions: settings.fleetDevices, label: label)
+        // Per process: backends of a gateway that stopped meanwhile leave, new ones count whole.
+        let databaseCPU = database.pids.reduce(0.0) { $0 + ProcessStats.cpuSeconds([$1]) - (databaseBefore[$1] ?? 0) }
         let after = try AdminMetrics.scrape(port: adminPort)
         let delta = { (name: String) in (after[name] ?? 0) - (before[name] ?? 0) }
         // An answer this gateway got from the responder is written to the table under its name.
@@ -231,8 +246,8 @@ struct FleetMeasurer {
         func stop() { running.stop() }
     }
 
-    private func start(instance: String, cacheSize: Int? = nil) throws -> FleetFront {
-        let member = FleetMember(url: database.url, instance: instance, cacheSize: cacheSize, adminPort: try LoopbackPort.free())
+    private func start(instance: String) throws -> FleetFront {
+        let member = FleetMember(url: database.url, instance: instance, adminPort: try LoopbackPort.free())
         let front = try environment.start(.staplegate, deviceOCSP: .cacheHit, fleet: member)
         do {
             try LoopbackPort.waitUntilListening(member.adminPort, by: front.process)
@@ -243,11 +258,9 @@ struct FleetMeasurer {
         return FleetFront(running: front, adminPort: member.adminPort)
     }
 
-    /// Sessions round robin over the fleet devices, at most a quarter of the devices in flight:
-    /// a device's next session then starts after at least three quarters of the others have
-    /// been answered, more than the miss run's LRU holds, so its entry is gone by then.
+    /// Sessions round robin over the fleet devices (with `sessions` = devices, each once).
     private func load(_ front: RunningFront, sessions: Int, label: String) throws -> LoadResult {
-        let concurrency = max(1, min(settings.sessionConcurrency, settings.fleetDevices / 4))
+        let concurrency = min(settings.fleetConcurrency, settings.fleetDevices)
         return try measurer.load(front, mode: "sessions", arguments: [
             "--sessions", String(sessions), "--concurrency", String(concurrency), "--hold", "0",
             "--connect-timeout", "120",

@@ -28,8 +28,8 @@ struct StapleGateBench: ParsableCommand {
     @Option(help: "Idle sessions for the memory and time-to-open figures.") var sessions: Int?
     @Option(help: "Most sessions between connect and CONNACK at once.") var sessionConcurrency: Int?
     @Option(help: "Publishing sessions for throughput and latency.") var publishers: Int?
-    @Option(help: "Fleet figures: distinct device certificates the sessions go round robin over.") var fleetDevices: Int?
-    @Option(help: "Fleet figures: sessions per measurement (each one's CPU is measured).") var fleetSessions: Int?
+    @Option(help: "Fleet figures: distinct device certificates, one session each per pass.") var fleetDevices: Int?
+    @Option(help: "Fleet figures: most sessions between connect and CONNACK at once.") var fleetConcurrency: Int?
     @Flag(help: "Run the fronts and the load generators on any core, instead of on separate halves of the cores.")
     var noPin = false
 
@@ -37,7 +37,7 @@ struct StapleGateBench: ParsableCommand {
         let settings = self.settings
         guard settings.runs >= 1, settings.handshakeSeconds >= 1, settings.throughputSeconds > 0, settings.latencySeconds > 0,
               settings.latencyRate > 0, settings.sessions >= 1, settings.sessionConcurrency >= 1, settings.publishers >= 1,
-              settings.fleetDevices >= 1, settings.fleetSessions >= 1 else {
+              settings.fleetDevices >= 1, settings.fleetConcurrency >= 1 else {
             throw ValidationError("every size must be positive (--runs, --handshake-seconds, --sessions, …)")
         }
     }
@@ -53,7 +53,7 @@ struct StapleGateBench: ParsableCommand {
         if let sessionConcurrency { settings.sessionConcurrency = sessionConcurrency }
         if let publishers { settings.publishers = publishers }
         if let fleetDevices { settings.fleetDevices = fleetDevices }
-        if let fleetSessions { settings.fleetSessions = fleetSessions }
+        if let fleetConcurrency { settings.fleetConcurrency = fleetConcurrency }
         return settings
     }
 
