@@ -67,14 +67,16 @@ final class BenchEnvironment {
         self.pkiScript = pkiScript
     }
 
-    /// PKI, OCSP responder, broker.
-    func setUp() throws {
+    /// PKI (with `fleetDevices` more device certificates for the fleet figures), OCSP responder, broker.
+    func setUp(fleetDevices: Int = 0) throws {
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         responderPort = try LoopbackPort.free()
         let pkiLog = "\(work)/make-demo-pki.log"
         let make = try ChildProcess("make-demo-pki.sh", pkiScript,
                                     ["--out", pki, "--ocsp-url", "http://127.0.0.1:\(responderPort)", "--force"], logPath: pkiLog)
         guard make.waitForExit(timeout: 120) == 0 else { throw BenchFailure("\(pkiScript) failed; \(pkiLog):\n\(make.logTail())") }
+        // Before the responder starts: it reads index.txt then, and would see later entries late.
+        if fleetDevices > 0 { try issueFleetDevices(count: fleetDevices) }
 
         // openssl ocsp has no listen-address option: it binds every interface, on a free port.
         let ocsp = try ChildProcess("openssl ocsp", "openssl", [
@@ -94,15 +96,17 @@ final class BenchEnvironment {
         broker = mosquitto
     }
 
-    /// Starts `kind` on a free port and waits until it listens. `label` names its files.
-    func start(_ kind: FrontKind, deviceOCSP: DeviceOCSPMode = .off) throws -> RunningFront {
+    /// Starts `kind` on a free port and waits until it listens. `fleet`: a StapleGate of the
+    /// fleet figures (shared PostgreSQL store, admin listener for its metrics).
+    func start(_ kind: FrontKind, deviceOCSP: DeviceOCSPMode = .off, fleet: FleetMember? = nil) throws -> RunningFront {
         let port = try LoopbackPort.free()
         started += 1
         let label = "\(kind.rawValue)-\(started)"
         let process: ChildProcess
         switch kind {
         case .staplegate:
-            let configuration = try write("\(label).yaml", staplegateConfiguration(port: port, label: label, deviceOCSP: deviceOCSP))
+            let configuration = try write("\(label).yaml", staplegateConfiguration(port: port, label: label, deviceOCSP: deviceOCSP,
+                                                                                       fleet: fleet))
             process = try ChildProcess("staplegate", staplegate, ["run", "--config", configuration], logPath: "\(work)/\(label).log",
                                        cpus: placement.servers)
         case .nginx:
@@ -160,10 +164,15 @@ final class BenchEnvironment {
         "connection_messages false", "set_tcp_nodelay true",
     ]
 
-    private func staplegateConfiguration(port: Int, label: String, deviceOCSP: DeviceOCSPMode) -> String {
+    private func staplegateConfiguration(port: Int, label: String, deviceOCSP: DeviceOCSPMode, fleet: FleetMember?) -> String {
         let cacheLifetime = deviceOCSP == .firstConnect ? "1ms" : "24h"
+        let admin = fleet.map { "admin:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: \($0.adminPort)" }
+            ?? "admin:\n  enabled: false"
+        let fleetSection = fleet.map {
+            "fleet:\n  store: postgres\n  url: \"\($0.url)\"\n  tls: disable\n  instance: \($0.instance)\n"
+        } ?? ""
         return """
-        # Written by staplegate-bench: TLS 1.3 only, X25519, stapling on, trace and admin off.
+        # Written by staplegate-bench: TLS 1.3 only, X25519, stapling on, trace off, admin off but for the fleet figures.
         listen:
           address: "127.0.0.1"
           port: \(port)
@@ -191,9 +200,8 @@ final class BenchEnvironment {
           failure_cache_lifetime: 0
         trace:
           enabled: false
-        admin:
-          enabled: false
-
+        \(admin)
+        \(fleetSection)
         """
     }
 

@@ -12,14 +12,20 @@ struct BenchSettings: Codable {
     var sessions = 5000
     var sessionConcurrency = 64
     var publishers = 4
+    /// Fleet figures: distinct device certificates, one session each per pass (each session's
+    /// CPU is measured, so enough of them for the 10 ms clock ticks), and sessions in flight.
+    var fleetDevices = 1000
+    var fleetConcurrency = 16
 
     static let smoke = BenchSettings(runs: 1, handshakeSeconds: 1, throughputSeconds: 1, latencySeconds: 1, latencyRate: 500,
-                                     sessions: 50, sessionConcurrency: 16, publishers: 2)
+                                     sessions: 50, sessionConcurrency: 16, publishers: 2, fleetDevices: 24,
+                                     fleetConcurrency: 4)
 
     enum CodingKeys: String, CodingKey {
         case runs, handshakeSeconds = "handshake_seconds", throughputSeconds = "throughput_seconds"
         case latencySeconds = "latency_seconds", latencyRate = "latency_rate_msg_per_s", sessions
         case sessionConcurrency = "session_concurrency", publishers
+        case fleetDevices = "fleet_devices", fleetConcurrency = "fleet_concurrency"
     }
 }
 
@@ -116,7 +122,8 @@ struct Spread: Codable {
     }
 }
 
-/// Every value of every run, by group ("staplegate", "nginx", "mosquitto", "staplegate_device_ocsp") and figure.
+/// Every value of every run, by group ("staplegate", "nginx", "mosquitto", "staplegate_device_ocsp",
+/// "staplegate_fleet") and figure.
 struct BenchSamples {
     private(set) var values: [String: [String: [Double]]] = [:]
 
@@ -131,6 +138,7 @@ struct BenchSamples {
     func median(_ figure: OCSPFigure) -> Double? { spread(Self.ocspGroup, figure.rawValue)?.median }
 
     static let ocspGroup = "staplegate_device_ocsp"
+    static let fleetGroup = "staplegate_fleet"
 }
 
 /// One of the targets, judged on the medians.

@@ -15,6 +15,10 @@ final class ChildProcess: @unchecked Sendable {
     let name: String
     let logPath: String
     private let process = Process()
+    /// How to deliver `stop`'s SIGTERM and SIGKILL, when sending them to `pid` does not stop
+    /// it (PostgreSQL under runuser: runuser forwards neither, so the postmaster itself gets
+    /// SIGINT, a fast shutdown, then SIGKILL). Set once, right after start.
+    var signalStop: (@Sendable (_ signal: Int32) -> Void)?
 
     var pid: Int32 { process.processIdentifier }
     var isRunning: Bool { process.isRunning }
@@ -43,14 +47,15 @@ final class ChildProcess: @unchecked Sendable {
         ChildRegistry.shared.add(self)
     }
 
-    /// SIGTERM, then SIGKILL after `grace` seconds; waits for the exit.
+    /// SIGTERM, then SIGKILL after `grace` seconds (through `signalStop` if set); waits for the exit.
     func stop(grace: Double = 5) {
         defer { ChildRegistry.shared.remove(self) }
         guard process.isRunning else { return }
-        kill(pid, SIGTERM)
+        let send = signalStop ?? { [pid] in _ = kill(pid, $0) }
+        send(SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
         while process.isRunning, Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(pid, SIGKILL) }
+        if process.isRunning { send(SIGKILL) }
         process.waitUntilExit()
     }
 

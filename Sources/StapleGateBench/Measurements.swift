@@ -20,6 +20,8 @@ struct LoadResult {
     /// The front's VmRSS before the load generator started, and with every session open (KiB).
     var residentBefore: Int
     var residentWithSessions: Int?
+    /// The front's CPU from the generator's first connect to its last CONNACK (sessions), seconds.
+    var openCPUSeconds: Double?
 
     func number(_ key: String) -> Double? { (report[key] as? NSNumber)?.doubleValue }
 }
@@ -97,18 +99,21 @@ struct Measurer {
     /// Time for memory to settle after the last CONNACK (buffers freed, the broker's side done).
     static let settleSeconds = 1.0
 
-    private func load(_ front: RunningFront, mode: String, arguments: [String], label: String) throws -> LoadResult {
+    /// `identity`: the generator's identity options (default: every session presents device-1).
+    func load(_ front: RunningFront, mode: String, arguments: [String], label: String, identity: [String]? = nil) throws -> LoadResult {
         let output = "\(work)/\(label).json"
         let notes = Pipe()
         let pids = front.pids
         let residentBefore = ProcessStats.residentKiB(pids)
         let generator = try ChildProcess("staplegate load", environment.staplegate, ["load", mode,
             "--host", "127.0.0.1", "--port", String(front.port), "--server-name", "localhost", "--cafile", environment.caChain,
-            "--cert", environment.deviceCertificate, "--key", environment.deviceKey, "--groups", "X25519", "--tls-version", "1.3",
-            "--client-id-prefix", "bench-\(label)", "--json"] + arguments,
+            "--groups", "X25519", "--tls-version", "1.3", "--client-id-prefix", "bench-\(label)", "--json"]
+            + (identity ?? ["--cert", environment.deviceCertificate, "--key", environment.deviceKey]) + arguments,
             logPath: "\(work)/\(label).log", stdoutPath: output, stderrPipe: notes, cpus: environment.placement.clients)
         let logHandle = FileHandle(forWritingAtPath: generator.logPath)
         var meter: CPUMeter?
+        var openMeter: CPUMeter?
+        var openCPU: Double?
         var frontCPU: Double?
         var residentWithSessions: Int?
         var pending = ""
@@ -121,11 +126,16 @@ struct Measurer {
             while let newline = pending.firstIndex(of: "\n") {
                 let line = String(pending[..<newline])
                 pending = String(pending[pending.index(after: newline)...])
+                if line.contains("opening ") {
+                    openMeter = CPUMeter(pids: pids)
+                } else if line.contains(" sessions open"), let started = openMeter, openCPU == nil {
+                    openCPU = started.read().cpu
+                }
                 if line.contains("publishing for") {
                     meter = CPUMeter(pids: pids)
                 } else if line.contains("disconnecting"), let started = meter, frontCPU == nil {
                     frontCPU = started.read().cpu
-                } else if mode == "sessions", line.contains("sessions open") {
+                } else if mode == "sessions", identity == nil, line.contains("sessions open") {
                     usleep(UInt32(Self.settleSeconds * 1e6))
                     residentWithSessions = ProcessStats.residentKiB(front.pids)
                 }
@@ -143,6 +153,6 @@ struct Measurer {
             log("    warning: \(failed) sessions failed, \(dropped) dropped (\(report["failure_reasons"] ?? [:])); see \(output)")
         }
         return LoadResult(report: report, frontCPUSeconds: frontCPU, residentBefore: residentBefore,
-                          residentWithSessions: residentWithSessions)
+                          residentWithSessions: residentWithSessions, openCPUSeconds: openCPU)
     }
 }

@@ -9,6 +9,8 @@ struct ResultsReport {
     let startedAt: Date
     let elapsedSeconds: Double
     let machine: [String: String]
+    /// Why the fleet figures were not measured (PostgreSQL 15 missing), or nil.
+    let fleetSkipped: String?
 
     var targets: [TargetVerdict] { TargetVerdict.all(samples) }
 
@@ -37,6 +39,8 @@ struct ResultsReport {
             "elapsed_seconds": elapsedSeconds.rounded(), "settings": settingsObject, "machine": machine,
             "cpu_placement": placementObject, "fronts": fronts,
             BenchSamples.ocspGroup: ["figures": figures(BenchSamples.ocspGroup, OCSPFigure.allCases.map(\.rawValue))],
+            BenchSamples.fleetGroup: ["figures": figures(BenchSamples.fleetGroup, FleetFigure.allCases.map(\.rawValue)),
+                                      "skipped": fleetSkipped.map { $0 as Any } ?? NSNull()],
             "targets": targetObjects, "notes": Self.notes,
         ]
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
@@ -67,6 +71,14 @@ struct ResultsReport {
             let digits = figure == .cacheHitOverhead ? 1 : 0
             let target = figure == .cacheHitOverhead ? verdicts["cache_hit_ocsp_overhead"].map(Self.verdictText) ?? "" : ""
             lines.append("| \(figure.title) | \(samples.spread(BenchSamples.ocspGroup, figure.rawValue)?.text(digits: digits) ?? "–") | \(target) |")
+        }
+        lines += ["", "| StapleGate fleet (PostgreSQL store, issue 14) | \(runs == 1 ? "value" : "median (min–max)") |", "|---|---:|"]
+        if let fleetSkipped {
+            lines.append("| \(fleetSkipped) | – |")
+        } else {
+            for figure in FleetFigure.allCases {
+                lines.append("| \(figure.title) | \(samples.spread(BenchSamples.fleetGroup, figure.rawValue)?.text(digits: figure.digits) ?? "–") |")
+            }
         }
         lines += ["", "Targets (issue 7): \(targets.filter(\.pass).count) of \(targets.count) met.", ""]
         lines += targets.map { "- \($0.pass ? "PASS" : "MISS"): \($0.goal) — \($0.margin)" }
@@ -117,6 +129,16 @@ struct ResultsReport {
             + "on with cache_lifetime 1ms, so every handshake asks the loopback responder as a device's first connect does "
             + "(s_time presents one certificate, so a fresh certificate per handshake is approximated by an expired cache entry). "
             + "The responder's CPU is shown apart and not counted in StapleGate's.",
+        "StapleGate fleet (issue 14), against a PostgreSQL 15 the bench starts (fsync off, on the fronts' cores): "
+            + "the cache-hit figure again with `fleet.store: postgres` (a local hit must not touch the database), beside the "
+            + "same run's SQLite figure. Then a reader gateway started on an empty table, a writer gateway asking the responder "
+            + "about `fleet_devices` certificates (good answers go to the table, not to the other gateways), and the reader "
+            + "taking one session per certificate (`staplegate load sessions --devices-dir`): every one a local miss answered "
+            + "by the table; then the same load again on the reader: every one a local hit. A first load with one certificate "
+            + "takes the reader's first-load costs out of the miss pass. CPU per session = the reader's CPU from the first "
+            + "connect to the last CONNACK / sessions: full handshake + MQTT CONNECT/CONNACK through to the broker (+ the table "
+            + "read). The check rows come from the reader's metrics (hits, misses, responder requests) and the table (rows it "
+            + "wrote): a pass that is not all hits, or not all table answers without a responder request, leaves its figure out.",
     ]
 
     /// chart.png: throughput and CPU per message per front at both payload sizes, and RSS per idle session.

@@ -28,13 +28,16 @@ struct StapleGateBench: ParsableCommand {
     @Option(help: "Idle sessions for the memory and time-to-open figures.") var sessions: Int?
     @Option(help: "Most sessions between connect and CONNACK at once.") var sessionConcurrency: Int?
     @Option(help: "Publishing sessions for throughput and latency.") var publishers: Int?
+    @Option(help: "Fleet figures: distinct device certificates, one session each per pass.") var fleetDevices: Int?
+    @Option(help: "Fleet figures: most sessions between connect and CONNACK at once.") var fleetConcurrency: Int?
     @Flag(help: "Run the fronts and the load generators on any core, instead of on separate halves of the cores.")
     var noPin = false
 
     func validate() throws {
         let settings = self.settings
         guard settings.runs >= 1, settings.handshakeSeconds >= 1, settings.throughputSeconds > 0, settings.latencySeconds > 0,
-              settings.latencyRate > 0, settings.sessions >= 1, settings.sessionConcurrency >= 1, settings.publishers >= 1 else {
+              settings.latencyRate > 0, settings.sessions >= 1, settings.sessionConcurrency >= 1, settings.publishers >= 1,
+              settings.fleetDevices >= 1, settings.fleetConcurrency >= 1 else {
             throw ValidationError("every size must be positive (--runs, --handshake-seconds, --sessions, …)")
         }
     }
@@ -49,6 +52,8 @@ struct StapleGateBench: ParsableCommand {
         if let sessions { settings.sessions = sessions }
         if let sessionConcurrency { settings.sessionConcurrency = sessionConcurrency }
         if let publishers { settings.publishers = publishers }
+        if let fleetDevices { settings.fleetDevices = fleetDevices }
+        if let fleetConcurrency { settings.fleetConcurrency = fleetConcurrency }
         return settings
     }
 
@@ -91,9 +96,18 @@ struct StapleGateBench: ParsableCommand {
         let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript,
                                            placement: placement)
         progress("results in \(folder); logs and configurations in \(environment.work)")
+        // The fleet figures need PostgreSQL 15; without it they are left out, and the results say why.
+        let fleetSkipped = BenchPostgres.missing.map { "fleet figures skipped: \($0)" }
+        if let fleetSkipped { progress(fleetSkipped) }
         progress("PKI, OCSP responder, broker")
-        try environment.setUp()
+        try environment.setUp(fleetDevices: fleetSkipped == nil ? settings.fleetDevices : 0)
         defer { environment.tearDown() }
+        var database: BenchPostgres?
+        defer { database?.stop() }
+        if fleetSkipped == nil {
+            progress("PostgreSQL for the fleet figures")
+            database = try BenchPostgres(work: environment.work, cpus: placement.servers)
+        }
 
         var samples = BenchSamples()
         let measurer = Measurer(environment: environment, settings: settings, log: progress)
@@ -104,11 +118,17 @@ struct StapleGateBench: ParsableCommand {
             }
             progress("run \(run)/\(settings.runs): StapleGate device OCSP paths")
             try measureDeviceOCSP(run: run, measurer: measurer, environment: environment, into: &samples)
+            if let database {
+                progress("run \(run)/\(settings.runs): StapleGate fleet (PostgreSQL store)")
+                try FleetMeasurer(database: database, measurer: measurer, environment: environment, log: progress)
+                    .measure(run: run, into: &samples)
+            }
         }
+        database?.stop()
         environment.tearDown()
 
         let report = ResultsReport(samples: samples, settings: settings, placement: placement, smoke: smoke, startedAt: startedAt,
-                                   elapsedSeconds: monotonicSeconds() - start, machine: Self.machine())
+                                   elapsedSeconds: monotonicSeconds() - start, machine: Self.machine(), fleetSkipped: fleetSkipped)
         try report.json().write(to: URL(fileURLWithPath: "\(folder)/results.json"))
         try report.markdown.write(toFile: "\(folder)/results.md", atomically: true, encoding: .utf8)
         if let problem = try report.writeChart(folder: folder) { throw BenchFailure(problem) }

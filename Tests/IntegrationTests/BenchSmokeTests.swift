@@ -13,6 +13,10 @@ final class BenchSmokeTests: XCTestCase {
         "latency_p50_us", "latency_p99_us", "latency_p999_us", "rss_per_idle_session_kib", "sessions_open_s",
     ]
     private let ocspFigures = ["off_handshake_cpu_us", "cache_hit_handshake_cpu_us", "first_connect_handshake_cpu_us"]
+    /// The fleet figures (issue 14), measured when PostgreSQL 15 is installed; each is only
+    /// recorded when its run was what it claims (all local hits; all table answers, no responder request).
+    private let fleetFigures = ["postgres_cache_hit_handshake_cpu_us", "postgres_to_sqlite_cache_hit_ratio", "local_hit_session_cpu_us",
+                                "table_miss_session_cpu_us", "table_read_added_cpu_us", "table_miss_responder_requests"]
 
     func testSmokeRunWritesEveryResultFile() async throws {
         // A failure, not a skip: a bench that silently stops running is the rot this test is for.
@@ -51,6 +55,17 @@ final class BenchSmokeTests: XCTestCase {
         let ocsp = (object["staplegate_device_ocsp"] as? [String: Any])?["figures"] as? [String: Any] ?? [:]
         for figure in ocspFigures {
             XCTAssertNotNil((ocsp[figure] as? [String: Any])?["median"] as? Double, "results.json: device OCSP has no \(figure)")
+        }
+        let fleet = try XCTUnwrap(object["staplegate_fleet"] as? [String: Any], "results.json has no staplegate_fleet group")
+        if FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/15/bin/postgres") {
+            let measured = fleet["figures"] as? [String: Any] ?? [:]
+            for figure in fleetFigures {
+                XCTAssertNotNil((measured[figure] as? [String: Any])?["median"] as? Double, "results.json: fleet has no \(figure)")
+            }
+            XCTAssertEqual((measured["table_miss_responder_requests"] as? [String: Any])?["max"] as? Double, 0,
+                           "the table-miss run asked the responder")
+        } else {
+            XCTAssertNotNil(fleet["skipped"] as? String, "without PostgreSQL the fleet group must say why it is empty")
         }
         XCTAssertEqual((object["targets"] as? [Any])?.count, 6, "results.json should judge the issue's 6 targets")
         // Fronts and load generators on separate cores wherever there are two.
