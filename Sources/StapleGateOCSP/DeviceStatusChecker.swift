@@ -119,10 +119,13 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
 
     /// Asks the responder again now, whatever the cache holds (joining a request already in
     /// flight), caches the answer, and returns the verdict a new connection would get. Nil when
-    /// the certificate's issuer is unknown, so it cannot be asked about.
-    public func recheck(_ certificate: X509Certificate) async -> DeviceRecheck? {
+    /// the certificate's issuer is unknown, so it cannot be asked about. `consultingTheFleet`:
+    /// a fresh answer in the store, or another gateway's answer to a request it is making, is
+    /// taken instead (a status that ran out, not an operator's doubt).
+    public func recheck(_ certificate: X509Certificate, consultingTheFleet: Bool = false) async -> DeviceRecheck? {
         guard let issuer = issuer(of: certificate) else { return nil }
-        return await recheck(DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration))
+        return await recheck(DeviceCheckPlan(chain: [certificate, issuer], configuration: configuration),
+                             consultingTheFleet: consultingTheFleet)
     }
 
     /// Asks the responder again now about a certificate known only by its cache entry (a device
@@ -136,14 +139,14 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     }
 
     /// The leaf check of `plan`, asked now.
-    private func recheck(_ plan: DeviceCheckPlan) async -> DeviceRecheck {
+    private func recheck(_ plan: DeviceCheckPlan, consultingTheFleet: Bool = false) async -> DeviceRecheck {
         guard plan.policy.enabled, let check = plan.checks.first else {
             return DeviceRecheck(verdict: .accept(note: "OCSP check off for this CA"), asked: .checksOff)
         }
         guard let url = check.responderURL else {
             return DeviceRecheck(verdict: conclude([.noResponder(check)], policy: plan.policy), asked: .noResponder)
         }
-        let status = await lookUp(check, responderURL: url, fetch: plan.policy.fetch)
+        let status = await lookUp(check, responderURL: url, fetch: plan.policy.fetch, consultStore: consultingTheFleet)
         return DeviceRecheck(verdict: conclude([.status(check, status, url: url, cached: false)], policy: plan.policy),
                              asked: .answered(status))
     }

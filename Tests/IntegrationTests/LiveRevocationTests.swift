@@ -85,6 +85,23 @@ final class LiveRevocationTests: RevocationTestCase {
         }
     }
 
+    /// More connected devices than `cache_size`: an entry evicted from memory has not expired,
+    /// so the background pass takes its answer from the state directory's store instead of
+    /// asking the responder about it (before, it asked about each evicted device every second).
+    func testADeviceEvictedFromAFullCacheIsNotAskedAboutAgainByTheBackgroundPass() async throws {
+        let (pki, gateway) = try await startGatewayWithOwnPKI(deviceOCSP: ["cache_size: 1"], countingRequests: true)
+        let first = try await subscribe(as: "device-1", pki: pki, gateway: gateway)
+        let second = try await subscribe(as: "device-2", pki: pki, gateway: gateway)
+        XCTAssertEqual(try XCTUnwrap(responderProxy).connectionsAccepted, 2)
+        // device-2's answer pushed device-1's out of memory: the pass looks at device-1 again.
+        try await waitUntil(timeout: .seconds(15), "the background pass to look at device-1 again") {
+            let trace = try await gateway.command(["trace", "device-1"])
+            return trace.stdout.contains("recheck (cached status expired): good")
+        }
+        XCTAssertEqual(try XCTUnwrap(responderProxy).connectionsAccepted, 2, "answered from the store, not by the responder")
+        XCTAssertTrue(first.process.isRunning && second.process.isRunning)
+    }
+
     func testASessionTicketOfADeviceRevokedSinceIsNotResumed() async throws {
         // Long enough for the negative control to resume in time, short enough to wait out.
         let (pki, gateway) = try await startGatewayWithOwnPKI(deviceOCSP: ["cache_lifetime: 4s"])

@@ -28,6 +28,11 @@ public final class SessionRevocationMonitor: Service, Sendable {
     /// Certificates the background pass found nothing to ask about (checks off for their CA, no
     /// responder): not rechecked every second. Forgotten at a reload, whose policy may differ.
     private let unaskable = NIOLockedValueBox<Set<CertID>>([])
+    /// Until when each connected certificate's last answer holds, as the pass last saw it: an
+    /// entry evicted from a full status cache has not expired, and must not be asked about
+    /// again every second (with more live devices than `cache_size`, that would ask the
+    /// responder about the evicted ones on every pass).
+    private let knownUntil = NIOLockedValueBox<[CertID: Date]>([:])
     private let interval: Duration
     private let recorder: RecheckRecorder
     private let logger: Logger
@@ -65,8 +70,13 @@ public final class SessionRevocationMonitor: Service, Sendable {
         guard let checker else { return }
         let groups = grouped(sessions.all, checker: checker, forgettingEnded: true)
         let skipped = unaskable.withLockedValue { $0 }
-        let due = groups.compactMap { key, group in key.map { ($0, group) } }.filter { key, _ in
-            !skipped.contains(key) && (checker.cache.peek(key)?.expiresAt ?? .distantPast) <= now
+        let due = knownUntil.withLockedValue { known in
+            // Only the certificates connected now are remembered.
+            known = known.filter { key, _ in groups[key] != nil }
+            return groups.compactMap { key, group in key.map { ($0, group) } }.filter { key, _ in
+                if let entry = checker.cache.peek(key) { known[key] = entry.expiresAt }
+                return !skipped.contains(key) && (known[key] ?? .distantPast) <= now
+            }
         }
         await withTaskGroup(of: Void.self) { tasks in
             for (key, group) in due {
@@ -189,9 +199,14 @@ public final class SessionRevocationMonitor: Service, Sendable {
                          trigger: RecheckRecorder.Trigger) async -> CertificateRecheck {
         var asked: DeviceRecheck?
         if let certificate = target.certificate {
-            asked = await checker.recheck(certificate)
+            // When a status merely ran out, another gateway's fresh answer serves as well as a
+            // new request (in a fleet, one gateway asks); an operator wants the responder itself.
+            asked = await checker.recheck(certificate, consultingTheFleet: trigger == .expiry)
         } else if let entry = target.entry {
             asked = await checker.recheck(entry: entry)
+        }
+        if let certID = target.certID, let answer = asked?.status {
+            knownUntil.withLockedValue { $0[certID] = answer.expiresAt }
         }
         var result = describe(target, asked)
         if let certID = target.certID, asked == nil || asked?.status?.isFailure == true {
