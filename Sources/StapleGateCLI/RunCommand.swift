@@ -27,7 +27,7 @@ struct RunCommand: AsyncParsableCommand {
         var logger = Logger(label: "staplegate")
         // In a fleet every line names its gateway, so that logs gathered in one place say
         // which gateway did what (as trace events do).
-        if let instance = loaded.configuration.fleet.postgres?.instance, loaded.configuration.fleet.store == .postgres {
+        if let instance = loaded.configuration.fleet.instance {
             logger[metadataKey: "instance"] = "\(instance)"
         }
         let metricsRegistry = PrometheusMetrics.bootstrap()

@@ -113,6 +113,9 @@ public struct PostgresSettings: Sendable, Equatable {
 }
 
 extension FleetConfiguration {
+    /// This gateway's name in the fleet; nil for a gateway on its own (`store: sqlite`).
+    public var instance: String? { store == .postgres ? postgres?.instance : nil }
+
     /// One line for `check-config`: where device statuses go, and with whom they are shared.
     /// `sqlitePath` is the state directory's file.
     public func summary(sqlitePath: String) -> String {
