@@ -122,11 +122,7 @@ public final class PostgresDeviceStatusFleet: DeviceStatusFleet {
     }
 
     private func freshStatus(_ certID: CertID, client: PostgresClient) async throws -> CachedOCSPStatus? {
-        let rows = try await client.query("""
-            SELECT \(unescaped: StatusRow.columns) FROM device_ocsp_status
-            WHERE issuer_name_hash = \(ByteBuffer(bytes: certID.issuerNameHash)) AND issuer_key_hash = \(ByteBuffer(bytes: certID.issuerKeyHash))
-            AND serial = \(ByteBuffer(bytes: certID.serialNumber)) AND expires_at > now()
-            """, logger: logger)
+        let rows = try await client.query(StatusRow.valid(certID, at: Date()), logger: logger)
         for try await row in rows {
             if let status = try StatusRow.status(from: row) { return status }
         }
@@ -194,7 +190,8 @@ public final class PostgresDeviceStatusFleet: DeviceStatusFleet {
         guard !expected.isEmpty else { return [] }
         let wanted = expected.count * certIDs.count
         let collected = NIOLockedValueBox<[FleetSessionsClosed]>([])
-        _ = await FirstOf.either(timeout) {
+        // Until every reply is in, or the time is up: what arrived by then is the answer.
+        _ = try? await withDeadline(timeout, "collect the fleet's replies") {
             for await reply in replies {
                 let count = collected.withLockedValue { collected -> Int in
                     collected.append(reply)
@@ -213,18 +210,6 @@ public final class PostgresDeviceStatusFleet: DeviceStatusFleet {
             try await channel.send(FleetMessage(kind: .closed, origin: instance, request: request, closed: closed))
         } catch {
             logger.warning("cannot reply to another gateway's close request: \(FleetDatabase.describe(error))")
-        }
-    }
-}
-
-/// Runs `work` for at most `timeout`; whether it finished.
-enum FirstOf {
-    static func either(_ timeout: Duration, _ work: @escaping @Sendable () async -> Void) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await work(); return true }
-            group.addTask { try? await Task.sleep(for: timeout); return false }
-            defer { group.cancelAll() }
-            return await group.next() ?? false
         }
     }
 }

@@ -245,11 +245,7 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     public func status(for certID: CertID, now: Date) async throws -> CachedOCSPStatus? {
         do {
             try requireReachable()
-            return try await rows("""
-                SELECT \(unescaped: StatusRow.columns) FROM device_ocsp_status
-                WHERE issuer_name_hash = \(ByteBuffer(bytes: certID.issuerNameHash)) AND issuer_key_hash = \(ByteBuffer(bytes: certID.issuerKeyHash))
-                AND serial = \(ByteBuffer(bytes: certID.serialNumber)) AND expires_at > \(now)
-                """).first
+            return try await rows(StatusRow.valid(certID, at: now)).first
         } catch {
             throw PostgresStoreError("cannot read the device status in \(location): \(Self.describe(error))")
         }

@@ -11,6 +11,15 @@ enum StatusRow {
         next_update, checked_at, expires_at, responder_url, subject, identity
         """
 
+    /// The row for `id`, if it is still valid at `now` (by this gateway's clock).
+    static func valid(_ id: CertID, at now: Date) -> PostgresQuery {
+        """
+        SELECT \(unescaped: columns) FROM device_ocsp_status
+        WHERE issuer_name_hash = \(ByteBuffer(bytes: id.issuerNameHash)) AND issuer_key_hash = \(ByteBuffer(bytes: id.issuerKeyHash))
+        AND serial = \(ByteBuffer(bytes: id.serialNumber)) AND expires_at > \(now)
+        """
+    }
+
     /// An upsert that never replaces a newer answer with an older one: two gateways may write
     /// answers about the same device in either order.
     static func upsert(_ status: CachedOCSPStatus, writtenBy instance: String) -> PostgresQuery {

@@ -66,7 +66,7 @@ extension SessionTicketKeyFile {
         var mode: mode_t = 0o600
         var existing = stat()
         if replacing, stat(path, &existing) == 0 {
-            if existing.st_mode & forbiddenModeBits == 0 { mode = existing.st_mode & 0o640 }
+            if existing.st_mode & SecretFile.forbiddenModeBits == 0 { mode = existing.st_mode & 0o640 }
             guard fchown(descriptor, existing.st_uid, existing.st_gid) == 0 else {
                 close(descriptor)
                 throw failure("cannot keep its owner and group (\(systemError())): run this as its owner or as root")

@@ -21,8 +21,6 @@ public struct SessionTicketKeyFileError: Error, CustomStringConvertible, Sendabl
 public enum SessionTicketKeyFile {
     /// A file of 32 keys with comments is a few KB; anything this big is the wrong file.
     static let maximumSize = 64 * 1024
-    /// Permission bits that open the file to more than its owner and group readers.
-    static let forbiddenModeBits: mode_t = 0o037
 
     /// The keys in the file at `path`, after checking that only its owner (and group) can read it.
     public static func load(at path: String) throws(SessionTicketKeyFileError) -> SessionTicketKeyRing {
@@ -67,19 +65,16 @@ public enum SessionTicketKeyFile {
         func failure(_ reason: String) -> SessionTicketKeyFileError {
             SessionTicketKeyFileError(path: path, line: nil, reason: reason)
         }
-        if let problem = FileAccess.problem(at: path) { throw failure(problem) }
-        var status = stat()
-        guard stat(path, &status) == 0 else { throw failure("cannot be examined (\(String(cString: strerror(errno))))") }
-        let mode = status.st_mode & 0o7777
-        guard mode & forbiddenModeBits == 0 else {
-            throw failure("mode \(octal(mode)) is wider than 0640: these keys open every device's resumed sessions, so only the gateway's user (and at most its group, read-only) may have them; chmod 600 (or 640)")
-        }
-        guard status.st_size <= maximumSize else {
-            throw failure("is \(status.st_size) bytes, too big for a key file (at most \(maximumSize)); is it the right file?")
-        }
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw failure("could not be read (\(error.localizedDescription))")
+        switch SecretFile.read(at: path, maximumBytes: maximumSize) {
+        case let .success(bytes): data = bytes
+        case let .failure(.access(problem)): throw failure(problem)
+        case let .failure(.unexaminable(why)): throw failure("cannot be examined (\(why))")
+        case let .failure(.modeTooWide(mode)):
+            throw failure("mode \(octal(mode)) is wider than 0640: these keys open every device's resumed sessions, so only the gateway's user (and at most its group, read-only) may have them; chmod 600 (or 640)")
+        case let .failure(.tooBig(size)):
+            throw failure("is \(size) bytes, too big for a key file (at most \(maximumSize)); is it the right file?")
+        case let .failure(.unreadable(why)): throw failure("could not be read (\(why))")
         }
         guard let text = String(data: data, encoding: .utf8) else { throw failure("is not text (one base64 key per line)") }
         return text

@@ -23,8 +23,6 @@ public struct FleetSecretError: Error, Sendable, Equatable, CustomStringConverti
 public struct FleetSecret: Sendable {
     public static let minimumBytes = 32
     static let maximumBytes = 4096
-    /// Permission bits that open the file to more than its owner and group readers.
-    static let forbiddenModeBits: mode_t = 0o037
 
     public let path: String
     /// AES-256 key sealing the ticket keys: HKDF-SHA256 of the secret, so the secret itself is
@@ -42,17 +40,17 @@ public struct FleetSecret: Sendable {
     /// Reads and checks the file; throws naming `fleet.secret_file`, the file and the fix.
     public static func load(at path: String) throws(FleetSecretError) -> FleetSecret {
         func failure(_ reason: String) -> FleetSecretError { FleetSecretError(path: path, reason: reason) }
-        if let problem = FileAccess.problem(at: path) { throw failure(problem) }
-        var status = stat()
-        guard stat(path, &status) == 0 else { throw failure("cannot be examined (\(String(cString: strerror(errno))))") }
-        let mode = status.st_mode & 0o7777
-        guard mode & forbiddenModeBits == 0 else {
+        let data: Data
+        switch SecretFile.read(at: path, maximumBytes: maximumBytes) {
+        case let .success(bytes): data = bytes
+        case let .failure(.access(problem)): throw failure(problem)
+        case let .failure(.unexaminable(why)): throw failure("cannot be examined (\(why))")
+        case let .failure(.modeTooWide(mode)):
             throw failure("mode \(String(mode, radix: 8)) is wider than 640: with it and the database, every device's resumed session can be opened; chmod 600 (or 640)")
+        case let .failure(.tooBig(size)):
+            throw failure("is \(size) bytes, too big for a secret (at most \(maximumBytes)); is it the right file?")
+        case .failure(.unreadable): throw failure("could not be read")
         }
-        guard status.st_size <= maximumBytes else {
-            throw failure("is \(status.st_size) bytes, too big for a secret (at most \(maximumBytes)); is it the right file?")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else { throw failure("could not be read") }
         var bytes = [UInt8](data)
         while let last = bytes.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { bytes.removeLast() }
         guard bytes.count >= minimumBytes else {
