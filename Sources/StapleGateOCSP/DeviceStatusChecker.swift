@@ -312,7 +312,7 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         let intermediates = chain.dropFirst().filter(\.isCA)
         guard !intermediates.isEmpty else { return }
         issuers.withLockedValue { known in
-            for certificate in intermediates where !known.contains(where: { $0.sha256Fingerprint == certificate.sha256Fingerprint }) {
+            for certificate in intermediates where !known.contains(where: { $0.isSameCertificate(as: certificate) }) {
                 known.append(certificate)
             }
         }

@@ -125,7 +125,10 @@ public final class OCSPCacheStore: DeviceStatusStore {
             return true
         }
         if mustQueueDrain {
-            writer.async { self.drain() }
+            // A first connect's answer waits a moment for others: one transaction per batch of
+            // answers, not per device. Nothing reads the file meanwhile (memory answers first,
+            // and `flush` writes at once), so only a crash can lose these 100 ms of answers.
+            writer.asyncAfter(deadline: .now() + .milliseconds(100)) { self.drain() }
         }
     }
 
@@ -143,15 +146,16 @@ public final class OCSPCacheStore: DeviceStatusStore {
                     case .upsert(let status):
                         try Self.upsert(status, db)
                     case .delete(let id):
-                        try db.execute(sql: """
+                        try db.cachedStatement(sql: """
                             DELETE FROM device_ocsp_status
                             WHERE issuer_name_hash = ? AND issuer_key_hash = ? AND serial = ?
-                            """, arguments: [Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber)])
+                            """).execute(arguments: [Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber)])
                     }
                 }
                 // An expired row would never be loaded again: keep the file from growing with
                 // every device that ever connected.
-                try db.execute(sql: "DELETE FROM device_ocsp_status WHERE expires_at <= ?", arguments: [Date()])
+                try db.cachedStatement(sql: "DELETE FROM device_ocsp_status WHERE expires_at <= \(Self.date)")
+                    .execute(arguments: [Date().timeIntervalSince1970])
             }
         } catch {
             // The in-memory cache still answers; only the restart warm-up loses these answers.
@@ -163,13 +167,18 @@ public final class OCSPCacheStore: DeviceStatusStore {
         }
     }
 
+    /// A date parameter bound as seconds since 1970 and stored as GRDB's own date text
+    /// ("2026-12-07 06:21:48.123", UTC), so rows and comparisons stay as GRDB writes them:
+    /// its DateFormatter was most of the cost of an upsert.
+    private static let date = "strftime('%Y-%m-%d %H:%M:%f', ?, 'unixepoch')"
+
     private static func upsert(_ status: CachedOCSPStatus, _ db: Database) throws {
         let row = PersistedOutcome(status.outcome)
         let statement = try db.cachedStatement(sql: """
             INSERT INTO device_ocsp_status (issuer_name_hash, issuer_key_hash, serial, serial_hex, outcome,
                 revoked_at, revocation_reason, this_update, next_update, checked_at, expires_at,
                 responder_url, subject, identity)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            VALUES (?, ?, ?, ?, ?, \(date), ?, \(date), \(date), \(date), \(date), ?, ?, ?)
             ON CONFLICT (issuer_name_hash, issuer_key_hash, serial) DO UPDATE SET
                 serial_hex = excluded.serial_hex, outcome = excluded.outcome,
                 revoked_at = excluded.revoked_at, revocation_reason = excluded.revocation_reason,
@@ -181,8 +190,9 @@ public final class OCSPCacheStore: DeviceStatusStore {
         let id = status.certID
         let arguments: StatementArguments = [
             Data(id.issuerNameHash), Data(id.issuerKeyHash), Data(id.serialNumber), id.serialHex,
-            row.text, row.revokedAt, row.reason, status.thisUpdate, status.nextUpdate,
-            status.checkedAt, status.expiresAt, status.responderURL, status.subject, status.identity,
+            row.text, row.revokedAt?.timeIntervalSince1970, row.reason, status.thisUpdate?.timeIntervalSince1970,
+            status.nextUpdate?.timeIntervalSince1970, status.checkedAt.timeIntervalSince1970,
+            status.expiresAt.timeIntervalSince1970, status.responderURL, status.subject, status.identity,
         ]
         try statement.execute(arguments: arguments)
     }
@@ -234,10 +244,11 @@ public final class OCSPCacheStore: DeviceStatusStore {
     public func status(for certID: CertID, now: Date) async throws -> CachedOCSPStatus? {
         do {
             return try await database.read { db in
-                try Row.fetchOne(db, sql: """
+                try Row.fetchOne(db.cachedStatement(sql: """
                     SELECT * FROM device_ocsp_status
-                    WHERE issuer_name_hash = ? AND issuer_key_hash = ? AND serial = ? AND expires_at > ?
-                    """, arguments: [Data(certID.issuerNameHash), Data(certID.issuerKeyHash), Data(certID.serialNumber), now])
+                    WHERE issuer_name_hash = ? AND issuer_key_hash = ? AND serial = ? AND expires_at > \(Self.date)
+                    """), arguments: [Data(certID.issuerNameHash), Data(certID.issuerKeyHash), Data(certID.serialNumber),
+                                      now.timeIntervalSince1970])
                     .flatMap(Self.status(from:))
             }
         } catch {

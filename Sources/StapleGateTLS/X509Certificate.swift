@@ -60,6 +60,10 @@ public final class X509Certificate: @unchecked Sendable {
     /// Issued by itself (a root): where walking up a chain stops.
     public var isSelfIssued: Bool { X509_check_issued(pointer, pointer) == X509_V_OK }
 
+    /// Whether `other` is the same certificate (same DER). Cheap: OpenSSL compares the SHA-1
+    /// it keeps from parsing before the encodings, where a fingerprint would hash again.
+    public func isSameCertificate(as other: X509Certificate) -> Bool { X509_cmp(pointer, other.pointer) == 0 }
+
     /// SHA-256 of the DER certificate in lower-case hex: a stable name for state kept about it.
     public var sha256Fingerprint: String {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))

@@ -70,16 +70,57 @@ public struct TraceEvent: Sendable, Codable, Equatable {
 // MARK: - Storage (SQLiteTraceStore's `trace_event` rows)
 
 extension TraceEvent {
-    /// The columns `storageArguments` fills, in order.
-    static let storageColumns =
-        "time, kind, device, serial, connection_id, remote_address, is_failure, summary, details"
+    /// The insert `storageArguments` fills. The time goes in as seconds since 1970 and SQLite
+    /// writes it as GRDB's own date text ("2026-12-07 06:21:48.123", UTC), so old and new rows
+    /// compare and sort alike: Foundation's DateFormatter was a fifth of the writer's time.
+    static let insertSQL = """
+        INSERT INTO trace_event (time, kind, device, serial, connection_id, remote_address, is_failure, summary, details)
+        VALUES (strftime('%Y-%m-%d %H:%M:%f', ?, 'unixepoch'), ?, ?, ?, ?, ?, ?, ?, ?)
+        """
 
     /// `details` as a JSON object, so that sqlite3 users can query it with json_extract().
-    func storageArguments(encoder: JSONEncoder) throws -> StatementArguments {
-        let json = String(decoding: try encoder.encode(details), as: UTF8.self)
+    var storageArguments: StatementArguments {
         // SQLite integers are signed: the bit pattern keeps every UInt64 id distinct.
-        return [time, kind.rawValue, device, serial, Int64(bitPattern: connectionID), remoteAddress, isFailure,
-                summary, json]
+        [time.timeIntervalSince1970, kind.rawValue, device, serial, Int64(bitPattern: connectionID), remoteAddress, isFailure,
+         summary, Self.json(details)]
+    }
+
+    /// `details` as a JSON object, keys sorted, for both stores. Written by hand: JSONEncoder was
+    /// most of a trace writer's time per event, and a flat map of strings needs only escaping.
+    /// NUL becomes U+FFFD: PostgreSQL's jsonb refuses it, and a device can put one in its CONNECT.
+    public static func json(_ details: [String: String]) -> String {
+        var out = "{"
+        for (index, key) in details.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            appendString(key, to: &out)
+            out += ":"
+            appendString(details[key]!, to: &out)
+        }
+        return out + "}"
+    }
+
+    private static func appendString(_ text: String, to out: inout String) {
+        out += "\""
+        // Almost every value needs no escape: one scan, one append.
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            out += text
+            out += "\""
+            return
+        }
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{0}": out += "\u{FFFD}"
+            case _ where scalar.value < 0x20:
+                out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
     }
 
     /// Nil for a row this version cannot read (a kind added by a newer version).

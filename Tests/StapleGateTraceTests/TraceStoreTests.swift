@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 @testable import StapleGateTrace
 import TestSupport
 import XCTest
@@ -23,6 +24,24 @@ final class TraceStoreTests: TraceStoreTestCase {
         XCTAssertEqual(store.droppedEvents, 0)
         // Ids grow in the order events were recorded.
         XCTAssertEqual(stored.compactMap(\.id), stored.compactMap(\.id).sorted())
+    }
+
+    /// The store writes times through SQLite (its DateFormatter-free path), and they must be the
+    /// very text GRDB writes for a Date: older rows, retention's cutoffs and the readers' bounds
+    /// are GRDB's, and SQLite compares them as text.
+    func testTimesAreStoredAsTheTextGRDBWritesForADate() throws {
+        let store = try makeStore()
+        let time = Date(timeIntervalSince1970: 1_796_540_508.125)
+        var probe = event(summary: "probe")
+        probe.time = time
+        store.record(probe)
+        store.flush()
+        let stored = try DatabaseQueue(path: storePath).read { db in
+            try String.fetchOne(db, sql: "SELECT time FROM trace_event WHERE summary = 'probe'")
+        }
+        XCTAssertEqual(stored, String.fromDatabaseValue(time.databaseValue))
+        XCTAssertEqual(stored, "2026-12-06 07:01:48.125")
+        XCTAssertEqual(try reader().events(device: "device-1").first?.time, time)
     }
 
     func testPerDeviceQueriesHonourSinceAndKeepTheNewestWithinTheLimit() throws {

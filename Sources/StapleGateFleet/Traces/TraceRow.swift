@@ -67,7 +67,7 @@ enum TraceRow {
             remotes.append(clean(event.remoteAddress))
             failures.append(event.isFailure)
             summaries.append(clean(event.summary))
-            details.append(json(event.details))
+            details.append(TraceEvent.json(event.details))
         }
         return """
             INSERT INTO trace_event (instance, time, kind, device, serial, connection_id, remote_address, is_failure,
@@ -86,38 +86,6 @@ enum TraceRow {
     /// id, a topic): one such event must not fail its whole batch.
     static func clean(_ text: String) -> String {
         text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
-    }
-
-    /// `details` as a JSON object, keys sorted. Written by hand: JSONEncoder was most of the
-    /// writer's time per event (a flat map of strings needs only escaping).
-    static func json(_ details: [String: String]) -> String {
-        var out = "{"
-        for (index, key) in details.keys.sorted().enumerated() {
-            if index > 0 { out += "," }
-            appendString(key, to: &out)
-            out += ":"
-            appendString(details[key]!, to: &out)
-        }
-        return out + "}"
-    }
-
-    private static func appendString(_ text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            // jsonb refuses \u0000 (see `clean`).
-            case "\u{0}": out += "\u{FFFD}"
-            case _ where scalar.value < 0x20:
-                out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
     }
 
     /// Nil for a row this version cannot read (a kind added by a newer version).

@@ -28,6 +28,10 @@ public final class SQLiteTraceStore: TraceStore {
         var pruneInterval: Duration = .seconds(5)
         /// How long a write waits for another connection's lock before failing (see `open`).
         var busyTimeout: TimeInterval = 5
+        /// How long the writer lets events gather after the first of a batch: one transaction
+        /// then carries a few dozen handshakes' events, not one's (its begin and commit were
+        /// as much of the writer's time as the inserts). `trace --follow` polls slower than this.
+        var gatherDelay: Duration = .milliseconds(100)
     }
 
     private let tuning: Tuning
@@ -137,7 +141,11 @@ public final class SQLiteTraceStore: TraceStore {
     /// Queues `event` for the writer, or drops and counts it when the queue is full or the store
     /// is failing. O(1): a short lock and an append.
     public func record(_ event: TraceEvent) {
-        if queue.append(event) { writer.async { self.drain() } }
+        guard queue.append(event) else { return }
+        let (seconds, attoseconds) = tuning.gatherDelay.components
+        writer.asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
+            self.drain()
+        }
     }
 
     /// Events dropped since the store was opened (queue full, or a write failed).
@@ -190,13 +198,10 @@ public final class SQLiteTraceStore: TraceStore {
             let pool = try currentPool()
             try pool.write { db in
                 try Self.apply(batch.switches, db)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = .sortedKeys
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO trace_event (\(TraceEvent.storageColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
+                let insert = try db.cachedStatement(sql: TraceEvent.insertSQL)
                 for event in batch.events {
-                    try insert.execute(arguments: event.storageArguments(encoder: encoder))
+                    insert.setUncheckedArguments(event.storageArguments)
+                    try insert.execute()
                 }
             }
             queue.written(batch)
