@@ -202,10 +202,14 @@ let package = Package(
 
         // `make bench` (issue 7): StapleGate, nginx stream and Mosquitto's own TLS listener side
         // by side. Its own executable, driving every front and load generator as separate
-        // processes, so nothing of it is linked into the gateway.
+        // processes, so nothing of it is linked into the gateway. Yams: column (a) runs
+        // config/staplegate.yaml itself, read and written back with this machine's ports and files.
         .executableTarget(
             name: "StapleGateBench",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             path: "Sources/StapleGateBench",
             swiftSettings: strictSwift
         ),

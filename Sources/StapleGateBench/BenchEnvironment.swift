@@ -1,26 +1,29 @@
 import Foundation
 
-/// The three fronts compared, each terminating the same device mTLS in front of Mosquitto.
+/// The fronts compared, each terminating the same device mTLS in front of Mosquitto: StapleGate
+/// twice, as operators run it (the example configuration's defaults) and stripped of every feature
+/// the peers lack, then the two peers.
 enum FrontKind: String, CaseIterable, Codable, Sendable {
-    case staplegate, nginx, mosquitto
+    case staplegate, staplegateStripped = "staplegate_stripped", nginx, mosquitto
 
     var title: String {
         switch self {
-        case .staplegate: "(a) StapleGate → Mosquitto"
+        case .staplegate: "(a) StapleGate defaults → Mosquitto"
+        case .staplegateStripped: "(a′) StapleGate stripped → Mosquitto"
         case .nginx: "(b) nginx stream → Mosquitto"
         case .mosquitto: "(c) Mosquitto TLS listener"
         }
     }
-}
 
-/// How StapleGate checks device certificates: the three OCSP paths whose cost the bench shows.
-enum DeviceOCSPMode: String, CaseIterable, Codable, Sendable {
-    /// `device_ocsp.enabled: false`: the chain is checked, no responder is asked.
-    case off
-    /// Answers trusted for 24 h; the cache is warmed first, so every handshake is a hit.
-    case cacheHit = "cache_hit"
-    /// `cache_lifetime: 1ms`: every handshake asks the responder, as a device's first connect does.
-    case firstConnect = "first_connect"
+    /// For the chart's axis, short enough for four clusters side by side.
+    var shortTitle: String {
+        switch self {
+        case .staplegate: "(a) defaults"
+        case .staplegateStripped: "(a′) stripped"
+        case .nginx: "(b) nginx"
+        case .mosquitto: "(c) Mosquitto"
+        }
+    }
 }
 
 /// A front that listens: its port and the processes whose CPU and memory are its cost.
@@ -28,6 +31,8 @@ struct RunningFront {
     let kind: FrontKind
     let port: Int
     let process: ChildProcess
+    /// StapleGate's admin listener, where its configuration enables it (the defaults, the fleet figures).
+    var adminPort: Int?
 
     /// nginx's master and workers; StapleGate or Mosquitto alone.
     var pids: [Int32] { ProcessStats.processTree(process.pid) }
@@ -49,6 +54,8 @@ final class BenchEnvironment {
     private(set) var responderPort = 0
     private(set) var responder: ChildProcess?
     private(set) var broker: ChildProcess?
+    /// config/staplegate.yaml, which column (a) runs.
+    let example: ExampleConfiguration
     private var started = 0
 
     /// The device identity every client presents (chain: device + issuing CA). One certificate
@@ -59,12 +66,13 @@ final class BenchEnvironment {
     var deviceKey: String { "\(pki)/device-1.key" }
     var caChain: String { "\(pki)/ca-chain.pem" }
 
-    init(work: String, staplegate: String, pkiScript: String, placement: CPUPlacement) {
+    init(work: String, staplegate: String, pkiScript: String, example: ExampleConfiguration, placement: CPUPlacement) {
         self.work = work
         self.placement = placement
         self.pki = "\(work)/pki"
         self.staplegate = staplegate
         self.pkiScript = pkiScript
+        self.example = example
     }
 
     /// PKI (with `fleetDevices` more device certificates for the fleet figures), OCSP responder, broker.
@@ -77,6 +85,7 @@ final class BenchEnvironment {
         guard make.waitForExit(timeout: 120) == 0 else { throw BenchFailure("\(pkiScript) failed; \(pkiLog):\n\(make.logTail())") }
         // Before the responder starts: it reads index.txt then, and would see later entries late.
         if fleetDevices > 0 { try issueFleetDevices(count: fleetDevices) }
+        try checkResponderInCertificates()
 
         // openssl ocsp has no listen-address option: it binds every interface, on a free port.
         let ocsp = try ChildProcess("openssl ocsp", "openssl", [
@@ -96,19 +105,56 @@ final class BenchEnvironment {
         broker = mosquitto
     }
 
-    /// Starts `kind` on a free port and waits until it listens. `fleet`: a StapleGate of the
-    /// fleet figures (shared PostgreSQL store, admin listener for its metrics).
-    func start(_ kind: FrontKind, deviceOCSP: DeviceOCSPMode = .off, fleet: FleetMember? = nil) throws -> RunningFront {
+    /// Starts `kind` on a free port and waits until it listens: StapleGate with the example's
+    /// defaults (a) or stripped (a′).
+    func start(_ kind: FrontKind) throws -> RunningFront {
+        switch kind {
+        case .staplegate: try startStapleGate(.defaults(.asShipped))
+        case .staplegateStripped: try startStapleGate(.stripped(.off))
+        case .nginx, .mosquitto: try startPeer(kind)
+        }
+    }
+
+    /// A StapleGate with `profile`; `fleet`: one of the fleet figures (stripped only: shared
+    /// PostgreSQL store, admin listener for its metrics).
+    func startStapleGate(_ profile: StapleGateProfile, fleet: FleetMember? = nil) throws -> RunningFront {
+        let port = try LoopbackPort.free()
+        started += 1
+        let label = "staplegate-\(started)-\(profile.label)"
+        let text: String
+        var adminPort = fleet?.adminPort
+        switch profile {
+        case .defaults(let variant):
+            let admin = try LoopbackPort.free()
+            adminPort = admin
+            text = try defaultsConfiguration(variant, port: port, adminPort: admin, label: label)
+        case .stripped(let mode):
+            text = strippedConfiguration(mode, port: port, label: label, fleet: fleet)
+        }
+        let configuration = try write("\(label).yaml", text)
+        let process = try ChildProcess("staplegate", staplegate, ["run", "--config", configuration], logPath: "\(work)/\(label).log",
+                                       cpus: placement.servers)
+        let kind: FrontKind = if case .defaults = profile { .staplegate } else { .staplegateStripped }
+        var front = RunningFront(kind: kind, port: port, process: process)
+        front.adminPort = adminPort
+        do {
+            try LoopbackPort.waitUntilListening(port, by: process)
+            if let adminPort { try LoopbackPort.waitUntilListening(adminPort, by: process) }
+        } catch {
+            process.stop()
+            throw error
+        }
+        return front
+    }
+
+    private func startPeer(_ kind: FrontKind) throws -> RunningFront {
         let port = try LoopbackPort.free()
         started += 1
         let label = "\(kind.rawValue)-\(started)"
         let process: ChildProcess
         switch kind {
-        case .staplegate:
-            let configuration = try write("\(label).yaml", staplegateConfiguration(port: port, label: label, deviceOCSP: deviceOCSP,
-                                                                                       fleet: fleet))
-            process = try ChildProcess("staplegate", staplegate, ["run", "--config", configuration], logPath: "\(work)/\(label).log",
-                                       cpus: placement.servers)
+        case .staplegate, .staplegateStripped:
+            preconditionFailure("StapleGate starts with startStapleGate")
         case .nginx:
             let prefix = "\(work)/\(label)"
             try FileManager.default.createDirectory(atPath: "\(prefix)/logs", withIntermediateDirectories: true)
@@ -140,6 +186,24 @@ final class BenchEnvironment {
         return RunningFront(kind: kind, port: port, process: process)
     }
 
+    /// Column (a) asks no responder by name: stapling and device OCSP take the URL from the
+    /// certificates' AIA, as the example's defaults do. Check that the PKI put this bench's
+    /// responder there, so that (a)'s OCSP traffic really goes to it.
+    private func checkResponderInCertificates() throws {
+        let expected = "http://127.0.0.1:\(responderPort)"
+        for certificate in ["\(pki)/server.pem", deviceCertificate] {
+            let output = "\(work)/ocsp-uri.out"
+            let x509 = try ChildProcess("openssl x509", "openssl", ["x509", "-noout", "-ocsp_uri", "-in", certificate],
+                                        logPath: "\(work)/ocsp-uri.log", stdoutPath: output)
+            _ = x509.waitForExit(timeout: 20)
+            let named = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            guard named == expected else {
+                throw BenchFailure("\(certificate) names the OCSP responder \"\(named)\" in its AIA, not the bench's \(expected): "
+                    + "column (a) would ask another responder (\(pkiScript) --ocsp-url)")
+            }
+        }
+    }
+
     private func waitForLog(of child: ChildProcess, containing text: String, timeout: Double = 20) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while !((try? String(contentsOfFile: child.logPath, encoding: .utf8))?.contains(text) ?? false) {
@@ -163,47 +227,6 @@ final class BenchEnvironment {
         "user root", "allow_anonymous true", "persistence false", "log_dest stderr", "log_type error", "log_type warning",
         "connection_messages false", "set_tcp_nodelay true",
     ]
-
-    private func staplegateConfiguration(port: Int, label: String, deviceOCSP: DeviceOCSPMode, fleet: FleetMember?) -> String {
-        let cacheLifetime = deviceOCSP == .firstConnect ? "1ms" : "24h"
-        let admin = fleet.map { "admin:\n  enabled: true\n  address: \"127.0.0.1\"\n  port: \($0.adminPort)" }
-            ?? "admin:\n  enabled: false"
-        let fleetSection = fleet.map {
-            "fleet:\n  store: postgres\n  url: \"\($0.url)\"\n  tls: disable\n  instance: \($0.instance)\n"
-        } ?? ""
-        return """
-        # Written by staplegate-bench: TLS 1.3 only, X25519, stapling on, trace off, admin off but for the fleet figures.
-        listen:
-          address: "127.0.0.1"
-          port: \(port)
-          drain_grace_period: 0
-        tls:
-          certificates:
-            - certificate: \(pki)/server.pem
-              key: \(pki)/server.key
-          device_ca: \(caChain)
-          min_version: "1.3"
-          groups: "X25519"
-        upstream:
-          address: 127.0.0.1
-          port: \(brokerPort)
-        logging:
-          level: error
-        state_directory: \(work)/\(label)-state
-        stapling:
-          enabled: true
-          responder: http://127.0.0.1:\(responderPort)
-        device_ocsp:
-          enabled: \(deviceOCSP != .off)
-          responder: http://127.0.0.1:\(responderPort)
-          cache_lifetime: \(cacheLifetime)
-          failure_cache_lifetime: 0
-        trace:
-          enabled: false
-        \(admin)
-        \(fleetSection)
-        """
-    }
 
     private func nginxConfiguration(port: Int, prefix: String) -> String {
         """

@@ -2,7 +2,8 @@ import Foundation
 
 /// The sizes of one bench. `smoke` is small enough for a test to run the whole bench in seconds.
 struct BenchSettings: Codable {
-    var runs = 3
+    /// Five: the issue judges "no slow mode in any of 5 runs".
+    var runs = 5
     var handshakeSeconds = 10
     var throughputSeconds = 10.0
     var latencySeconds = 10.0
@@ -77,23 +78,46 @@ enum Figure: String, CaseIterable {
     }
 }
 
-/// StapleGate's handshake CPU on each device-OCSP path (every figure in µs, but the overhead in %).
-enum OCSPFigure: String, CaseIterable {
-    case offCPU = "off_handshake_cpu_us"
-    case cacheHitCPU = "cache_hit_handshake_cpu_us"
-    case cacheHitOverhead = "cache_hit_overhead_percent"
-    case firstConnectCPU = "first_connect_handshake_cpu_us"
-    case firstConnectPerSecond = "first_connect_handshakes_per_s"
+/// StapleGate's features, each one's full-handshake CPU (s_time, as the front figures) with the
+/// feature off or on its slow path, and its cost beside it. Every cost is computed within one run,
+/// against the defaults figure measured just before the variants; the table shows its median.
+enum FeatureFigure: String, CaseIterable {
+    case defaultsCPU = "defaults_handshake_cpu_us"
+    case traceOffCPU = "defaults_trace_off_handshake_cpu_us"
+    case traceCost = "trace_cost_percent"
+    case deviceOCSPOffCPU = "defaults_device_ocsp_off_handshake_cpu_us"
+    case deviceOCSPCacheHitCost = "device_ocsp_cache_hit_cost_percent"
+    case firstConnectCPU = "defaults_first_connect_handshake_cpu_us"
+    case firstConnectPerSecond = "defaults_first_connect_handshakes_per_s"
+    case firstConnectExtraCPU = "first_connect_extra_cpu_us"
     case firstConnectResponderCPU = "first_connect_responder_cpu_us"
+    case strippedCacheHitCPU = "stripped_cache_hit_handshake_cpu_us"
+    case strippedCacheHitCost = "stripped_cache_hit_cost_percent"
+    case strippedFirstConnectCPU = "stripped_first_connect_handshake_cpu_us"
+    case strippedFirstConnectResponderCPU = "stripped_first_connect_responder_cpu_us"
 
     var title: String {
         switch self {
-        case .offCPU: "Device OCSP off: CPU per full handshake (µs)"
-        case .cacheHitCPU: "Cache hit: CPU per full handshake (µs)"
-        case .cacheHitOverhead: "Cache hit: added to the handshake CPU (%)"
-        case .firstConnectCPU: "First connect (responder asked every time): CPU per handshake (µs)"
-        case .firstConnectPerSecond: "First connect: handshakes/s"
+        case .defaultsCPU: "Defaults (trace on, device OCSP cache hit): CPU per full handshake (µs)"
+        case .traceOffCPU: "Defaults with trace.enabled: false (µs)"
+        case .traceCost: "Trace cost: added to the handshake CPU (%)"
+        case .deviceOCSPOffCPU: "Defaults with device_ocsp.enabled: false (µs)"
+        case .deviceOCSPCacheHitCost: "Device OCSP cache hit cost: added to the handshake CPU (%)"
+        case .firstConnectCPU: "Defaults, first connect (cache_lifetime 1ms: the responder asked every time, trace on) (µs)"
+        case .firstConnectPerSecond: "Defaults, first connect: handshakes/s"
+        case .firstConnectExtraCPU: "First connect: gateway CPU added over a cache hit (µs)"
         case .firstConnectResponderCPU: "First connect: responder (openssl ocsp) CPU per handshake (µs)"
+        case .strippedCacheHitCPU: "Stripped, device OCSP cache hit (µs)"
+        case .strippedCacheHitCost: "Stripped: cache hit added over the (a′) figure, device OCSP off (%)"
+        case .strippedFirstConnectCPU: "Stripped, first connect (µs)"
+        case .strippedFirstConnectResponderCPU: "Stripped, first connect: responder CPU per handshake (µs)"
+        }
+    }
+
+    var digits: Int {
+        switch self {
+        case .traceCost, .deviceOCSPCacheHitCost, .strippedCacheHitCost: 1
+        default: 0
         }
     }
 }
@@ -122,8 +146,8 @@ struct Spread: Codable {
     }
 }
 
-/// Every value of every run, by group ("staplegate", "nginx", "mosquitto", "staplegate_device_ocsp",
-/// "staplegate_fleet") and figure.
+/// Every value of every run, by group ("staplegate", "staplegate_stripped", "nginx", "mosquitto",
+/// "staplegate_features", "staplegate_fleet") and figure.
 struct BenchSamples {
     private(set) var values: [String: [String: [Double]]] = [:]
 
@@ -134,58 +158,15 @@ struct BenchSamples {
 
     func spread(_ group: String, _ figure: String) -> Spread? { Spread(values[group]?[figure] ?? []) }
 
-    func median(_ front: FrontKind, _ figure: Figure) -> Double? { spread(front.rawValue, figure.rawValue)?.median }
-    func median(_ figure: OCSPFigure) -> Double? { spread(Self.ocspGroup, figure.rawValue)?.median }
+    func spread(_ front: FrontKind, _ figure: Figure) -> Spread? { spread(front.rawValue, figure.rawValue) }
+    func spread(_ figure: FeatureFigure) -> Spread? { spread(Self.featuresGroup, figure.rawValue) }
+    func median(_ front: FrontKind, _ figure: Figure) -> Double? { spread(front, figure)?.median }
+    func median(_ figure: FeatureFigure) -> Double? { spread(figure)?.median }
 
-    static let ocspGroup = "staplegate_device_ocsp"
+    /// This run's value of a figure: the last one added.
+    func latest(_ front: FrontKind, _ figure: Figure) -> Double? { values[front.rawValue]?[figure.rawValue]?.last }
+    func latest(_ figure: FeatureFigure) -> Double? { values[Self.featuresGroup]?[figure.rawValue]?.last }
+
+    static let featuresGroup = "staplegate_features"
     static let fleetGroup = "staplegate_fleet"
-}
-
-/// One of the issue's targets, judged on the medians.
-struct TargetVerdict: Codable {
-    let name: String
-    let goal: String
-    let value: Double?
-    let limit: Double?
-    let pass: Bool
-    /// "12.3 % below nginx", "0.4 µs over", or why it could not be judged.
-    let margin: String
-
-    /// `value` must be below `limit` (`inclusive`: at most); the margin is relative (% of the limit)
-    /// when `relative`, else in `unit`.
-    static func judge(_ name: String, goal: String, value: Double?, limit: Double?, inclusive: Bool = false,
-                      relative: Bool, unit: String, against: String) -> TargetVerdict {
-        guard let value, let limit else {
-            return TargetVerdict(name: name, goal: goal, value: value, limit: limit, pass: false, margin: "not measured")
-        }
-        let pass = inclusive ? value <= limit : value < limit
-        let difference = relative ? abs(value - limit) / limit * 100 : abs(value - limit)
-        let amount = relative ? String(format: "%.1f %%", difference) : String(format: "%.2f %@", difference, unit)
-        let side = value < limit ? "below" : (value == limit ? "equal to" : "above")
-        return TargetVerdict(name: name, goal: goal, value: value, limit: limit, pass: pass, margin: "\(amount) \(side) \(against)")
-    }
-
-    static func all(_ samples: BenchSamples) -> [TargetVerdict] {
-        let openedBy: (FrontKind) -> Double? = { samples.median($0, .sessionsOpenSeconds) }
-        let otherOpen = [openedBy(.nginx), openedBy(.mosquitto)].compactMap(\.self).min()
-        let overhead = samples.median(.cacheHitOverhead)
-        return [
-            judge("full_handshake_cpu", goal: "CPU per full mTLS handshake below nginx's",
-                  value: samples.median(.staplegate, .fullHandshakeCPU), limit: samples.median(.nginx, .fullHandshakeCPU),
-                  relative: true, unit: "µs", against: "nginx"),
-            judge("resumed_handshake_cpu", goal: "CPU per resumed handshake below nginx's",
-                  value: samples.median(.staplegate, .resumedHandshakeCPU), limit: samples.median(.nginx, .resumedHandshakeCPU),
-                  relative: true, unit: "µs", against: "nginx"),
-            judge("cpu_per_message_64B", goal: "≤ 2.5 µs CPU per proxied message at 64 B",
-                  value: samples.median(.staplegate, .cpuPerMessage64), limit: 2.5, inclusive: true,
-                  relative: false, unit: "µs", against: "2.5 µs"),
-            judge("rss_per_idle_session", goal: "≤ 20 KiB RSS per idle session",
-                  value: samples.median(.staplegate, .rssPerSession), limit: 20, inclusive: true,
-                  relative: false, unit: "KiB", against: "20 KiB"),
-            judge("sessions_open_time", goal: "sessions opened faster than nginx and Mosquitto TLS",
-                  value: openedBy(.staplegate), limit: otherOpen, relative: true, unit: "s", against: "the faster of b and c"),
-            judge("cache_hit_ocsp_overhead", goal: "a cache-hit OCSP check adds < 2 % to handshake CPU",
-                  value: overhead, limit: overhead == nil ? nil : 2, relative: false, unit: "points", against: "2 %"),
-        ]
-    }
 }

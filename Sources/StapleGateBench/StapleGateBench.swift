@@ -16,11 +16,13 @@ struct StapleGateBench: ParsableCommand {
         """
     )
 
-    @Option(help: "Runs of every figure; the table shows medians with min–max.") var runs: Int?
-    @Flag(help: "Tiny sizes (1 s per figure, 50 sessions, 1 run): checks that the bench works, in well under a minute.")
+    @Option(help: "Runs of every figure (default 5); the table shows medians with min–max.") var runs: Int?
+    @Flag(help: "Tiny sizes (1 s per figure, 50 sessions, 1 run): checks that the bench works, in about a minute.")
     var smoke = false
     @Option(help: "Results folder (default: .build/bench/results/<timestamp>).") var output: String?
     @Option(help: "The staplegate executable (default: the one next to this executable).") var staplegate: String?
+    @Option(help: "The configuration column (a) runs, with only this machine's ports, files and folders changed (default: the repository's config/staplegate.yaml).")
+    var example: String?
     @Option(help: "Seconds of openssl s_time per handshake figure.") var handshakeSeconds: Int?
     @Option(help: "Seconds of publishing per throughput figure.") var throughputSeconds: Double?
     @Option(help: "Seconds of publishing for the latency figure.") var latencySeconds: Double?
@@ -74,6 +76,8 @@ struct StapleGateBench: ParsableCommand {
         let start = monotonicSeconds()
         let staplegate = try staplegate ?? Self.sibling("staplegate")
         let pkiScript = try Self.repositoryFile("certs/make-demo-pki.sh")
+        // Before anything starts: a missing or broken example fails here, naming the file.
+        let example = try ExampleConfiguration(path: self.example ?? Self.repositoryFile("config/staplegate.yaml"))
         try Self.checkPrerequisites()
         // Load generator: 3 descriptors per libmosquitto session; a proxying front: 2 per session.
         if let problem = raiseOpenFilesLimit(needed: settings.sessions * 3 + 64) {
@@ -93,8 +97,9 @@ struct StapleGateBench: ParsableCommand {
         } else {
             progress("cores: every process on any of \(cores.count)")
         }
-        let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript,
+        let environment = BenchEnvironment(work: "\(folder)/work", staplegate: staplegate, pkiScript: pkiScript, example: example,
                                            placement: placement)
+        progress("column (a): \(example.path) as shipped: \(example.summary)")
         progress("results in \(folder); logs and configurations in \(environment.work)")
         // The fleet figures need PostgreSQL 15; without it they are left out, and the results say why.
         let fleetSkipped = BenchPostgres.missing.map { "fleet figures skipped: \($0)" }
@@ -116,8 +121,8 @@ struct StapleGateBench: ParsableCommand {
                 progress("run \(run)/\(settings.runs): \(front.title)")
                 try measure(front, run: run, measurer: measurer, environment: environment, into: &samples)
             }
-            progress("run \(run)/\(settings.runs): StapleGate device OCSP paths")
-            try measureDeviceOCSP(run: run, measurer: measurer, environment: environment, into: &samples)
+            progress("run \(run)/\(settings.runs): StapleGate features (trace, device OCSP), full-handshake CPU")
+            try FeatureMeasurer(measurer: measurer, environment: environment, log: progress).measure(run: run, into: &samples)
             if let database {
                 progress("run \(run)/\(settings.runs): StapleGate fleet (PostgreSQL store)")
                 try FleetMeasurer(database: database, measurer: measurer, environment: environment, log: progress)
@@ -128,7 +133,8 @@ struct StapleGateBench: ParsableCommand {
         environment.tearDown()
 
         let report = ResultsReport(samples: samples, settings: settings, placement: placement, smoke: smoke, startedAt: startedAt,
-                                   elapsedSeconds: monotonicSeconds() - start, machine: Self.machine(), fleetSkipped: fleetSkipped)
+                                   elapsedSeconds: monotonicSeconds() - start, machine: Self.machine(), fleetSkipped: fleetSkipped,
+                                   example: example)
         try report.json().write(to: URL(fileURLWithPath: "\(folder)/results.json"))
         try report.markdown.write(toFile: "\(folder)/results.md", atomically: true, encoding: .utf8)
         if let problem = try report.writeChart(folder: folder) { throw BenchFailure(problem) }
@@ -141,15 +147,17 @@ struct StapleGateBench: ParsableCommand {
                          into samples: inout BenchSamples) throws {
         let front = try environment.start(kind)
         defer { front.stop() }
+        // StapleGate's device answer cached first, so its handshakes are cache hits ("defaults:
+        // trace on, device OCSP cache hit"); the stripped one checks no device but is warmed alike.
+        if kind == .staplegate || kind == .staplegateStripped { try measurer.prepare(front) }
         let group = kind.rawValue
         let label = "run\(run)-\(group)"
         let settings = measurer.settings
 
-        let full = try measurer.handshakes(front, resume: false, label: "\(label)-full")
+        let full = try measurer.cacheHitHandshakes(front, label: "\(label)-full")
         samples.add(group, Figure.fullHandshakesPerSecond.rawValue, full.perSecond)
         samples.add(group, Figure.fullHandshakeCPU.rawValue, full.cpuMicroseconds)
         progress("  full handshakes: \(Int(full.perSecond))/s, \(Int(full.cpuMicroseconds)) µs CPU each")
-        if kind == .staplegate { samples.add(BenchSamples.ocspGroup, OCSPFigure.offCPU.rawValue, full.cpuMicroseconds) }
 
         let resumed = try measurer.handshakes(front, resume: true, label: "\(label)-resumed")
         samples.add(group, Figure.resumedHandshakesPerSecond.rawValue, resumed.perSecond)
@@ -186,31 +194,6 @@ struct StapleGateBench: ParsableCommand {
         samples.add(group, Figure.sessionsFailed.rawValue, idle.number("sessions_failed"))
         progress("  \(Int(opened)) sessions opened in " + String(format: "%.2f s, %.1f KiB RSS each",
                                                                  idle.number("open_seconds") ?? .nan, perSession ?? .nan))
-    }
-
-    private func measureDeviceOCSP(run: Int, measurer: Measurer, environment: BenchEnvironment,
-                                   into samples: inout BenchSamples) throws {
-        let group = BenchSamples.ocspGroup
-        let cached = try environment.start(.staplegate, deviceOCSP: .cacheHit)
-        defer { cached.stop() }
-        try measurer.warm(cached)
-        let hit = try measurer.handshakes(cached, resume: false, label: "run\(run)-ocsp-cache-hit")
-        cached.stop()
-        samples.add(group, OCSPFigure.cacheHitCPU.rawValue, hit.cpuMicroseconds)
-        // Against this run's "off" figure, so that both come from the same conditions.
-        if let off = samples.spread(group, OCSPFigure.offCPU.rawValue)?.runs.last {
-            samples.add(group, OCSPFigure.cacheHitOverhead.rawValue, (hit.cpuMicroseconds - off) / off * 100)
-        }
-        progress("  cache hit: \(Int(hit.cpuMicroseconds)) µs CPU per handshake")
-
-        let fresh = try environment.start(.staplegate, deviceOCSP: .firstConnect)
-        defer { fresh.stop() }
-        let first = try measurer.handshakes(fresh, resume: false, label: "run\(run)-ocsp-first-connect", measureResponder: true)
-        samples.add(group, OCSPFigure.firstConnectCPU.rawValue, first.cpuMicroseconds)
-        samples.add(group, OCSPFigure.firstConnectPerSecond.rawValue, first.perSecond)
-        samples.add(group, OCSPFigure.firstConnectResponderCPU.rawValue, first.responderCPUMicroseconds)
-        progress("  first connect: \(Int(first.cpuMicroseconds)) µs CPU per handshake, \(Int(first.perSecond))/s, "
-            + "responder \(Int(first.responderCPUMicroseconds ?? 0)) µs")
     }
 }
 
