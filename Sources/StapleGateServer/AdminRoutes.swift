@@ -202,6 +202,8 @@ public struct AdminRoutes: Sendable {
             }
             after = Date().addingTimeInterval(-duration.timeInterval)
         }
+        // What this gateway has recorded up to now, the events of a session that just ended included.
+        await traceStore.written()
         let events: [TraceEvent]
         do {
             events = try await traceStore.reader().events(device: device, since: after)

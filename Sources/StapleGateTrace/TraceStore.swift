@@ -60,6 +60,18 @@ public protocol TraceStore: AnyObject, Sendable {
 }
 
 extension TraceStore {
+    /// `flush()` without holding the caller's thread: for a reader in this process (the admin
+    /// listener) that must show everything recorded so far, as the writer lets events gather
+    /// for a moment before it writes them.
+    public func written() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.flush()
+                done.resume()
+            }
+        }
+    }
+
     public func messageTraceUntil(device: String) -> Date? {
         messageTraceUntil(device: device, now: Date())
     }

@@ -44,6 +44,17 @@ final class TraceStoreTests: TraceStoreTestCase {
         XCTAssertEqual(try reader().events(device: "device-1").first?.time, time)
     }
 
+    /// The writer lets events gather before writing them; a reader in the same process (the
+    /// admin listener) awaits `written()` first and so sees an event recorded a moment ago.
+    func testWrittenMakesWhatWasJustRecordedReadable() async throws {
+        let store = try makeStore()
+        store.record(event(summary: "just now"))
+        await store.written()
+        let events = try await reader().events(device: "device-1")
+        XCTAssertEqual(events.map(\.summary), ["just now"])
+        XCTAssertEqual(store.queuedEvents, 0)
+    }
+
     func testPerDeviceQueriesHonourSinceAndKeepTheNewestWithinTheLimit() throws {
         let store = try makeStore()
         for second in 0..<10 {
