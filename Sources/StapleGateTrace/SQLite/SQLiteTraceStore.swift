@@ -31,7 +31,7 @@ public final class SQLiteTraceStore: TraceStore {
         /// How long the writer lets events gather after the first of a batch: one transaction
         /// then carries a few dozen handshakes' events, not one's (its begin and commit were
         /// as much of the writer's time as the inserts). `trace --follow` polls slower than this.
-        var gatherDelay: Duration = .milliseconds(100)
+        var gatherDelay: DispatchTimeInterval = .milliseconds(100)
     }
 
     private let tuning: Tuning
@@ -142,10 +142,7 @@ public final class SQLiteTraceStore: TraceStore {
     /// is failing. O(1): a short lock and an append.
     public func record(_ event: TraceEvent) {
         guard queue.append(event) else { return }
-        let (seconds, attoseconds) = tuning.gatherDelay.components
-        writer.asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
-            self.drain()
-        }
+        writer.asyncAfter(deadline: .now() + tuning.gatherDelay) { self.drain() }
     }
 
     /// Events dropped since the store was opened (queue full, or a write failed).
