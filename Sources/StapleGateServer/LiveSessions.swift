@@ -28,6 +28,8 @@ public final class LiveSessions: Sendable {
         var sessions: [ObjectIdentifier: Session] = [:]
         /// Slots taken for devices being admitted (their session not registered yet) or admitted.
         var taken: Set<ObjectIdentifier> = []
+        /// Sessions a closer has claimed; they stay in `sessions` until their channel has closed.
+        var closing: Set<ObjectIdentifier> = []
     }
 
     private let slots = NIOLockedValueBox(Slots())
@@ -69,6 +71,18 @@ public final class LiveSessions: Sendable {
         slots.withLockedValue { slots in
             slots.taken.remove(key)
             slots.sessions.removeValue(forKey: key)
+            slots.closing.remove(key)
+        }
+    }
+
+    /// Those of `candidates` no closer has claimed yet, claimed now under one lock. A session
+    /// stays listed until its channel has closed on its event loop, so two closers close to each
+    /// other (a fleet's refusal and the operator's close request behind it, or a background
+    /// recheck beside an operator's) would each find it and each count it closed.
+    func claimForClosing(_ candidates: [Session]) -> [Session] {
+        slots.withLockedValue { slots in
+            candidates.filter { slots.sessions[ObjectIdentifier($0.channel)] != nil
+                && slots.closing.insert(ObjectIdentifier($0.channel)).inserted }
         }
     }
 

@@ -60,6 +60,46 @@ final class SessionCapTests: XCTestCase {
         XCTAssertEqual(sessions.slotsTaken, 0)
     }
 
+    /// A session is closed, and counted closed, by one closer only, even while its channel has not
+    /// finished closing: a fleet gateway got a device's refusal and, behind it, the operator's
+    /// close request for the same device, and reported its one session closed twice. Closed,
+    /// the session can no longer be claimed; a new one on the same channel object can.
+    func testEachSessionIsClaimedForClosingOnce() throws {
+        let sessions = LiveSessions(capacity: nil, logger: Logger.recording(into: LogRecorder()), metricsFactory: TestMetrics())
+        let certificate = try Self.certificate()
+        let channels = (0..<2).map { _ in EmbeddedChannel() }
+        for (index, channel) in channels.enumerated() {
+            sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: UInt64(index))
+        }
+        let live = sessions.all
+        XCTAssertEqual(sessions.claimForClosing([live[0]]).map(\.connectionID), [live[0].connectionID])
+        XCTAssertEqual(sessions.claimForClosing(live).map(\.connectionID), [live[1].connectionID],
+                       "the session claimed already is not claimed again")
+        XCTAssertEqual(sessions.claimForClosing(live).count, 0)
+        XCTAssertEqual(sessions.count, 2, "claimed sessions stay listed until their channel has closed")
+
+        for channel in channels {
+            XCTAssertNoThrow(try channel.close().wait())
+            channel.embeddedEventLoop.run()
+        }
+        XCTAssertEqual(sessions.count, 0)
+        XCTAssertEqual(sessions.claimForClosing(live).count, 0, "a session that has ended is not claimed")
+
+        // Two closers at the same moment, many times: each session goes to one of them.
+        for round in 0..<200 {
+            let channel = EmbeddedChannel()
+            sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: 9)
+            let session = try XCTUnwrap(sessions.all.first)
+            let claims = NIOLockedValueBox(0)
+            DispatchQueue.concurrentPerform(iterations: 2) { _ in
+                claims.withLockedValue { $0 += sessions.claimForClosing([session]).count }
+            }
+            XCTAssertEqual(claims.withLockedValue { $0 }, 1, "round \(round)")
+            XCTAssertNoThrow(try channel.close().wait())
+            channel.embeddedEventLoop.run()
+        }
+    }
+
     /// Many threads reserving at once never get more slots than the cap, and with one slot left
     /// two devices at the same moment never both get it.
     func testConcurrentReservationsNeverExceedTheCap() {

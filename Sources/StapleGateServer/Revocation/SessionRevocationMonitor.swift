@@ -176,10 +176,13 @@ public final class SessionRevocationMonitor: Service, Sendable {
         let target = RecheckTarget(certID: certID, certificate: first.certificate, entry: nil, sessions: group)
         var result = describe(target, DeviceRecheck(verdict: verdict, asked: .answered(status)))
         guard case let .reject(refusal, reason) = verdict, refusal != .statusUnavailable else { return [] }
-        result.sessionsClosed = close(group, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
+        let closed = close(group, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
+        guard !closed.isEmpty else { return [] }  // already being closed, and counted, by another closer
+        result.sessionsClosed = closed.count
+        result.sessionAddresses = closed.map(\.remoteAddress)
         result.sessionsKept = 0
         recorder.record(result, trigger: .fleet)
-        return group.map(\.remoteAddress)
+        return closed.map(\.remoteAddress)
     }
 
     // MARK: One certificate
@@ -221,7 +224,9 @@ public final class SessionRevocationMonitor: Service, Sendable {
             ])
         }
         if let asked, case let .reject(refusal, reason) = asked.verdict, refusal != .statusUnavailable {
-            result.sessionsClosed = close(target.sessions, reason: reason, why: trigger.logReason)
+            let closed = close(target.sessions, reason: reason, why: trigger.logReason)
+            result.sessionsClosed = closed.count
+            result.sessionAddresses = closed.map(\.remoteAddress)
             result.sessionsKept = 0
         } else if let asked, case .reject = asked.verdict {
             logger.warning("connected device could not be rechecked: \(asked.verdict.reason); session kept", metadata: [
@@ -233,8 +238,10 @@ public final class SessionRevocationMonitor: Service, Sendable {
         return result
     }
 
-    private func close(_ group: [LiveSessions.Session], reason: String, why: String) -> Int {
-        for session in group {
+    /// Closes those of `group` no other closer is closing already, and returns them.
+    private func close(_ group: [LiveSessions.Session], reason: String, why: String) -> [LiveSessions.Session] {
+        let claimed = sessions.claimForClosing(group)
+        for session in claimed {
             logger.warning("closing the session of a device whose certificate is no longer accepted: \(reason)", metadata: [
                 "device": "\(session.identity)", "conn": "\(session.connectionID)", "why": "\(why)",
             ])
@@ -242,7 +249,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
                 ProxyEvent.sessionEnding(closedBy: "gateway", reason: "certificate no longer accepted: \(reason)"))
             session.channel.close(promise: nil)
         }
-        return group.count
+        return claimed
     }
 
     /// The answer in the report's terms, before any action (sessions all kept).
