@@ -31,7 +31,7 @@ struct TLSFileChecks {
     func serverContext(for tls: TLSServerConfiguration, material: TLSMaterial,
                        ticketKeys: SessionTicketKeyRing?) throws(ConfigError) -> ServerContext {
         do {
-            return try ServerContext(configuration: tls, material: material, ticketKeys: ticketKeys)
+            return try ServerContext(configuration: tls, material: material, resumption: ticketKeys)
         } catch {
             let key = Self.key(for: error.setting)
             throw ConfigError(file: file, key: key, line: keyLines[key], reason: error.description)

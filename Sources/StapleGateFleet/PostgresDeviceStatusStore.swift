@@ -25,6 +25,8 @@ public struct PostgresStoreError: Error, Sendable, CustomStringConvertible {
 /// a failed batch (database down, say) is counted and kept as `lastWriteError`, and the
 /// in-memory cache keeps admitting the devices it knows.
 public final class PostgresDeviceStatusStore: DeviceStatusStore {
+    /// Every gateway of the fleet writes its answers here.
+    public var isShared: Bool { true }
     public var settings: PostgresSettings { database.settings }
     public var location: String { database.location }
 

@@ -12,6 +12,11 @@ public protocol DeviceStatusStore: AnyObject, Sendable {
     /// Names the store in messages and logs: a file path, or a database URL without password.
     var location: String { get }
 
+    /// Whether other gateways write to it too (a fleet's database). If not, a miss in memory is
+    /// a miss here as well unless the memory cache has let go of something
+    /// (`OCSPStatusCache.lookUpInStore` then skips the read).
+    var isShared: Bool { get }
+
     /// Queues an upsert of `status`; failures are ignored (only verified answers are kept).
     func save(_ status: CachedOCSPStatus)
 

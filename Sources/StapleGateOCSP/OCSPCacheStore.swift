@@ -24,6 +24,8 @@ public struct OCSPCacheStoreError: Error, Sendable, CustomStringConvertible {
 /// Writes never block the caller, who may be on an event loop in the middle of a handshake: they
 /// are queued, and one writer applies whatever accumulated in a single transaction, in order.
 public final class OCSPCacheStore: DeviceStatusStore {
+    /// This gateway's own file: nothing is in it that did not pass through this process's cache.
+    public var isShared: Bool { false }
     public let path: String
     public var location: String { path }
 

@@ -60,12 +60,15 @@ public final class OCSPStatusCache: Sendable {
     }
 
     /// On a miss in memory: the store's row for `certID` if it is still valid at `now` (in a
-    /// fleet, another gateway may have asked the responder already), which then becomes the
+    /// fleet, another gateway may have asked the responder already; on its own, the row may be
+    /// one evicted from memory or left out at startup), which then becomes the
     /// most recently used entry in memory. It is not written back: it came from there. Nil
     /// without a store, when the store has nothing, fails, or takes longer than `timeout`: the
     /// caller then asks the responder, as it would without a store.
     public func lookUpInStore(_ certID: CertID, now: Date, timeout: Duration) async -> CachedOCSPStatus? {
-        guard let store, !lru.withLockedValue({ $0.discarded.contains(certID) }) else { return nil }
+        guard let store, lru.withLockedValue({ !$0.discarded.contains(certID) && (store.isShared || $0.storeMayHoldMore) }) else {
+            return nil
+        }
         let found = await FirstAnswer.within(timeout) { try? await store.status(for: certID, now: now) }
         guard let found, found.expiresAt > now, !found.isFailure else { return nil }
         return lru.withLockedValue { lru -> CachedOCSPStatus? in
@@ -142,8 +145,11 @@ public final class OCSPStatusCache: Sendable {
     public func loadPersisted(now: Date) throws -> Int {
         guard let store else { return 0 }
         // Newest first, so the prefix is what an LRU of this capacity would have kept.
-        let stored = try store.loadAll(notExpiredAt: now).prefix(capacity)
+        let all = try store.loadAll(notExpiredAt: now)
+        let stored = all.prefix(capacity)
         return lru.withLockedValue { lru in
+            // Rows left out stay findable on a miss; if none were, a miss need not look there.
+            if all.count <= capacity, lru.evictions == 0 { lru.storeMayHoldMore = false }
             var loaded = 0
             // Oldest first, so that the most recently checked ends up the most recently used.
             for status in stored.reversed() {
@@ -181,6 +187,11 @@ private struct LRU: Sendable {
     var discarded: Set<CertID> = []
     var newest = LRU.none
     var oldest = LRU.none
+    /// Entries pushed out to make room (their rows stay in the store).
+    var evictions = 0
+    /// Whether the store may hold valid rows memory does not: until the start's warm-up has
+    /// loaded them all, and again once anything has been pushed out.
+    var storeMayHoldMore = true
 
     init(capacity: Int) {
         self.capacity = capacity
@@ -199,6 +210,8 @@ private struct LRU: Sendable {
         }
         while slots.count >= capacity, oldest != LRU.none {
             remove(slot: oldest)
+            evictions += 1
+            storeMayHoldMore = true
         }
         let slot: Int
         if let reused = freeSlots.popLast() {

@@ -13,7 +13,7 @@ final class HandshakeVerdictSlot {
         case idle
         /// The verified chain (a `STACK_OF(X509)` we own) waits for a verdict.
         case awaitingChainVerdict(OpaquePointer?)
-        /// A session ticket's peer certificate (an `X509` we own a reference to) waits.
+        /// A resumed session's device certificate (an `X509` we own a reference to) waits.
         case awaitingResumptionVerdict(OpaquePointer?)
         /// The question was handed to the handler; the job stays paused until answered.
         case asked
@@ -85,8 +85,18 @@ final class HandshakeVerdictSlot {
         return 0
     }
 
-    /// A session ticket decrypted: resume only if the gate allows it for the session's device
-    /// certificate; otherwise a full handshake (and a full check) follows.
+    /// Whether `session` may be resumed on `ssl`: yes without a gate; with one, only if the gate
+    /// lets the session's device certificate in now (a device revoked since its first handshake
+    /// must not slip back in by resuming). Pauses the job until the handler answers.
+    static func mayResume(_ session: OpaquePointer, on ssl: OpaquePointer) -> Bool {
+        guard let slot = slot(of: ssl) else { return true }
+        guard let peer = SSL_SESSION_get0_peer(session) else { return false }
+        X509_up_ref(peer)
+        return slot.pauseForAnswer(.awaitingResumptionVerdict(peer)) == 1
+    }
+
+    /// A sealed session ticket decrypted (`SessionTicketKeyRing`, or OpenSSL's own keys): resume
+    /// only if `mayResume`; otherwise a full handshake (and a full check) follows.
     static let ticketDecryptCallback: @convention(c) (
         OpaquePointer?, OpaquePointer?, UnsafePointer<UInt8>?, Int, Int32, UnsafeMutableRawPointer?
     ) -> Int32 = { ssl, session, _, _, status, _ in
@@ -96,10 +106,14 @@ final class HandshakeVerdictSlot {
                 ? SSL_TICKET_RETURN_IGNORE_RENEW : SSL_TICKET_RETURN_ABORT
         }
         let use = status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW
-        guard let ssl, let slot = slot(of: ssl) else { return use }
-        guard let session, let peer = SSL_SESSION_get0_peer(session) else { return SSL_TICKET_RETURN_IGNORE_RENEW }
-        X509_up_ref(peer)
-        let answer = slot.pauseForAnswer(.awaitingResumptionVerdict(peer))
-        return answer == 1 ? use : SSL_TICKET_RETURN_IGNORE_RENEW
+        guard let ssl, let session else { return SSL_TICKET_RETURN_IGNORE_RENEW }
+        return mayResume(session, on: ssl) ? use : SSL_TICKET_RETURN_IGNORE_RENEW
+    }
+
+    /// Sealed tickets only, each asked about: OpenSSL's server-side session cache would resume
+    /// TLS 1.2 session ids without asking, so it is off.
+    static func gateSealedTickets(on context: OpaquePointer) {
+        _ = sg_SSL_CTX_set_session_cache_mode(context, Int(SSL_SESS_CACHE_OFF))
+        _ = SSL_CTX_set_session_ticket_cb(context, nil, ticketDecryptCallback, nil)
     }
 }

@@ -24,12 +24,14 @@ public final class ServerContext: @unchecked Sendable {
     public let staples: StapleStore
     /// Judges each device's verified chain inside the handshake (device OCSP), when set.
     public let deviceCertificateGate: (any DeviceCertificateGate)?
-    /// What session tickets are encrypted with. nil: OpenSSL's random keys of this `SSL_CTX`
-    /// alone (a check of the settings, tests); the gateway always gives a ring, so that tickets
-    /// outlive the context (reloads) and, from a shared file, the process.
-    public let ticketKeys: SessionTicketKeyRing?
+    /// How devices resume sessions. nil: tickets sealed with OpenSSL's random keys of this
+    /// `SSL_CTX` alone (a check of the settings, tests); the gateway always gives one, so that
+    /// sessions outlive the context (reloads) and, with a shared key file, the process.
+    public let resumption: (any SessionResumption)?
+    /// The ticket keys, when sessions resume from sealed tickets.
+    public var ticketKeys: SessionTicketKeyRing? { resumption as? SessionTicketKeyRing }
 
-    public init(configuration: TLSServerConfiguration, material: TLSMaterial, ticketKeys: SessionTicketKeyRing? = nil,
+    public init(configuration: TLSServerConfiguration, material: TLSMaterial, resumption: (any SessionResumption)? = nil,
                 deviceCertificateGate: (any DeviceCertificateGate)? = nil) throws(TLSSettingError) {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             fatalError("SSL_CTX_new failed: \(OpenSSLError.drain(operation: "SSL_CTX_new"))")
@@ -39,23 +41,23 @@ public final class ServerContext: @unchecked Sendable {
         self.material = material
         self.staples = StapleStore(certificateCount: material.identities.count)
         self.deviceCertificateGate = deviceCertificateGate
-        self.ticketKeys = ticketKeys
+        self.resumption = resumption
         try configure()
         installStatusCallback()
-        ticketKeys?.install(on: context)
+        resumption?.install(on: context)
         if deviceCertificateGate != nil { installDeviceCertificateGate() }
     }
 
     /// The same configuration and material, with `gate` judging device certificates.
     public func with(deviceCertificateGate gate: any DeviceCertificateGate) throws(TLSSettingError) -> ServerContext {
-        try ServerContext(configuration: configuration, material: material, ticketKeys: ticketKeys, deviceCertificateGate: gate)
+        try ServerContext(configuration: configuration, material: material, resumption: resumption, deviceCertificateGate: gate)
     }
 
-    /// The same configuration and material, with `ticketKeys` for session tickets and `gate` (if
-    /// any) judging device certificates: what the gateway serves with.
-    public func with(ticketKeys: SessionTicketKeyRing,
+    /// The same configuration and material, with `resumption` for resumed sessions and `gate`
+    /// (if any) judging device certificates: what the gateway serves with.
+    public func with(resumption: any SessionResumption,
                      deviceCertificateGate gate: (any DeviceCertificateGate)?) throws(TLSSettingError) -> ServerContext {
-        try ServerContext(configuration: configuration, material: material, ticketKeys: ticketKeys, deviceCertificateGate: gate)
+        try ServerContext(configuration: configuration, material: material, resumption: resumption, deviceCertificateGate: gate)
     }
 
     deinit { SSL_CTX_free(context) }
@@ -122,10 +124,11 @@ public final class ServerContext: @unchecked Sendable {
 
     private func installDeviceCertificateGate() {
         SSL_CTX_set_cert_verify_callback(context, HandshakeVerdictSlot.certificateVerifyCallback, nil)
-        // Every resumption goes through a ticket, whose callback asks the gate. OpenSSL's
-        // server-side session cache would resume TLS 1.2 session ids without asking: off.
-        _ = sg_SSL_CTX_set_session_cache_mode(context, Int(SSL_SESS_CACHE_OFF))
-        _ = SSL_CTX_set_session_ticket_cb(context, nil, HandshakeVerdictSlot.ticketDecryptCallback, nil)
+        if let resumption {
+            resumption.gate(on: context)
+        } else {
+            HandshakeVerdictSlot.gateSealedTickets(on: context)
+        }
     }
 
     private func applyServerIdentities() throws(TLSSettingError) {
@@ -152,6 +155,6 @@ extension ServerContext {
         let ticketKeys = try configuration.sessionTicketKeysPath.map { path throws(SessionTicketKeyFileError) in
             try SessionTicketKeyFile.load(at: path)
         }
-        try self.init(configuration: configuration, material: material, ticketKeys: ticketKeys)
+        try self.init(configuration: configuration, material: material, resumption: ticketKeys)
     }
 }

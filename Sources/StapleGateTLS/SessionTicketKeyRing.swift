@@ -7,25 +7,23 @@ import NIOConcurrencyHelpers
 /// between the gateways behind one load balancer). The first key encrypts every new ticket;
 /// every key decrypts.
 ///
-/// A ring from a file or made at start never changes. A fleet ring (`tls.session_ticket_keys:
+/// Used when the keys are shared (a file, or the fleet's): without shared keys the process keeps
+/// the sessions itself (`ServerSessionCache`). A ring from a file never changes. A fleet ring (`tls.session_ticket_keys:
 /// fleet`) is swapped in place by `FleetTicketKeys` whenever the fleet's keys change, so the
 /// `SSL_CTX`s holding it pick the new keys up without a reload; the key callback takes one
 /// snapshot of the keys under a lock held for a copy of one array reference, never waiting on
 /// anything else (the lock is never held across I/O).
-public final class SessionTicketKeyRing: Sendable {
+public final class SessionTicketKeyRing: SessionResumption {
     /// Where the keys came from, for the log and `check-config`.
     public enum Source: Sendable, Equatable {
         /// `tls.session_ticket_keys`: shared by every gateway given the same file, and by restarts.
         case file(String)
-        /// Made at start, kept across reloads: tickets survive a reload, not a restart, and resume
-        /// on this gateway only.
-        case process
         /// `tls.session_ticket_keys: fleet`: rotated by the fleet through its database (named
         /// here without secrets).
         case fleet(String)
     }
 
-    /// What the ring holds. File and process rings stay `fixed`; a fleet ring starts `waiting`
+    /// What the ring holds. File rings stay `fixed`; a fleet ring starts `waiting`
     /// and moves to `shared` once (then `shared → shared` at each change of the fleet's keys).
     enum Contents: Sendable {
         case fixed([SessionTicketKey])
@@ -67,11 +65,6 @@ public final class SessionTicketKeyRing: Sendable {
         precondition(Set(keys.map { Array($0.name) }).count == keys.count, "session ticket key names must differ")
     }
 
-    /// One fresh key, for a gateway without `tls.session_ticket_keys`.
-    public static func random() -> SessionTicketKeyRing {
-        SessionTicketKeyRing(keys: [.random()], source: .process)
-    }
-
     /// A ring for the fleet's keys at `location`, holding a random key until `share(_:)`.
     public static func fleet(location: String) -> SessionTicketKeyRing {
         SessionTicketKeyRing(keys: [.random()], source: .fleet(location))
@@ -110,8 +103,6 @@ public final class SessionTicketKeyRing: Sendable {
         switch source {
         case let .file(path):
             return "\(keys.count) key(s) from \(path), new tickets under key \(keys[0].shortName)"
-        case .process:
-            return "a random key made at start (tls.session_ticket_keys not set): tickets resume across reloads, not restarts, and on this gateway only"
         case let .fleet(location):
             guard isShared else {
                 return "fleet keys not loaded yet from \(location): a random key made at start meanwhile (tickets resume on this gateway only until the database answers)"
@@ -143,11 +134,14 @@ public final class SessionTicketKeyRing: Sendable {
 
     static let exDataIndex: Int32 = sg_SSL_CTX_get_ex_new_index()
 
-    /// Makes `context` use this ring for every ticket. The context keeps an unretained pointer:
-    /// its `ServerContext` holds the ring for as long as it holds the `SSL_CTX`.
-    func install(on context: OpaquePointer) {
+    /// Makes `context` use this ring for every ticket.
+    public func install(on context: OpaquePointer) {
         SSL_CTX_set_ex_data(context, Self.exDataIndex, Unmanaged.passUnretained(self).toOpaque())
         _ = sg_SSL_CTX_set_tlsext_ticket_key_evp_cb(context, Self.keyCallback)
+    }
+
+    public func gate(on context: OpaquePointer) {
+        HandshakeVerdictSlot.gateSealedTickets(on: context)
     }
 
     /// OpenSSL's ticket key callback (`SSL_CTX_set_tlsext_ticket_key_evp_cb`). Encrypting: names

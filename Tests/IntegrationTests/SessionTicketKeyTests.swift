@@ -61,7 +61,7 @@ final class SessionTicketKeyTests: RevocationTestCase {
     func testWithoutTheSettingATicketResumesAfterAReloadButNotAfterARestart() async throws {
         let directory = try makeTemporaryDirectory()
         let gateway = try await startGateway(keyFile: nil, directory: directory)
-        try await gateway.waitForOutput("session tickets: a random key made at start")
+        try await gateway.waitForOutput("session tickets: sessions kept in this process")
         let session = try await ticket(from: gateway)
 
         // SIGHUP, as systemctl reload sends it: a new TLS context, the process's keys kept.
@@ -73,7 +73,28 @@ final class SessionTicketKeyTests: RevocationTestCase {
         await gateway.stop()
         let restarted = try await startGateway(keyFile: nil, directory: directory)
         let afterRestart = try await present(session, to: restarted)
-        XCTAssertTrue(afterRestart.stdout.contains("New, TLSv1.3"), "a new process, new random keys\n\(afterRestart)")
+        XCTAssertTrue(afterRestart.stdout.contains("New, TLSv1.3"), "a new process, an empty session cache\n\(afterRestart)")
+    }
+
+    /// Without a key file the session stays in the gateway and the ticket only names it. A
+    /// device whose connection died (killed: no close_notify from it, the case where a device
+    /// reconnects) still resumes. The ticket means nothing elsewhere: the same bytes on another
+    /// gateway get a full handshake.
+    func testWithoutTheSettingADeviceThatDroppedItsConnectionResumes() async throws {
+        let gateway = try await startGateway(keyFile: nil)
+        let file = try makeTemporaryDirectory().file("dropped.pem")
+        let dropped = try OpenSSLClient(port: gateway.port, pki: pki, device: Self.device, extraArgs: ["-sess_out", file])
+        try await waitUntil(timeout: .seconds(10), "s_client to save the session ticket", details: { dropped.output }) {
+            ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").contains("-----END SSL SESSION PARAMETERS-----")
+        }
+        dropped.process.signal(SIGKILL)
+        _ = try await dropped.process.waitForExit(timeout: .seconds(10))
+
+        let again = try await present(file, to: gateway)
+        XCTAssertTrue(again.stdout.contains("Reused, TLSv1.3"), "after the dropped connection\n\(again)")
+        let other = try await startGateway(keyFile: nil)
+        let elsewhere = try await present(file, to: other)
+        XCTAssertTrue(elsewhere.stdout.contains("New, TLSv1.3"), "another gateway\n\(elsewhere)")
     }
 
     // MARK: Rotation

@@ -94,6 +94,35 @@ final class DeviceStatusStoreContractTests: FleetStoreTestCase {
         }
     }
 
+    /// A miss in memory reads the store only where it can find something: always in a fleet's
+    /// database (another gateway writes there), and in the gateway's own file only once memory
+    /// has let go of an entry (before, everything in the file is in memory too: the read was
+    /// a few percent of a device's first connect for nothing).
+    func testAMissReadsTheStoreOnlyWhereItMayHoldMore() async throws {
+        for (kind, open) in [("sqlite", { try self.openSQLiteStore() as any DeviceStatusStore }),
+                             ("postgres", { try self.openPostgresStore() as any DeviceStatusStore })] {
+            let store = try open(), otherWriter = try open()
+            store.save(status(certID(1), checked: 0))
+            store.flush()
+            let cache = OCSPStatusCache(capacity: 2, store: store)
+            XCTAssertEqual(try cache.loadPersisted(now: now), 1, kind)
+            otherWriter.save(status(certID(2), checked: 10))
+            otherWriter.flush()
+            let written = try await store.status(for: certID(2), now: now)
+            XCTAssertNotNil(written, "\(kind): the row is there")
+            let found = await cache.lookUpInStore(certID(2), now: now, timeout: .seconds(5))
+            XCTAssertEqual(found?.certID, kind == "postgres" ? certID(2) : nil, kind)
+
+            cache.insert(status(certID(3), checked: 20))
+            cache.insert(status(certID(4), checked: 30))  // pushes out the oldest (1, or 2 if found)
+            store.flush()
+            let evicted = kind == "postgres" ? certID(2) : certID(1)
+            XCTAssertNil(cache.lookup(evicted, now: now), kind)
+            let readBack = await cache.lookUpInStore(evicted, now: now, timeout: .seconds(5))
+            XCTAssertEqual(readBack?.certID, evicted, "\(kind): after an eviction the store is read on a miss")
+        }
+    }
+
     /// After an operator's recheck got no answer, the old answer must not come back from the
     /// store on the next miss, even while its deletion is still queued.
     func testAnAnswerTheCacheDiscardedIsNotReadBackFromTheStore() async throws {

@@ -143,4 +143,12 @@ final class ClientSession {
         guard let ticket, length >= 16 else { return [] }
         return Array(UnsafeBufferPointer(start: ticket, count: 16))
     }
+
+    /// How many bytes the ticket holds: a sealed session, or only a name for one kept by the server.
+    var ticketLength: Int {
+        var ticket: UnsafePointer<UInt8>?
+        var length = 0
+        SSL_SESSION_get0_ticket(pointer, &ticket, &length)
+        return length
+    }
 }

@@ -22,7 +22,7 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
             certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
             deviceCABundlePath: pki.path("ca-chain.pem"))
         return try ServerContext(configuration: configuration, material: TLSMaterial.load(configuration),
-                                 ticketKeys: ring, deviceCertificateGate: gate)
+                                 resumption: ring, deviceCertificateGate: gate)
     }
 
     // MARK: Tests
@@ -118,13 +118,6 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
         XCTAssertEqual(lookUp(third), "unknown")
     }
 
-    func testARandomRingHoldsOneFreshKey() {
-        let one = SessionTicketKeyRing.random(), other = SessionTicketKeyRing.random()
-        XCTAssertEqual(one.keys.count, 1)
-        XCTAssertEqual(one.source, .process)
-        XCTAssertNotEqual(one.encryptionKey, other.encryptionKey)
-    }
-
     func testKeysNeverPrintTheirSecret() {
         let secret = first.base64
         let shown = ["\(first)", String(reflecting: first), String(describing: [first]), dumped(first), ring(first).summary]
@@ -142,7 +135,7 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
 }
 
 /// A gate that accepts every chain and answers resumption questions with `allows`.
-private struct ResumptionGate: DeviceCertificateGate {
+struct ResumptionGate: DeviceCertificateGate {
     let allows: Bool
     func immediateVerdict(for chain: [X509Certificate]) -> DeviceCertificateVerdict? { .accept(note: "test") }
     func verdict(for chain: [X509Certificate]) async -> DeviceCertificateVerdict { .accept(note: "test") }
@@ -152,7 +145,7 @@ private struct ResumptionGate: DeviceCertificateGate {
 /// One TLS 1.3 handshake of device-1 with a context, in memory, on this thread (a paused async
 /// job must be resumed on the thread that paused it): the gate's questions are answered as
 /// `OpenSSLHandler` answers them.
-private struct TicketHandshake {
+struct TicketHandshake {
     let resumed: Bool
     /// The session the client keeps afterwards, with the ticket it was given.
     let ticket: ClientSession?
@@ -214,7 +207,7 @@ private struct TicketHandshake {
     }
 }
 
-private struct TicketHandshakeFailure: Error, CustomStringConvertible {
+struct TicketHandshakeFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }

@@ -13,6 +13,7 @@
 static const uint64_t SG_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
 static const uint64_t SG_SSL_OP_CIPHER_SERVER_PREFERENCE = SSL_OP_CIPHER_SERVER_PREFERENCE;
 static const uint64_t SG_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
+static const uint64_t SG_SSL_OP_NO_TICKET = SSL_OP_NO_TICKET;
 static const unsigned long SG_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
 
 long sg_SSL_CTX_set_mode(SSL_CTX *ctx, long mode);

@@ -38,9 +38,9 @@ public final class GatewayGeneration: Sendable {
         serverContext.material.identities.map(\.leaf.sha256Fingerprint)
     }
 
-    /// Which keys encrypt and decrypt session tickets, for the log (never the keys themselves).
+    /// How sessions resume (which keys seal tickets, never the keys themselves), for the log.
     public var sessionTicketKeysSummary: String {
-        serverContext.ticketKeys?.summary ?? "OpenSSL's random keys of this TLS context"
+        serverContext.resumption?.summary ?? "tickets sealed with OpenSSL's random keys of this TLS context"
     }
 
     /// The device CA bundle's certificates by fingerprint, with their subjects.
@@ -52,14 +52,14 @@ public final class GatewayGeneration: Sendable {
 /// Builds generations: at start and for each reload. What must outlive a reload lives here —
 /// the device-status cache (statuses are keyed by CertID, so they stay right whatever the new
 /// configuration says; a reload must not make the whole fleet ask the responder again), and
-/// the session ticket keys used without `tls.session_ticket_keys` (a reload must not end every
+/// the session cache used without `tls.session_ticket_keys` (a reload must not end every
 /// device's resumption).
 public final class GatewayGenerationBuilder: Sendable {
     private let eventLoops: EventLoopGroup
     private let logger: Logger
     private let statusCache = NIOLockedValueBox<OCSPStatusCache?>(nil)
-    /// Made once per process; a key file, when configured, takes their place.
-    private let processTicketKeys = SessionTicketKeyRing.random()
+    /// Made once per process; a key file or the fleet's keys, when configured, take its place.
+    private let processSessions = ServerSessionCache()
     /// `tls.session_ticket_keys: fleet`: started at the first build that asks for it, then kept
     /// (with its ring) for the life of the process, reloads included.
     private let fleetTicketKeys = NIOLockedValueBox<FleetTicketKeys?>(nil)
@@ -81,7 +81,7 @@ public final class GatewayGenerationBuilder: Sendable {
     /// caller loads persisted staples and primes it before the generation serves anyone.
     public func build(_ loaded: LoadedConfiguration) throws -> GatewayGeneration {
         let checker = makeDeviceStatusChecker(loaded)
-        let serverContext = try loaded.serverContext.with(ticketKeys: ticketKeys(loaded), deviceCertificateGate: checker)
+        let serverContext = try loaded.serverContext.with(resumption: resumption(loaded), deviceCertificateGate: checker)
         var stapling: StaplingService?
         let configuration = loaded.configuration
         if configuration.stapling.enabled {
@@ -95,13 +95,14 @@ public final class GatewayGenerationBuilder: Sendable {
                                  stapling: stapling)
     }
 
-    /// The ring `tls.session_ticket_keys` asks for: the process's, the key file's, or the fleet's.
-    private func ticketKeys(_ loaded: LoadedConfiguration) throws -> SessionTicketKeyRing {
+    /// What `tls.session_ticket_keys` asks for: the process's session cache, or tickets sealed
+    /// with the key file's keys or the fleet's.
+    private func resumption(_ loaded: LoadedConfiguration) throws -> any SessionResumption {
         switch loaded.configuration.tls.sessionTicketKeys {
         case .process:
-            return processTicketKeys
+            return processSessions
         case .file:
-            return loaded.sessionTicketKeys ?? processTicketKeys
+            return loaded.sessionTicketKeys ?? processSessions
         case .fleet:
             return try fleetTicketKeys.withLockedValue { started in
                 if let started { return started.ring }
