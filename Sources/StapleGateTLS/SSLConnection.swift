@@ -108,6 +108,10 @@ final class SSLConnection {
         // paused here means this runs elsewhere (the last reference dropped by a verdict task):
         // resuming an async job off its thread crashes, so its small stack is left behind instead.
         if let verdictSlot, verdictSlot.holdsPausedJob { return }
+        // As nginx does: without it, SSL_free marks the session of a connection that ended
+        // without our close_notify (a reset) unresumable, and the device that lost its network
+        // pays a full handshake. A session that saw a fatal alert was dropped when it was sent.
+        SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN)
         SSL_free(ssl)
     }
 

@@ -29,8 +29,9 @@ public final class ServerSessionCache: SessionResumption {
     public let capacity: Int
     private let contents = NIOLockedValueBox(Contents())
 
-    /// OpenSSL's own default cache size: a few megabytes at most, beyond which a device whose
-    /// session was pushed out simply makes a full handshake.
+    /// OpenSSL's own default cache size. Each session holds the device's certificate (shared
+    /// with its connection while that lasts); a device whose session was pushed out makes one
+    /// full handshake.
     public static let defaultCapacity = 20_480
 
     public init(capacity: Int = ServerSessionCache.defaultCapacity) {
@@ -55,6 +56,10 @@ public final class ServerSessionCache: SessionResumption {
     /// Keeps `session` (a reference the cache now owns) under its id, making room first.
     func keep(_ session: OpaquePointer, now: time_t = time(nil)) {
         let id = Self.id(of: session)
+        guard !id.isEmpty else {  // nothing could name it
+            SSL_SESSION_free(session)
+            return
+        }
         var released: [Held] = []
         contents.withLockedValue { contents in
             if let replaced = contents.sessions.updateValue(Held(session: session), forKey: id) {
@@ -132,13 +137,13 @@ public final class ServerSessionCache: SessionResumption {
         return Unmanaged<ServerSessionCache>.fromOpaque(pointer).takeUnretainedValue()
     }
 
-    /// A session to keep: the cache keeps its own copy. The connection's session is marked
-    /// unresumable when the connection ends without our close_notify (a device that lost its
-    /// network), yet that device is the one that reconnects; a ticket would still hold.
+    /// A session to keep: the connection's own, shared with it while it lasts (a copy would
+    /// cost every idle session a kilobyte). `SSLConnection` keeps OpenSSL from marking it
+    /// unresumable when the connection ends without our close_notify.
     static let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
-        guard let cache = cache(of: ssl), let session, let copy = SSL_SESSION_dup(session) else { return 0 }
-        cache.keep(copy)
-        return 0  // OpenSSL's reference stays OpenSSL's
+        guard let cache = cache(of: ssl), let session else { return 0 }
+        cache.keep(session)
+        return 1  // the reference OpenSSL took for this call is the cache's now
     }
 
     /// A device names a session to resume: handed over (with a reference for OpenSSL) only if

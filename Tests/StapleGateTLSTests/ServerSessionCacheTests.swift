@@ -9,15 +9,13 @@ import XCTest
 /// on sessions made here.
 final class ServerSessionCacheTests: SharedPKITestCase {
     private func context(_ cache: ServerSessionCache?, gate: (any DeviceCertificateGate)? = nil) throws -> ServerContext {
-        let configuration = TLSServerConfiguration(
-            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
-            deviceCABundlePath: pki.path("ca-chain.pem"))
-        return try ServerContext(configuration: configuration, material: TLSMaterial.load(configuration),
-                                 resumption: cache, deviceCertificateGate: gate)
+        try serverContext(resumption: cache, gate: gate)
     }
 
     /// One cache serves every context a process builds (a reload); another process's cache
     /// does not know the session. The ticket only names the session: nothing sealed in it.
+    /// Each server connection here is freed without sending close_notify, as after a reset:
+    /// its session still resumes.
     func testASessionResumesOnEveryContextSharingTheCacheAndNowhereElse() throws {
         let cache = ServerSessionCache()
         let issued = try XCTUnwrap(TicketHandshake(context: context(cache), pki: pki).ticket)

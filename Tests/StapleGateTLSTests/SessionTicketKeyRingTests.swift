@@ -18,11 +18,7 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
     }
 
     private func context(_ ring: SessionTicketKeyRing?, gate: (any DeviceCertificateGate)? = nil) throws -> ServerContext {
-        let configuration = TLSServerConfiguration(
-            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
-            deviceCABundlePath: pki.path("ca-chain.pem"))
-        return try ServerContext(configuration: configuration, material: TLSMaterial.load(configuration),
-                                 resumption: ring, deviceCertificateGate: gate)
+        try serverContext(resumption: ring, gate: gate)
     }
 
     // MARK: Tests
@@ -131,6 +127,18 @@ final class SessionTicketKeyRingTests: SharedPKITestCase {
         var text = ""
         dump(value, to: &text)
         return text
+    }
+}
+
+extension SharedPKITestCase {
+    /// The PKI's server certificate with `resumption` (none: OpenSSL's own tickets) and `gate`:
+    /// what a gateway process or a reload builds.
+    func serverContext(resumption: (any SessionResumption)?, gate: (any DeviceCertificateGate)? = nil) throws -> ServerContext {
+        let configuration = TLSServerConfiguration(
+            certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
+            deviceCABundlePath: pki.path("ca-chain.pem"))
+        return try ServerContext(configuration: configuration, material: TLSMaterial.load(configuration),
+                                 resumption: resumption, deviceCertificateGate: gate)
     }
 }
 
