@@ -8,11 +8,11 @@ import NIOConcurrencyHelpers
 /// every key decrypts.
 ///
 /// Used when the keys are shared (a file, or the fleet's): without shared keys the process keeps
-/// the sessions itself (`ServerSessionCache`). A ring from a file never changes. A fleet ring (`tls.session_ticket_keys:
-/// fleet`) is swapped in place by `FleetTicketKeys` whenever the fleet's keys change, so the
-/// `SSL_CTX`s holding it pick the new keys up without a reload; the key callback takes one
-/// snapshot of the keys under a lock held for a copy of one array reference, never waiting on
-/// anything else (the lock is never held across I/O).
+/// the sessions itself (`ServerSessionCache`). A ring from a file never changes. A fleet ring
+/// (`tls.session_ticket_keys: fleet`) is swapped in place by `FleetTicketKeys` whenever the
+/// fleet's keys change, so the `SSL_CTX`s holding it pick the new keys up without a reload; the
+/// key callback takes one snapshot of the keys under a lock held for a copy of one array
+/// reference, never waiting on anything else (the lock is never held across I/O).
 public final class SessionTicketKeyRing: SessionResumption {
     /// Where the keys came from, for the log and `check-config`.
     public enum Source: Sendable, Equatable {
