@@ -33,7 +33,8 @@ public struct TLSServerConfiguration: Sendable, Equatable {
     public var handshakeTimeout: Duration
     /// `tls.session_ticket_keys`: where session ticket keys come from.
     public enum SessionTicketKeys: Sendable, Equatable {
-        /// Not set: a random key of this process (tickets resume across reloads, not restarts).
+        /// Not set: sessions kept in this process (`ServerSessionCache`; tickets only name them,
+        /// and resume across reloads, not restarts).
         case process
         /// A key file (`SessionTicketKeyFile`) shared by every gateway given it.
         case file(String)
