@@ -44,7 +44,7 @@ struct RunCommand: AsyncParsableCommand {
         let fleetDatabase = try openFleetDatabase(loaded.configuration, logger: logger)
         let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger, fleetDatabase: fleetDatabase)
         let generation = try builder.build(loaded)
-        logger.notice("session tickets: \(generation.sessionTicketKeysSummary)")
+        logger.notice("session tickets: \(generation.resumptionSummary)")
         if let stapling = generation.stapling {
             // Before the listener opens: the first handshake after a start is stapled too.
             await stapling.loadPersisted()

@@ -149,7 +149,7 @@ public final class OCSPStatusCache: Sendable {
         let stored = all.prefix(capacity)
         return lru.withLockedValue { lru in
             // Rows left out stay findable on a miss; if none were, a miss need not look there.
-            if all.count <= capacity, lru.evictions == 0 { lru.storeMayHoldMore = false }
+            lru.warmedWithEveryRow = all.count <= capacity
             var loaded = 0
             // Oldest first, so that the most recently checked ends up the most recently used.
             for status in stored.reversed() {
@@ -187,11 +187,12 @@ private struct LRU: Sendable {
     var discarded: Set<CertID> = []
     var newest = LRU.none
     var oldest = LRU.none
-    /// Entries pushed out to make room (their rows stay in the store).
-    var evictions = 0
-    /// Whether the store may hold valid rows memory does not: until the start's warm-up has
-    /// loaded them all, and again once anything has been pushed out.
-    var storeMayHoldMore = true
+    /// The start's warm-up loaded every valid row of the store.
+    var warmedWithEveryRow = false
+    /// An entry was pushed out to make room (its row stays in the store).
+    var evicted = false
+    /// Whether the store may hold valid rows memory does not.
+    var storeMayHoldMore: Bool { !warmedWithEveryRow || evicted }
 
     init(capacity: Int) {
         self.capacity = capacity
@@ -210,8 +211,7 @@ private struct LRU: Sendable {
         }
         while slots.count >= capacity, oldest != LRU.none {
             remove(slot: oldest)
-            evictions += 1
-            storeMayHoldMore = true
+            evicted = true
         }
         let slot: Int
         if let reused = freeSlots.popLast() {

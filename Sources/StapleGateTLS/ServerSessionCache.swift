@@ -86,20 +86,15 @@ public final class ServerSessionCache: SessionResumption {
     /// The session named `id` with a reference for the caller, or nil (unknown, or expired:
     /// then dropped).
     func find(_ id: [UInt8], now: time_t = time(nil)) -> OpaquePointer? {
-        let expired: Held? = contents.withLockedValue { contents in
-            guard let held = contents.sessions[id], Self.hasExpired(held.session, now: now) else { return nil }
-            return contents.sessions.removeValue(forKey: id)
-        }
-        if let expired {
-            SSL_SESSION_free(expired.session)
-            return nil
-        }
-        return contents.withLockedValue { contents in
+        let (found, expired): (OpaquePointer?, Held?) = contents.withLockedValue { contents in
+            guard let held = contents.sessions[id] else { return (nil, nil) }
+            if Self.hasExpired(held.session, now: now) { return (nil, contents.sessions.removeValue(forKey: id)) }
             // Referenced under the lock: another thread may push it out right after.
-            guard let held = contents.sessions[id] else { return nil }
             SSL_SESSION_up_ref(held.session)
-            return held.session
+            return (held.session, nil)
         }
+        if let expired { SSL_SESSION_free(expired.session) }  // the cache's reference, outside the lock
+        return found
     }
 
     private static func hasExpired(_ session: OpaquePointer, now: time_t) -> Bool {

@@ -135,20 +135,20 @@ final class ClientSession {
     init(taking pointer: OpaquePointer) { self.pointer = pointer }
     deinit { SSL_SESSION_free(pointer) }
 
-    /// The ticket's first 16 bytes: the name of the key that encrypted it (RFC 5077 §4).
-    var ticketKeyName: [UInt8] {
+    /// The ticket as received: a sealed session, or only a name for one kept by the server.
+    var ticket: [UInt8] {
         var ticket: UnsafePointer<UInt8>?
         var length = 0
         SSL_SESSION_get0_ticket(pointer, &ticket, &length)
-        guard let ticket, length >= 16 else { return [] }
-        return Array(UnsafeBufferPointer(start: ticket, count: 16))
+        guard let ticket else { return [] }
+        return Array(UnsafeBufferPointer(start: ticket, count: length))
     }
 
-    /// How many bytes the ticket holds: a sealed session, or only a name for one kept by the server.
-    var ticketLength: Int {
-        var ticket: UnsafePointer<UInt8>?
-        var length = 0
-        SSL_SESSION_get0_ticket(pointer, &ticket, &length)
-        return length
+    /// The ticket's first 16 bytes: the name of the key that encrypted it (RFC 5077 §4).
+    var ticketKeyName: [UInt8] {
+        let ticket = self.ticket
+        return ticket.count >= 16 ? Array(ticket.prefix(16)) : []
     }
+
+    var ticketLength: Int { ticket.count }
 }

@@ -39,7 +39,7 @@ public final class GatewayGeneration: Sendable {
     }
 
     /// How sessions resume (which keys seal tickets, never the keys themselves), for the log.
-    public var sessionTicketKeysSummary: String {
+    public var resumptionSummary: String {
         serverContext.resumption?.summary ?? "tickets sealed with OpenSSL's random keys of this TLS context"
     }
 

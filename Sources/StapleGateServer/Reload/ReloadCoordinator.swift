@@ -108,7 +108,7 @@ public final class ReloadCoordinator: Service, Sendable {
         let certificates = newCertificates.isEmpty ? "same server certificates" : "\(newCertificates.count) new server certificate(s)"
         return ReloadOutcome(
             applied: true,
-            message: "configuration reloaded from \(configPath): \(certificates), \(loaded.tlsMaterial.deviceCAs.count) device CA certificates, session tickets: \(next.sessionTicketKeysSummary); new connections use it, open sessions are untouched",
+            message: "configuration reloaded from \(configPath): \(certificates), \(loaded.tlsMaterial.deviceCAs.count) device CA certificates, session tickets: \(next.resumptionSummary); new connections use it, open sessions are untouched",
             warnings: warnings)
     }
 
