@@ -45,6 +45,7 @@ struct RunCommand: AsyncParsableCommand {
         let builder = GatewayGenerationBuilder(eventLoops: eventLoops, logger: logger, fleetDatabase: fleetDatabase)
         let generation = try builder.build(loaded)
         logger.notice("session tickets: \(generation.resumptionSummary)")
+        logger.notice("device chains verified \(generation.deviceChainSummary)")
         if let stapling = generation.stapling {
             // Before the listener opens: the first handshake after a start is stapled too.
             await stapling.loadPersisted()

@@ -73,9 +73,13 @@ final class HandshakeVerdictSlot {
         SSL_get_ex_data(ssl, exDataIndex).map { Unmanaged<HandshakeVerdictSlot>.fromOpaque($0).takeUnretainedValue() }
     }
 
-    /// Replaces OpenSSL's chain verification: verifies as usual, then waits for the gate.
-    static let certificateVerifyCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { storeContext, _ in
-        guard let storeContext, X509_verify_cert(storeContext) == 1 else { return 0 }
+    /// Replaces OpenSSL's chain verification: verifies as usual (from the issuing CA up when
+    /// `argument` holds the bundle's `VerifiedIntermediatePaths`), then waits for the gate.
+    static let certificateVerifyCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { storeContext, argument in
+        guard let storeContext else { return 0 }
+        let verified = argument.map { Unmanaged<VerifiedIntermediatePaths>.fromOpaque($0).takeUnretainedValue().verify(storeContext) }
+            ?? X509_verify_cert(storeContext)
+        guard verified == 1 else { return 0 }
         guard let sslPointer = X509_STORE_CTX_get_ex_data(storeContext, SSL_get_ex_data_X509_STORE_CTX_idx()),
               let slot = slot(of: OpaquePointer(sslPointer)) else { return 1 }
         let answer = slot.pauseForAnswer(.awaitingChainVerdict(X509_STORE_CTX_get1_chain(storeContext)))

@@ -28,6 +28,10 @@ public final class ServerContext: @unchecked Sendable {
     /// `SSL_CTX` alone (a check of the settings, tests); the gateway always gives one, so that
     /// sessions outlive the context (reloads) and, with a shared key file, the process.
     public let resumption: (any SessionResumption)?
+    /// The device CA bundle's intermediates verified to their roots at load, so that handshakes
+    /// verify device chains from the issuing CA up; or why every handshake verifies the full chain.
+    /// Set once in init, after the store is filled.
+    private(set) var intermediatePaths: Result<VerifiedIntermediatePaths, VerifiedIntermediatePaths.Ineligibility> = .failure(.noIntermediates)
     /// The ticket keys, when sessions resume from sealed tickets.
     public var ticketKeys: SessionTicketKeyRing? { resumption as? SessionTicketKeyRing }
 
@@ -43,9 +47,21 @@ public final class ServerContext: @unchecked Sendable {
         self.deviceCertificateGate = deviceCertificateGate
         self.resumption = resumption
         try configure()
+        intermediatePaths = VerifiedIntermediatePaths.build(for: context, deviceCAs: material.deviceCAs,
+                                                            verifyDepth: configuration.verifyDepth)
         installStatusCallback()
         resumption?.install(on: context)
-        if deviceCertificateGate != nil { installDeviceCertificateGate() }
+        installCertificateVerification()
+    }
+
+    /// How device chains are verified, for the start log.
+    public var deviceChainSummary: String {
+        switch intermediatePaths {
+        case let .success(paths):
+            "from the issuing CA up; \(paths.paths.count) bundle intermediate(s) verified to their roots at load"
+        case let .failure(reason):
+            "in full on every handshake (\(reason))"
+        }
     }
 
     /// The same configuration and material, with `gate` judging device certificates.
@@ -122,8 +138,14 @@ public final class ServerContext: @unchecked Sendable {
         ERR_clear_error()  // a CA listed twice in the bundle is harmless
     }
 
-    private func installDeviceCertificateGate() {
-        SSL_CTX_set_cert_verify_callback(context, HandshakeVerdictSlot.certificateVerifyCallback, nil)
+    private func installCertificateVerification() {
+        // Unretained: every SSL made from this context holds the context (SSLConnection.context).
+        let paths = try? intermediatePaths.get()
+        if paths != nil || deviceCertificateGate != nil {
+            SSL_CTX_set_cert_verify_callback(context, HandshakeVerdictSlot.certificateVerifyCallback,
+                                             paths.map { Unmanaged.passUnretained($0).toOpaque() })
+        }
+        guard deviceCertificateGate != nil else { return }
         if let resumption {
             resumption.gate(on: context)
         } else {

@@ -159,6 +159,8 @@ struct TicketHandshake {
     let ticket: ClientSession?
     /// What the gate was asked, in order: "chain", "resumption".
     let questions: [String]
+    /// The common names of each chain the gate was asked about, leaf first.
+    let chains: [[String]]
 
     init(context: ServerContext, pki: TestPKI, offering session: ClientSession? = nil,
          file: StaticString = #filePath, line: UInt = #line) throws {
@@ -167,6 +169,7 @@ struct TicketHandshake {
         if let session { client.offer(session) }
         let server = try XCTUnwrap(SSLConnection(context: context))
         var questions: [String] = []
+        var chains: [[String]] = []
         var (clientDone, serverDone) = (false, false)
         var rounds = 0
         while !(clientDone && serverDone), rounds < 20 {
@@ -186,8 +189,9 @@ struct TicketHandshake {
                 case .wantRead: break serverLoop
                 case let .paused(question):
                     switch question {
-                    case .chain?:
+                    case let .chain(chain)?:
                         questions.append("chain")
+                        chains.append(chain.map { $0.commonName ?? $0.subject })
                         server.answer(.accept(note: "test"))
                     case let .resumption(certificate)?:
                         questions.append("resumption")
@@ -212,6 +216,7 @@ struct TicketHandshake {
         // treats a connection that just stopped as possibly tampered with.
         client.shutdown()
         self.questions = questions
+        self.chains = chains
     }
 }
 

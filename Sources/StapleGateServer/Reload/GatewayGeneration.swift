@@ -38,6 +38,9 @@ public final class GatewayGeneration: Sendable {
         serverContext.material.identities.map(\.leaf.sha256Fingerprint)
     }
 
+    /// How device chains are verified (from the issuing CA up, or in full and why), for the log.
+    public var deviceChainSummary: String { serverContext.deviceChainSummary }
+
     /// How sessions resume (which keys seal tickets, never the keys themselves), for the log.
     public var resumptionSummary: String {
         serverContext.resumption?.summary ?? "tickets sealed with OpenSSL's random keys of this TLS context"
