@@ -57,9 +57,15 @@ public struct OCSPVerificationPolicy: Sendable {
     /// How old a response without nextUpdate may be (RFC 5019 §4 leaves this to local policy).
     public var maximumAgeWithoutNextUpdate: Duration = .seconds(7 * 24 * 3600)
 
-    public init(issuer: X509Certificate, clockSkew: Duration = .seconds(300)) {
+    /// Where the certificates responses carry are decoded once; nil: each response is parsed
+    /// whole, as OpenSSL does (the same verdicts, at the cost of decoding them every time).
+    public var responderCertificates: ResponderCertificates?
+
+    public init(issuer: X509Certificate, clockSkew: Duration = .seconds(300),
+                responderCertificates: ResponderCertificates? = .shared) {
         self.issuer = issuer
         self.clockSkew = clockSkew
+        self.responderCertificates = responderCertificates
     }
 
     /// Checks, in this order: DER, responder status, basic response, signature and signer,
@@ -92,10 +98,10 @@ public struct OCSPVerificationPolicy: Sendable {
         guard status == OCSP_RESPONSE_STATUS_SUCCESSFUL else {
             return .failure(.responderStatus(OCSPFields.responseStatusName(status)))
         }
-        guard let basic = OCSP_response_get1_basic(response) else { return .failure(.notBasicResponse) }
+        guard let (basic, carried) = basicResponse(der, of: response) else { return .failure(.notBasicResponse) }
         defer { OCSP_BASICRESP_free(basic) }
 
-        if let rejection = verifySigner(basic) { return .failure(rejection) }
+        if let rejection = verifySigner(basic, carried: carried) { return .failure(rejection) }
 
         let single: SingleResponse
         switch SingleResponse.find(certID, in: basic) {
@@ -134,9 +140,30 @@ public struct OCSPVerificationPolicy: Sendable {
             responderID: OCSPFields.responderID(basic) ?? "(unreadable responder ID)"))
     }
 
+    /// The basic response, parsed without the certificates it carries, each of which comes
+    /// decoded from `responderCertificates`; or, for anything `BasicResponseParts` does not
+    /// take apart, parsed whole as OpenSSL does (then `carried` is empty: they are inside).
+    private func basicResponse(_ der: [UInt8], of response: OpaquePointer) -> (basic: OpaquePointer, carried: [X509Certificate])? {
+        if let responderCertificates, let parts = BasicResponseParts.split(der) {
+            let carried = parts.certificates.compactMap { responderCertificates.certificate($0) }
+            let basic = parts.withoutCertificates.withUnsafeBufferPointer { buffer -> OpaquePointer? in
+                guard let base = buffer.baseAddress else { return nil }
+                var cursor: UnsafePointer<UInt8>? = base
+                let basic = d2i_OCSP_BASICRESP(nil, &cursor, buffer.count)
+                guard cursor == base + buffer.count else { OCSP_BASICRESP_free(basic); return nil }
+                return basic
+            }
+            if let basic, carried.count == parts.certificates.count { return (basic, carried) }
+            OCSP_BASICRESP_free(basic)
+            ERR_clear_error()
+        }
+        return OCSP_response_get1_basic(response).map { ($0, []) }
+    }
+
     /// Signature and signer authorization (RFC 6960 §4.2.2.2): the issuer itself, or a
-    /// certificate the issuer issued with id-kp-OCSPSigning. Nil when acceptable.
-    private func verifySigner(_ basic: OpaquePointer) -> OCSPRejection? {
+    /// certificate the issuer issued with id-kp-OCSPSigning. `carried`: the response's own
+    /// certificates, when parsed apart from it. Nil when acceptable.
+    private func verifySigner(_ basic: OpaquePointer, carried: [X509Certificate]) -> OCSPRejection? {
         guard let store = X509_STORE_new() else { return .signatureInvalid("not checked: X509_STORE_new failed") }
         defer { X509_STORE_free(store) }
         // The issuer is the only trust anchor: RFC 6960 lets only the issuer, or a responder it
@@ -153,9 +180,15 @@ public struct OCSPVerificationPolicy: Sendable {
 
         // The issuer as an extra certificate: a response signed by the issuer itself usually
         // carries no certificates, and OpenSSL looks for the signer only in these two places.
+        // The response's own certificates, when parsed apart, come after it: OpenSSL looks for
+        // the signer here first and in the response second, so the issuer is still found before
+        // anything the response carries, and the untrusted set for the signer's chain is the
+        // same certificates.
         guard let extra = sg_sk_X509_new_null() else { return .signatureInvalid("not checked: out of memory") }
-        defer { sg_sk_X509_free(extra) }  // the stack only: `issuer` keeps its certificate
-        guard sg_sk_X509_push(extra, issuer.pointer) > 0 else { return .signatureInvalid("not checked: out of memory") }
+        defer { sg_sk_X509_free(extra) }  // the stack only: `carried` and `issuer` keep theirs
+        for certificate in [issuer] + carried where sg_sk_X509_push(extra, certificate.pointer) <= 0 {
+            return .signatureInvalid("not checked: out of memory")
+        }
 
         // NOEXPLICIT: otherwise, when the signer is neither the issuer nor delegated by it, OpenSSL
         // still accepts it if the chain's top certificate carries auxiliary trust for OCSP signing

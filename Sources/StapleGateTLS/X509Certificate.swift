@@ -8,7 +8,7 @@ public final class X509Certificate: @unchecked Sendable {
     package let pointer: OpaquePointer
 
     /// Takes ownership of `pointer`.
-    init(taking pointer: OpaquePointer) {
+    package init(taking pointer: OpaquePointer) {
         self.pointer = pointer
     }
 
@@ -145,7 +145,7 @@ public final class X509Certificate: @unchecked Sendable {
 /// A parsed private key.
 public final class PrivateKey: @unchecked Sendable {
     package let pointer: OpaquePointer
-    init(taking pointer: OpaquePointer) { self.pointer = pointer }
+    package init(taking pointer: OpaquePointer) { self.pointer = pointer }
     deinit { EVP_PKEY_free(pointer) }
 
     public func matches(_ certificate: X509Certificate) -> Bool {
