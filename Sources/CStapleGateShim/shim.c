@@ -20,6 +20,7 @@ X509 *sg_sk_X509_value(const STACK_OF(X509) *stack, int index) { return sk_X509_
 void sg_sk_X509_pop_free(STACK_OF(X509) *stack) { sk_X509_pop_free(stack, X509_free); }
 
 void sg_sk_X509_free(STACK_OF(X509) *stack) { sk_X509_free(stack); }
+X509 *sg_sk_X509_pop(STACK_OF(X509) *stack) { return sk_X509_pop(stack); }
 long sg_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_return(bio, value); }
 
 void sg_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }

@@ -142,6 +142,7 @@ final class SSLConnection {
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             if verdictSlot != nil { _ = sg_SSL_clear_mode(ssl, Int(SSL_MODE_ASYNC)) }
+            if role == .server, SSL_session_reused(ssl) == 0 { releaseSentChain() }
             return .complete
         }
         switch SSL_get_error(ssl, result) {
@@ -153,6 +154,18 @@ final class SSLConnection {
         default:
             return .failed(failure(operation: "SSL_do_handshake"))
         }
+    }
+
+    /// Frees the certificates a device sent besides its own (its issuing CA, usually): OpenSSL
+    /// parsed them to build the chain and keeps them in the session for as long as the session
+    /// lives, though the verified chain holds its own references (the bundle's copies, as a rule)
+    /// and nothing reads them again. One parsed CA certificate per idle session.
+    /// Race-free: a new session is reachable by another connection only through the ticket or
+    /// session id this handshake's output hands the device, not sent before this returns; a
+    /// resumed one is shared with the cache and left alone.
+    private func releaseSentChain() {
+        guard let sent = SSL_get_peer_cert_chain(ssl) else { return }
+        while let certificate = sg_sk_X509_pop(sent) { X509_free(certificate) }
     }
 
     /// A job's fibre returns to the stack of the thread that paused it: resumed from any other
@@ -274,6 +287,9 @@ final class SSLConnection {
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
     var cipher: String { SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? "" }
     var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
+
+    /// How many certificates the peer sent besides its own the session still holds.
+    var peerChainCount: Int { SSL_get_peer_cert_chain(ssl).map { Int(sg_sk_X509_num($0)) } ?? 0 }
     var peerCertificate: X509Certificate? {
         SSL_get0_peer_certificate(ssl).map { X509Certificate(borrowing: $0) }
     }

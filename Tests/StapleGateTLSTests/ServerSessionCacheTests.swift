@@ -42,6 +42,21 @@ final class ServerSessionCacheTests: SharedPKITestCase {
         XCTAssertEqual(refused.questions, ["resumption", "chain"])
     }
 
+    /// The issuing CA a device sends with its certificate served only to build the chain: the
+    /// session does not keep it, and the session still resumes, asking the gate about the device.
+    func testTheCertificatesADeviceSentBesidesItsOwnAreNotKept() throws {
+        let cache = ServerSessionCache()
+        let gate = ResumptionGate(allows: true)
+        // The test client sends the whole file (SSL_CTX_use_certificate_chain_file).
+        XCTAssertEqual(try PEMFile.certificateChain(at: pki.path("device-1.pem")).count, 2, "negative control")
+        let first = try TicketHandshake(context: context(cache, gate: gate), pki: pki)
+        XCTAssertEqual(first.sentChainAfterwards, 0)
+        XCTAssertEqual(first.chains.first?.count, 3, "the verified chain is whole")
+        let again = try TicketHandshake(context: context(cache, gate: gate), pki: pki, offering: XCTUnwrap(first.ticket))
+        XCTAssertTrue(again.resumed)
+        XCTAssertEqual(again.questions, ["resumption"])
+    }
+
     /// At capacity the oldest session goes: its device makes a full handshake, the newer ones resume.
     func testAtCapacityTheOldestSessionMakesRoom() throws {
         let cache = ServerSessionCache(capacity: 2)

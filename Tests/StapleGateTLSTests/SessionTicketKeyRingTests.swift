@@ -161,6 +161,9 @@ struct TicketHandshake {
     let questions: [String]
     /// The common names of each chain the gate was asked about, leaf first.
     let chains: [[String]]
+    /// How many certificates the device sent besides its own the server's session holds once
+    /// the handshake is done.
+    let sentChainAfterwards: Int
 
     init(context: ServerContext, pki: TestPKI, offering session: ClientSession? = nil,
          file: StaticString = #filePath, line: UInt = #line) throws {
@@ -217,6 +220,7 @@ struct TicketHandshake {
         client.shutdown()
         self.questions = questions
         self.chains = chains
+        sentChainAfterwards = server.peerChainCount
     }
 }
 

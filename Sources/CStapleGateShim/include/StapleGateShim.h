@@ -30,6 +30,7 @@ X509 *sg_sk_X509_value(const STACK_OF(X509) *stack, int index);
 void sg_sk_X509_pop_free(STACK_OF(X509) *stack);
 /// Frees the stack only; the certificates it points to stay owned elsewhere.
 void sg_sk_X509_free(STACK_OF(X509) *stack);
+X509 *sg_sk_X509_pop(STACK_OF(X509) *stack);
 
 /// A memory BIO that is empty says "try again" (-1) rather than end-of-file (0).
 long sg_BIO_set_mem_eof_return(BIO *bio, long value);
