@@ -90,6 +90,23 @@ final class VerifiedIntermediatePathsTests: SharedPKITestCase {
         XCTAssertEqual(shortcut, full)
     }
 
+    /// The intermediate itself expires first: OpenSSL checks an anchor's validity too, so the
+    /// chain ended there is refused as the full one is.
+    func testPastTheIntermediatesValidityTheDeviceIsRefused() throws {
+        let context = try serving("long")
+        let paths = try context.intermediatePaths.get()
+        let intermediate = try XCTUnwrap(paths.paths.first?.intermediate.notAfter)
+        let later = time_t(intermediate.timeIntervalSince1970) + 60
+        XCTAssertLessThan(later, paths.validUntil, "the root is still valid then")
+        let within = try verify(context, "long-device", at: time(nil)) { paths.verify($0) }
+        XCTAssertTrue(within.verified, "negative control")
+        let full = try verify(context, "long-device", at: later) { X509_verify_cert($0) }
+        let shortcut = try verify(context, "long-device", at: later) { paths.verify($0, now: later) }
+        XCTAssertFalse(full.verified)
+        XCTAssertEqual(full.error, X509_V_ERR_CERT_HAS_EXPIRED)
+        XCTAssertEqual(shortcut, full)
+    }
+
     // MARK: Bundles that turn it off: verified in full, as before
 
     func testBundlesWhoseRootsSayMoreAreVerifiedInFull() throws {
@@ -241,9 +258,9 @@ final class VerifiedIntermediatePathsTests: SharedPKITestCase {
             EOF
             key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
             root() { key "$1"; openssl req -x509 -new -key "$1.key" -subj "/CN=$1" -days "${3:-30}" -config ext.cnf -extensions "$2" -out "$1.pem"; }
-            issue() { # name issuer section
+            issue() { # name issuer section [days]
               key "$1"; openssl req -new -key "$1.key" -subj "/CN=$1" -config ext.cnf -out "$1.csr"
-              openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -days 30 \\
+              openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -days "${4:-30}" \\
                 -extfile ext.cnf -extensions "$3" -out "$1.pem" 2>/dev/null
             }
             for family in plain pathlen0 pathlen1 nc eku; do
@@ -261,6 +278,10 @@ final class VerifiedIntermediatePathsTests: SharedPKITestCase {
             root short-root root 10
             issue short-int short-root ca
             issue short-device short-int device
+            # An intermediate that expires before its root.
+            root long-root root 30
+            issue long-int long-root ca 10
+            issue long-device long-int device
             """)
         let process = try ManagedProcess("/bin/bash", [script])
         let status = try process.waitForExitBlocking(timeout: .seconds(120))
