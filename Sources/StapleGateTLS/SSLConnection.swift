@@ -160,9 +160,11 @@ final class SSLConnection {
     /// parsed them to build the chain and keeps them in the session for as long as the session
     /// lives, though the verified chain holds its own references (the bundle's copies, as a rule)
     /// and nothing reads them again. One parsed CA certificate per idle session.
-    /// Race-free: a new session is reachable by another connection only through the ticket or
-    /// session id this handshake's output hands the device, not sent before this returns; a
-    /// resumed one is shared with the cache and left alone.
+    /// Race-free: a TLS 1.3 session is reachable by another connection only through the ticket
+    /// in this handshake's last output, sent after this returns; a TLS 1.2 session id is known
+    /// earlier, but OpenSSL resuming it (on another thread, from the cache) uses the session as
+    /// it is and reads only the device's own certificate, never this stack. A resumed session
+    /// is shared with the cache and left alone.
     private func releaseSentChain() {
         guard let sent = SSL_get_peer_cert_chain(ssl) else { return }
         while let certificate = sg_sk_X509_pop(sent) { X509_free(certificate) }
