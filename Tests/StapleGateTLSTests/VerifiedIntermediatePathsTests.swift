@@ -79,15 +79,7 @@ final class VerifiedIntermediatePathsTests: SharedPKITestCase {
     /// the shortcut steps aside and the full verification refuses, as it would have without it.
     func testPastARootsValidityTheFullChainIsVerifiedAgain() throws {
         let context = try serving("short")
-        let paths = try context.intermediatePaths.get()
-        let later = paths.validUntil + 60
-        let within = try verify(context, "short-device", at: time(nil)) { paths.verify($0) }
-        XCTAssertEqual(within.verified, true, "negative control")
-        let full = try verify(context, "short-device", at: later) { X509_verify_cert($0) }
-        let shortcut = try verify(context, "short-device", at: later) { paths.verify($0, now: later) }
-        XCTAssertFalse(full.verified)
-        XCTAssertEqual(full.error, X509_V_ERR_CERT_HAS_EXPIRED)
-        XCTAssertEqual(shortcut, full)
+        try assertRefusedBothWays(context, "short-device", at: context.intermediatePaths.get().validUntil + 60)
     }
 
     /// The intermediate itself expires first: OpenSSL checks an anchor's validity too, so the
@@ -98,13 +90,21 @@ final class VerifiedIntermediatePathsTests: SharedPKITestCase {
         let intermediate = try XCTUnwrap(paths.paths.first?.intermediate.notAfter)
         let later = time_t(intermediate.timeIntervalSince1970) + 60
         XCTAssertLessThan(later, paths.validUntil, "the root is still valid then")
-        let within = try verify(context, "long-device", at: time(nil)) { paths.verify($0) }
-        XCTAssertTrue(within.verified, "negative control")
-        let full = try verify(context, "long-device", at: later) { X509_verify_cert($0) }
-        let shortcut = try verify(context, "long-device", at: later) { paths.verify($0, now: later) }
-        XCTAssertFalse(full.verified)
-        XCTAssertEqual(full.error, X509_V_ERR_CERT_HAS_EXPIRED)
-        XCTAssertEqual(shortcut, full)
+        try assertRefusedBothWays(context, "long-device", at: later)
+    }
+
+    /// Accepted now (the negative control); at `later`, refused as expired by the full
+    /// verification and by the shortcut alike.
+    private func assertRefusedBothWays(_ context: ServerContext, _ device: String, at later: time_t,
+                                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let paths = try context.intermediatePaths.get()
+        let within = try verify(context, device, at: time(nil)) { paths.verify($0) }
+        XCTAssertTrue(within.verified, "negative control", file: file, line: line)
+        let full = try verify(context, device, at: later) { X509_verify_cert($0) }
+        let shortcut = try verify(context, device, at: later) { paths.verify($0, now: later) }
+        XCTAssertFalse(full.verified, file: file, line: line)
+        XCTAssertEqual(full.error, X509_V_ERR_CERT_HAS_EXPIRED, file: file, line: line)
+        XCTAssertEqual(shortcut, full, file: file, line: line)
     }
 
     // MARK: Bundles that turn it off: verified in full, as before
