@@ -95,8 +95,8 @@ final class VerifiedIntermediatePaths: @unchecked Sendable {
                 let pathLength = X509_get_pathlen(parent.pointer)
                 if pathLength >= 0 { allowance = min(allowance, pathLength - notSelfIssuedBelow) }
                 if X509_get_extension_flags(parent.pointer) & UInt32(EXFLAG_SI) == 0 { notSelfIssuedBelow += 1 }
-                guard let from = seconds(X509_get0_notBefore(parent.pointer)),
-                      let until = seconds(X509_get0_notAfter(parent.pointer)) else {
+                guard let from = parent.notBefore.map({ time_t($0.timeIntervalSince1970) }),
+                      let until = parent.notAfter.map({ time_t($0.timeIntervalSince1970) }) else {
                     return .failure(.constrainedParent(subject: intermediate.subject, parent: parent.subject, what: "an unreadable validity"))
                 }
                 validFrom = max(validFrom, from)
@@ -149,13 +149,6 @@ final class VerifiedIntermediatePaths: @unchecked Sendable {
         return nil
     }
 
-    private static func seconds(_ time: UnsafePointer<ASN1_TIME>?) -> time_t? {
-        guard let time else { return nil }
-        var parts = tm()
-        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return nil }
-        return timegm(&parts)
-    }
-
     // MARK: In the handshake (inside OpenSSL's async job, on its small stack: keep it light)
 
     /// Verifies the device chain in `storeContext` as `X509_verify_cert` would, ending it at a
@@ -169,10 +162,11 @@ final class VerifiedIntermediatePaths: @unchecked Sendable {
         guard let chain = X509_STORE_CTX_get0_chain(storeContext) else { return 0 }
         let count = Int(sg_sk_X509_num(chain))
         guard count > 0, let anchor = sg_sk_X509_value(chain, Int32(count - 1)) else { return 0 }
+        // Ended at a root (never one of `paths`, which are the bundle's other certificates): the
+        // chain is the full one already.
+        if X509_get_extension_flags(anchor) & UInt32(EXFLAG_SS) != 0 { return 1 }
         guard let path = paths.first(where: { $0.intermediate.pointer == anchor })
             ?? paths.first(where: { X509_cmp($0.intermediate.pointer, anchor) == 0 }) else {
-            // Ended at a root: the chain is the full one already.
-            if X509_get_extension_flags(anchor) & UInt32(EXFLAG_SS) != 0 { return 1 }
             // Only bundle certificates end a chain, and each is a root or has a path: not reached.
             return fail(storeContext, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, depth: count - 1)
         }
