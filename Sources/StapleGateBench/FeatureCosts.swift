@@ -22,75 +22,62 @@ extension Measurer {
         throw BenchFailure("StapleGate (\(front.process.logPath)) \(missing.joined(separator: " and ")) 10 s after start, "
             + "though its certificates name the bench's responder:\n\(front.process.logTail())")
     }
-
-    /// Full handshakes on a StapleGate whose device answer is cached; warns when some were not
-    /// cache hits after all (the figure is then not the cache-hit figure it claims to be).
-    func cacheHitHandshakes(_ front: RunningFront, label: String) throws -> HandshakeResult {
-        let before = try front.adminPort.map { try AdminMetrics.scrape(port: $0) }
-        let result = try handshakes(front, resume: false, label: label)
-        if let adminPort = front.adminPort, let before {
-            let after = try AdminMetrics.scrape(port: adminPort)
-            let misses = (after[AdminMetrics.cacheMisses] ?? 0) - (before[AdminMetrics.cacheMisses] ?? 0)
-            if misses > 0 { log("    warning: \(Int(misses)) device-OCSP cache misses during \(label), which should all be hits") }
-        }
-        return result
-    }
 }
 
-/// The feature-cost figures of one run (StapleGate only): the defaults' full-handshake CPU, then
-/// the same with one feature off or on its slow path, each on a fresh gateway. The defaults figure
-/// is measured again here, just before its variants, so each difference is between neighbours in
-/// time rather than minutes apart.
+/// The feature-cost figures of one run (StapleGate only): the defaults' full-handshake CPU, and
+/// the same with one feature off or on its slow path; then the stripped configuration's device-OCSP
+/// paths. Every gateway runs at once and they are measured in alternation
+/// (`Measurer.interleavedHandshakes`): a cost of a few % is a difference between neighbours in
+/// time, not between minutes on a machine whose speed drifts by more than that.
 struct FeatureMeasurer {
     let measurer: Measurer
     let environment: BenchEnvironment
     let log: (String) -> Void
 
+    /// The gateways, in the order they are measured in each round.
+    private static let profiles: [(StapleGateProfile, FeatureFigure)] = [
+        (.defaults(.asShipped), .defaultsCPU), (.defaults(.traceOff), .traceOffCPU), (.defaults(.deviceOCSPOff), .deviceOCSPOffCPU),
+        (.defaults(.firstConnect), .firstConnectCPU), (.stripped(.off), .strippedOffCPU), (.stripped(.cacheHit), .strippedCacheHitCPU),
+        (.stripped(.firstConnect), .strippedFirstConnectCPU),
+    ]
+
     func measure(run: Int, into samples: inout BenchSamples) throws {
-        let defaults = try handshakeCPU(.defaults(.asShipped), label: "run\(run)-features-defaults")
-        samples.add(BenchSamples.featuresGroup, FeatureFigure.defaultsCPU.rawValue, defaults.cpuMicroseconds)
-        log("  defaults: \(Int(defaults.cpuMicroseconds)) µs CPU per full handshake")
+        var fronts: [RunningFront] = []
+        defer { fronts.forEach { $0.stop() } }
+        var subjects: [HandshakeSubject] = []
+        for (profile, _) in Self.profiles {
+            let front = try environment.startStapleGate(profile)
+            fronts.append(front)
+            // Warmed, the first-connect variants too: the warm-up's lookup is then not in the
+            // figure, and the checks see the responder asked.
+            let asksResponder = if case .defaults(let variant) = profile { variant.asksResponder } else { true }
+            try measurer.prepare(front, asksResponder: asksResponder)
+            let firstConnect = switch profile {
+            case .defaults(.firstConnect), .stripped(.firstConnect): true
+            default: false
+            }
+            subjects.append(HandshakeSubject(front: front, label: "run\(run)-features-\(profile.label)", measureResponder: firstConnect,
+                                             expectsCacheHits: !firstConnect))
+        }
+        let results = try measurer.interleavedHandshakes(subjects, resume: false)
+        var cpu: [FeatureFigure: Double] = [:]
+        for ((_, figure), result) in zip(Self.profiles, results) {
+            cpu[figure] = result.cpuMicroseconds
+            add(figure, result.cpuMicroseconds, into: &samples)
+        }
+        log("  " + Self.profiles.map { "\($0.0.label) \(Int(cpu[$0.1] ?? 0)) µs" }.joined(separator: ", "))
+        addCost(.traceCost, with: cpu[.defaultsCPU], without: cpu[.traceOffCPU], into: &samples)
+        addCost(.deviceOCSPCacheHitCost, with: cpu[.defaultsCPU], without: cpu[.deviceOCSPOffCPU], into: &samples)
+        addCost(.strippedCacheHitCost, with: cpu[.strippedCacheHitCPU], without: cpu[.strippedOffCPU], into: &samples)
 
-        let traceOff = try handshakeCPU(.defaults(.traceOff), label: "run\(run)-features-trace-off")
-        add(.traceOffCPU, traceOff.cpuMicroseconds, into: &samples)
-        addCost(.traceCost, with: defaults.cpuMicroseconds, without: traceOff.cpuMicroseconds, into: &samples)
-
-        let ocspOff = try handshakeCPU(.defaults(.deviceOCSPOff), label: "run\(run)-features-device-ocsp-off")
-        add(.deviceOCSPOffCPU, ocspOff.cpuMicroseconds, into: &samples)
-        addCost(.deviceOCSPCacheHitCost, with: defaults.cpuMicroseconds, without: ocspOff.cpuMicroseconds, into: &samples)
-
-        let first = try handshakeCPU(.defaults(.firstConnect), label: "run\(run)-features-first-connect", measureResponder: true)
-        add(.firstConnectCPU, first.cpuMicroseconds, into: &samples)
+        let first = results[Self.profiles.firstIndex { $0.1 == .firstConnectCPU }!]
         add(.firstConnectPerSecond, first.perSecond, into: &samples)
-        add(.firstConnectExtraCPU, first.cpuMicroseconds - defaults.cpuMicroseconds, into: &samples)
+        add(.firstConnectExtraCPU, first.cpuMicroseconds - (cpu[.defaultsCPU] ?? .nan), into: &samples)
         add(.firstConnectResponderCPU, first.responderCPUMicroseconds, into: &samples)
-        log("  defaults, first connect: \(Int(first.cpuMicroseconds)) µs CPU per handshake "
-            + "(+\(Int(first.cpuMicroseconds - defaults.cpuMicroseconds)) µs), \(Int(first.perSecond))/s, "
-            + "responder \(Int(first.responderCPUMicroseconds ?? 0)) µs")
-
-        // The stripped configuration's device-OCSP paths, as before issue 15; the cache hit
-        // against this run's (a′) figure, device OCSP off.
-        let strippedHit = try handshakeCPU(.stripped(.cacheHit), label: "run\(run)-features-stripped-cache-hit")
-        add(.strippedCacheHitCPU, strippedHit.cpuMicroseconds, into: &samples)
-        addCost(.strippedCacheHitCost, with: strippedHit.cpuMicroseconds, without: samples.latest(.staplegateStripped, .fullHandshakeCPU),
-                into: &samples)
-        let strippedFirst = try handshakeCPU(.stripped(.firstConnect), label: "run\(run)-features-stripped-first-connect",
-                                             measureResponder: true)
-        add(.strippedFirstConnectCPU, strippedFirst.cpuMicroseconds, into: &samples)
+        let strippedFirst = results[Self.profiles.firstIndex { $0.1 == .strippedFirstConnectCPU }!]
         add(.strippedFirstConnectResponderCPU, strippedFirst.responderCPUMicroseconds, into: &samples)
-        log("  stripped: cache hit \(Int(strippedHit.cpuMicroseconds)) µs, first connect \(Int(strippedFirst.cpuMicroseconds)) µs "
-            + "(responder \(Int(strippedFirst.responderCPUMicroseconds ?? 0)) µs)")
-    }
-
-    /// A fresh gateway with `profile`, warmed (its first-connect variants too: the warm-up's
-    /// lookup is then not in the figure, and the checks see the responder asked).
-    private func handshakeCPU(_ profile: StapleGateProfile, label: String, measureResponder: Bool = false) throws -> HandshakeResult {
-        let front = try environment.startStapleGate(profile)
-        defer { front.stop() }
-        let asksResponder = if case .defaults(let variant) = profile { variant.asksResponder } else { true }
-        try measurer.prepare(front, asksResponder: asksResponder)
-        if measureResponder { return try measurer.handshakes(front, resume: false, label: label, measureResponder: true) }
-        return try measurer.cacheHitHandshakes(front, label: label)
+        log("  first connect: +\(Int(first.cpuMicroseconds - (cpu[.defaultsCPU] ?? 0))) µs over a cache hit, \(Int(first.perSecond))/s, "
+            + "responder \(Int(first.responderCPUMicroseconds ?? 0)) µs; stripped: responder \(Int(strippedFirst.responderCPUMicroseconds ?? 0)) µs")
     }
 
     private func add(_ figure: FeatureFigure, _ value: Double?, into samples: inout BenchSamples) {

@@ -34,42 +34,6 @@ struct Measurer {
     let log: (String) -> Void
     private var work: String { environment.work }
 
-    /// Full (`-new`) or resumed (`-reuse`) TLS 1.3 handshakes with the device certificate, for
-    /// `settings.handshakeSeconds`. `-www /` makes s_time send one request and read until the
-    /// front closes: without that read it never processes the TLS 1.3 ticket, which arrives
-    /// after the handshake, and `-reuse` would resume nothing. Every front rejects that
-    /// non-MQTT request and closes, the same small cost for each.
-    func handshakes(_ front: RunningFront, resume: Bool, label: String, measureResponder: Bool = false) throws -> HandshakeResult {
-        let output = "\(work)/\(label).out"
-        let arguments = ["s_time", "-connect", "127.0.0.1:\(front.port)", resume ? "-reuse" : "-new", "-www", "/",
-                         "-time", String(settings.handshakeSeconds), "-tls1_3", "-cert", environment.deviceCertificate,
-                         "-key", environment.deviceKey, "-CAfile", environment.caChain]
-        let frontMeter = CPUMeter(pids: front.pids)
-        let responderMeter = measureResponder ? environment.responder.map { CPUMeter(pids: [$0.pid]) } : nil
-        let sTime = try ChildProcess("openssl s_time", "openssl", arguments, logPath: "\(work)/\(label).log", stdoutPath: output,
-                                     cpus: environment.placement.clients)
-        guard sTime.waitForExit(timeout: Double(settings.handshakeSeconds) + 60) != nil else {
-            throw BenchFailure("openssl s_time against \(front.kind.rawValue) did not finish; \(output)")
-        }
-        let (cpu, wall) = frontMeter.read()
-        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        // "1131 connections in 1.15s; 983.48 connections/user sec, bytes read 0": the last one
-        // is the timed loop (with -reuse, after one untimed first connection).
-        let counts = text.split(separator: "\n").compactMap { line -> Int? in
-            guard line.contains(" connections in "), line.contains("s;") else { return nil }
-            return Int(line.split(separator: " ").first ?? "")
-        }
-        guard let count = counts.last, count > 0 else {
-            throw BenchFailure("openssl s_time made no handshake with \(front.kind.title); \(output) and \(front.process.logPath):\n\(front.process.logTail())")
-        }
-        // One mark per connection: r resumed, * a full TLS 1.2+ handshake.
-        let marks = text.split(separator: "\n").filter { !$0.isEmpty && $0.allSatisfy { "r*t3".contains($0) } }.joined()
-        let resumed = marks.filter { $0 == "r" }.count
-        return HandshakeResult(handshakes: count, perSecond: Double(count) / wall, cpuMicroseconds: cpu / Double(count) * 1e6,
-                               resumedFraction: marks.isEmpty ? 0 : Double(resumed) / Double(marks.count),
-                               responderCPUMicroseconds: responderMeter.map { $0.read().cpu / Double(count) * 1e6 })
-    }
-
     /// One connection, to put the device's OCSP answer in StapleGate's cache before a cache-hit figure.
     func warm(_ front: RunningFront) throws {
         let client = try ChildProcess("openssl s_client", "openssl", [

@@ -16,7 +16,10 @@ extension ResultsReport {
             + "one non-MQTT request and reads until the front closes, which s_time needs to take in the TLS 1.3 ticket; every "
             + "front rejects it, nginx after dialling Mosquitto (it proxies before any byte arrives), StapleGate without dialling. "
             + "With the defaults, StapleGate logs each refusal (a warning line) and traces it, as it would a device's "
-            + "CONNECT (an info line and its events); the stripped configuration does neither.",
+            + "CONNECT (an info line and its events); the stripped configuration does neither. The four fronts run side by "
+            + "side and are measured in alternation: `handshake_rounds` rounds of one s_time slice each "
+            + "(`handshake_seconds` / rounds, the order turned each round), and a front's CPU is read from before its first "
+            + "slice to after its last, so the machine's drift over minutes falls on every front alike.",
         "StapleGate staples its OCSP response (local `openssl ocsp` responder); nginx and Mosquitto do not staple.",
         "Throughput and latency: `staplegate load` (libmosquitto) publishers → one subscriber, QoS 0, through the front. "
             + "Each message crosses the front twice (publisher → broker, broker → subscriber); CPU per message = front CPU "
@@ -41,14 +44,14 @@ extension ResultsReport {
             + "Time to open: first connect → last CONNACK, at most `session_concurrency` in flight.",
         "Targets: judged on the medians of this bench's runs, each against the peer measured in the same bench. CPU per "
             + "message also fails on a slow mode: any run of (a) above 1.5 × (a)'s own median.",
-        "StapleGate features: each row a fresh gateway, warmed by one connection, then s_time full handshakes. Defaults = "
-            + "(a)'s configuration, measured again just before its variants (so each cost is between neighbours in time); "
-            + "each variant changes one key: trace.enabled false; device_ocsp.enabled false; device_ocsp.cache_lifetime 1ms "
-            + "(every handshake asks the loopback responder, as a device's first connect does: s_time presents one "
-            + "certificate, so a new device each time is approximated by an expired cache entry; trace on). Costs: "
-            + "(defaults − variant) / variant, first-connect extra = first connect − defaults, each within one run, then the "
-            + "median over runs. The responder's CPU is shown apart and not counted in StapleGate's. The stripped rows are "
-            + "the device-OCSP figures before issue 15, the cache hit against the same run's (a′) figure.",
+        "StapleGate features: each row a gateway of its own, all seven running at once, warmed by one connection, then "
+            + "s_time full handshakes in alternation as for the fronts. Defaults = (a)'s configuration; each variant changes one "
+            + "key: trace.enabled false; device_ocsp.enabled false; device_ocsp.cache_lifetime 1ms (every handshake asks the "
+            + "loopback responder, as a device's first connect does: s_time presents one certificate, so a new device each "
+            + "time is approximated by an expired cache entry; trace on). Costs: (defaults − variant) / variant, first-connect "
+            + "extra = first connect − defaults, each within one run, then the median over runs. The responder's CPU (during "
+            + "a first-connect gateway's slices) is shown apart and not counted in StapleGate's. The stripped rows are the "
+            + "device-OCSP figures before issue 15, the cache hit against the stripped configuration with device OCSP off.",
         "StapleGate fleet (issue 14), against a PostgreSQL 15 the bench starts (fsync off, on the fronts' cores), on the "
             + "stripped configuration: the cache-hit figure again with `fleet.store: postgres` (a local hit must not touch the "
             + "database), beside the same run's stripped SQLite figure. Then a reader gateway started on an empty table, a writer "

@@ -24,6 +24,8 @@ struct StapleGateBench: ParsableCommand {
     @Option(help: "The configuration column (a) runs, with only this machine's ports, files and folders changed (default: the repository's config/staplegate.yaml).")
     var example: String?
     @Option(help: "Seconds of openssl s_time per handshake figure.") var handshakeSeconds: Int?
+    @Option(help: "Slices each handshake figure is split into, alternating with the fronts it is compared with.")
+    var handshakeRounds: Int?
     @Option(help: "Seconds of publishing per throughput figure.") var throughputSeconds: Double?
     @Option(help: "Seconds of publishing for the latency figure.") var latencySeconds: Double?
     @Option(help: "Total messages/s for the latency figure (keep it below saturation).") var latencyRate: Double?
@@ -37,7 +39,7 @@ struct StapleGateBench: ParsableCommand {
 
     func validate() throws {
         let settings = self.settings
-        guard settings.runs >= 1, settings.handshakeSeconds >= 1, settings.throughputSeconds > 0, settings.latencySeconds > 0,
+        guard settings.runs >= 1, settings.handshakeSeconds >= 1, settings.handshakeRounds >= 1, settings.throughputSeconds > 0, settings.latencySeconds > 0,
               settings.latencyRate > 0, settings.sessions >= 1, settings.sessionConcurrency >= 1, settings.publishers >= 1,
               settings.fleetDevices >= 1, settings.fleetConcurrency >= 1 else {
             throw ValidationError("every size must be positive (--runs, --handshake-seconds, --sessions, …)")
@@ -48,6 +50,7 @@ struct StapleGateBench: ParsableCommand {
         var settings = smoke ? BenchSettings.smoke : BenchSettings()
         if let runs { settings.runs = runs }
         if let handshakeSeconds { settings.handshakeSeconds = handshakeSeconds }
+        if let handshakeRounds { settings.handshakeRounds = handshakeRounds }
         if let throughputSeconds { settings.throughputSeconds = throughputSeconds }
         if let latencySeconds { settings.latencySeconds = latencySeconds }
         if let latencyRate { settings.latencyRate = latencyRate }
@@ -117,6 +120,8 @@ struct StapleGateBench: ParsableCommand {
         var samples = BenchSamples()
         let measurer = Measurer(environment: environment, settings: settings, log: progress)
         for run in 1...settings.runs {
+            progress("run \(run)/\(settings.runs): handshakes, the four fronts in alternation")
+            try measureHandshakes(run: run, measurer: measurer, environment: environment, into: &samples)
             for front in FrontKind.allCases {
                 progress("run \(run)/\(settings.runs): \(front.title)")
                 try measure(front, run: run, measurer: measurer, environment: environment, into: &samples)
@@ -143,28 +148,47 @@ struct StapleGateBench: ParsableCommand {
         progress("done in \(Int(monotonicSeconds() - start)) s: \(folder)/results.md, results.json, chart.png")
     }
 
+    /// The handshake figures of the four fronts, running side by side and measured in alternation
+    /// (`Measurer.interleavedHandshakes`), so that their ratios are taken on the same machine.
+    private func measureHandshakes(run: Int, measurer: Measurer, environment: BenchEnvironment,
+                                   into samples: inout BenchSamples) throws {
+        var fronts: [RunningFront] = []
+        defer { fronts.forEach { $0.stop() } }
+        for kind in FrontKind.allCases {
+            let front = try environment.start(kind)
+            fronts.append(front)
+            // StapleGate's device answer cached first, so its handshakes are cache hits ("defaults:
+            // trace on, device OCSP cache hit"); the stripped one checks no device but is warmed alike.
+            if kind == .staplegate || kind == .staplegateStripped { try measurer.prepare(front) }
+        }
+        let subjects = { (mode: String) in
+            fronts.map { HandshakeSubject(front: $0, label: "run\(run)-\($0.kind.rawValue)-\(mode)", expectsCacheHits: $0.kind == .staplegate) }
+        }
+        let full = try measurer.interleavedHandshakes(subjects("full"), resume: false)
+        let resumed = try measurer.interleavedHandshakes(subjects("resumed"), resume: true)
+        for (index, front) in fronts.enumerated() {
+            let group = front.kind.rawValue
+            samples.add(group, Figure.fullHandshakesPerSecond.rawValue, full[index].perSecond)
+            samples.add(group, Figure.fullHandshakeCPU.rawValue, full[index].cpuMicroseconds)
+            samples.add(group, Figure.resumedHandshakesPerSecond.rawValue, resumed[index].perSecond)
+            samples.add(group, Figure.resumedHandshakeCPU.rawValue, resumed[index].cpuMicroseconds)
+            samples.add(group, Figure.resumedFraction.rawValue, resumed[index].resumedFraction)
+            progress("  \(front.kind.shortTitle): full \(Int(full[index].perSecond))/s, \(Int(full[index].cpuMicroseconds)) µs CPU each; "
+                + "resumed \(Int(resumed[index].perSecond))/s, \(Int(resumed[index].cpuMicroseconds)) µs CPU each, "
+                + "\(Int(resumed[index].resumedFraction * 100)) % resumed")
+        }
+    }
+
+    /// A front's message and session figures, on a fresh front.
     private func measure(_ kind: FrontKind, run: Int, measurer: Measurer, environment: BenchEnvironment,
                          into samples: inout BenchSamples) throws {
         let front = try environment.start(kind)
         defer { front.stop() }
-        // StapleGate's device answer cached first, so its handshakes are cache hits ("defaults:
-        // trace on, device OCSP cache hit"); the stripped one checks no device but is warmed alike.
+        // As for the handshakes: the first session is not StapleGate's one device-OCSP lookup.
         if kind == .staplegate || kind == .staplegateStripped { try measurer.prepare(front) }
         let group = kind.rawValue
         let label = "run\(run)-\(group)"
         let settings = measurer.settings
-
-        let full = try measurer.cacheHitHandshakes(front, label: "\(label)-full")
-        samples.add(group, Figure.fullHandshakesPerSecond.rawValue, full.perSecond)
-        samples.add(group, Figure.fullHandshakeCPU.rawValue, full.cpuMicroseconds)
-        progress("  full handshakes: \(Int(full.perSecond))/s, \(Int(full.cpuMicroseconds)) µs CPU each")
-
-        let resumed = try measurer.handshakes(front, resume: true, label: "\(label)-resumed")
-        samples.add(group, Figure.resumedHandshakesPerSecond.rawValue, resumed.perSecond)
-        samples.add(group, Figure.resumedHandshakeCPU.rawValue, resumed.cpuMicroseconds)
-        samples.add(group, Figure.resumedFraction.rawValue, resumed.resumedFraction)
-        progress("  resumed handshakes: \(Int(resumed.perSecond))/s, \(Int(resumed.cpuMicroseconds)) µs CPU each, "
-            + "\(Int(resumed.resumedFraction * 100)) % resumed")
 
         for (size, throughputFigure, cpuFigure) in [(64, Figure.throughput64, Figure.cpuPerMessage64),
                                                     (4096, Figure.throughput4K, Figure.cpuPerMessage4K)] {

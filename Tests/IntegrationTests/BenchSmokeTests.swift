@@ -18,7 +18,7 @@ final class BenchSmokeTests: XCTestCase {
         "defaults_handshake_cpu_us", "defaults_trace_off_handshake_cpu_us", "trace_cost_percent",
         "defaults_device_ocsp_off_handshake_cpu_us", "device_ocsp_cache_hit_cost_percent", "defaults_first_connect_handshake_cpu_us",
         "first_connect_extra_cpu_us", "first_connect_responder_cpu_us", "stripped_cache_hit_handshake_cpu_us",
-        "stripped_first_connect_handshake_cpu_us",
+        "stripped_first_connect_handshake_cpu_us", "stripped_device_ocsp_off_handshake_cpu_us", "stripped_cache_hit_cost_percent",
     ]
     private let targets = ["full_handshake_cpu", "resumed_handshake_cpu", "trace_cost", "device_ocsp_cache_hit_cost",
                            "first_connect_extra_cpu", "cpu_per_message_64B", "cpu_per_message_4KiB", "rss_per_idle_session",
