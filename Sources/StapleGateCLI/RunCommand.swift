@@ -23,6 +23,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try loadConfigurationOrExit(path: config)
         let (level, format) = (loaded.configuration.logLevel, loaded.configuration.logFormat)
+        LocalTimeZone.readOnce()
         LoggingSystem.bootstrap { label in makeLogHandler(label: label, format: format, level: level) }
         var logger = Logger(label: "staplegate")
         // In a fleet every line names its gateway, so that logs gathered in one place say

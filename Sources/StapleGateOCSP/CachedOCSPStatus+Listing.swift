@@ -1,4 +1,5 @@
 import Foundation
+import StapleGateTLS
 
 extension CachedOCSPStatus {
     /// One cache entry as `staplegate ocsp cache` shows it and the control socket sends it.
@@ -44,13 +45,13 @@ extension CachedOCSPStatus {
 extension CachedOCSPStatus {
     /// The fields a device trace shows for this status ("ocsp.status", "ocsp.next_update", …).
     public var traceDetails: [String: String] {
-        var details = ["ocsp.responder": responderURL, "ocsp.checked_at": checkedAt.formatted(.iso8601),
-                       "ocsp.cached_until": expiresAt.formatted(.iso8601)]
+        var details = ["ocsp.responder": responderURL, "ocsp.checked_at": checkedAt.iso8601String,
+                       "ocsp.cached_until": expiresAt.iso8601String]
         let listing = self.listing
         details["ocsp.status"] = listing.status
-        if let thisUpdate { details["ocsp.this_update"] = thisUpdate.formatted(.iso8601) }
-        if let nextUpdate { details["ocsp.next_update"] = nextUpdate.formatted(.iso8601) }
-        if let revokedAt = listing.revokedAt { details["ocsp.revoked_at"] = revokedAt.formatted(.iso8601) }
+        if let thisUpdate { details["ocsp.this_update"] = thisUpdate.iso8601String }
+        if let nextUpdate { details["ocsp.next_update"] = nextUpdate.iso8601String }
+        if let revokedAt = listing.revokedAt { details["ocsp.revoked_at"] = revokedAt.iso8601String }
         if let reason = listing.revocationReason { details["ocsp.revocation_reason"] = reason }
         if let failure = listing.failure { details["ocsp.failure"] = failure }
         if let latency { details["ocsp.latency_ms"] = "\((latency.timeInterval * 1000 * 1000).rounded() / 1000)" }

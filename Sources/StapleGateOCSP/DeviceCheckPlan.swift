@@ -114,6 +114,12 @@ enum DeviceCheckFinding {
         }
     }
 
+    /// The answer behind this finding, when it is the device certificate's own.
+    var leafEvidence: OCSPCheckEvidence? {
+        guard case let .status(check, status, _, cached) = self, check.isLeaf else { return nil }
+        return OCSPCheckEvidence(status: status, fromCache: cached)
+    }
+
     func verdict(policy: DeviceOCSPConfiguration.CAPolicy) -> DeviceCertificateVerdict {
         switch self {
         case let .noResponder(check):
@@ -142,8 +148,17 @@ enum DeviceCheckFinding {
     }
 
     private static func format(_ date: Date) -> String {
-        date.formatted(.iso8601)
+        date.iso8601String
     }
+}
+
+/// The OCSP answer a verdict was based on, for the device's trace: its details are formatted
+/// only when a trace asks.
+struct OCSPCheckEvidence: DeviceCheckEvidence {
+    let status: CachedOCSPStatus
+    let fromCache: Bool
+
+    var traceDetails: [String: String] { status.traceDetails }
 }
 
 /// A device certificate asked about again (`DeviceStatusChecker.recheck`): the verdict a new

@@ -60,8 +60,16 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
     // MARK: DeviceCertificateGate
 
     public func immediateVerdict(for chain: [X509Certificate]) -> DeviceCertificateVerdict? {
+        immediateJudgement(for: chain)?.verdict
+    }
+
+    public func verdict(for chain: [X509Certificate]) async -> DeviceCertificateVerdict {
+        await judgement(for: chain).verdict
+    }
+
+    public func immediateJudgement(for chain: [X509Certificate]) -> DeviceCertificateJudgement? {
         let plan = DeviceCheckPlan(chain: chain, configuration: configuration)
-        guard plan.policy.enabled else { return .accept(note: "OCSP check off for this CA") }
+        guard plan.policy.enabled else { return DeviceCertificateJudgement(verdict: .accept(note: "OCSP check off for this CA")) }
         var findings: [DeviceCheckFinding] = []
         for check in plan.checks {
             // The cache first: a hit needs neither the AIA extension parsed nor anything else.
@@ -77,12 +85,12 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
             metrics.cacheMiss()
             return nil
         }
-        return conclude(findings, policy: plan.policy)
+        return judge(findings, policy: plan.policy)
     }
 
-    public func verdict(for chain: [X509Certificate]) async -> DeviceCertificateVerdict {
+    public func judgement(for chain: [X509Certificate]) async -> DeviceCertificateJudgement {
         let plan = DeviceCheckPlan(chain: chain, configuration: configuration)
-        guard plan.policy.enabled else { return .accept(note: "OCSP check off for this CA") }
+        guard plan.policy.enabled else { return DeviceCertificateJudgement(verdict: .accept(note: "OCSP check off for this CA")) }
         learnIssuers(from: chain)
         let findings = await withTaskGroup(of: (Int, DeviceCheckFinding).self) { group in
             for (position, check) in plan.checks.enumerated() {
@@ -101,7 +109,7 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
             for await finding in group { ordered.append(finding) }
             return ordered.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        return conclude(findings, policy: plan.policy)
+        return judge(findings, policy: plan.policy)
     }
 
     public func allowsResumption(of certificate: X509Certificate) -> Bool {
@@ -160,12 +168,6 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
         guard plan.policy.enabled, let check = plan.checks.first,
               let cached = cache.lookup(check.certID, now: Date()) else { return nil }
         return conclude([.status(check, cached, url: cached.responderURL, cached: true)], policy: plan.policy, counted: false)
-    }
-
-    /// What the cache holds for `certificate`, expired or not (nil when nothing, or when its
-    /// issuer is unknown).
-    public func cachedStatus(of certificate: X509Certificate) -> CachedOCSPStatus? {
-        certID(of: certificate).flatMap(cache.peek)
     }
 
     /// The CertID the cache keys `certificate` by; nil when its issuer is unknown. Costs an
@@ -294,16 +296,24 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
 
     private func conclude(_ findings: [DeviceCheckFinding], policy: DeviceOCSPConfiguration.CAPolicy,
                           counted: Bool = true) -> DeviceCertificateVerdict {
+        judge(findings, policy: policy, counted: counted).verdict
+    }
+
+    /// The first refusal, or an acceptance noting every finding; the evidence is the device
+    /// certificate's own answer (the trace shows the leaf's status, whichever check refused).
+    private func judge(_ findings: [DeviceCheckFinding], policy: DeviceOCSPConfiguration.CAPolicy,
+                       counted: Bool = true) -> DeviceCertificateJudgement {
+        let evidence = findings.first.flatMap(\.leafEvidence)
         var notes: [String] = []
         for finding in findings {
             let verdict = finding.verdict(policy: policy)
             if counted { metrics.lookup(finding.resultLabel) }
             switch verdict {
-            case .reject: return verdict
+            case .reject: return DeviceCertificateJudgement(verdict: verdict, evidence: evidence)
             case let .accept(note): notes.append(note)
             }
         }
-        return .accept(note: notes.joined(separator: "; "))
+        return DeviceCertificateJudgement(verdict: .accept(note: notes.joined(separator: "; ")), evidence: evidence)
     }
 
     // MARK: Issuers

@@ -1,6 +1,7 @@
 import COpenSSL
 import CStapleGateShim
 import Foundation
+import StapleGateTLS
 
 /// RFC 5280 CRLReason, as a responder gives it for a revoked certificate.
 public enum RevocationReason: String, Sendable {
@@ -36,7 +37,7 @@ public enum OCSPCertStatus: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .good: "good"
-        case let .revoked(at, reason): "revoked at \(at.formatted(.iso8601))" + (reason.map { " (\($0.rawValue))" } ?? "")
+        case let .revoked(at, reason): "revoked at \(at.iso8601String)" + (reason.map { " (\($0.rawValue))" } ?? "")
         case .unknown: "unknown"
         }
     }

@@ -43,7 +43,7 @@ public enum OCSPRejection: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    static func format(_ date: Date) -> String { date.formatted(.iso8601) }
+    static func format(_ date: Date) -> String { date.iso8601String }
 }
 
 /// What makes an OCSP response acceptable for one certificate: RFC 6960 §3.2 as a policy.

@@ -275,10 +275,7 @@ public final class Gateway: Service, Sendable {
                                           HandshakeMetricsHandler(metrics: metrics)]
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
-            var deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
-            if let checker = generation.checker { deviceStatus = { checker.cachedStatus(of: $0) } }
-            handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity,
-                                                deviceStatus: deviceStatus))
+            handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity))
         }
         handlers.append(HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger))
         handlers.append(MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger))

@@ -92,7 +92,7 @@ final class HandshakeMetricsHandler: ChannelInboundHandler, RemovableChannelHand
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         var ended = false
         switch event {
-        case let TLSEvent.deviceCertificateJudged(_, verdict):
+        case let TLSEvent.deviceCertificateJudged(_, verdict, _):
             if case let .reject(refusal, _) = verdict { self.refusal = refusal }
         case let TLSEvent.handshakeCompleted(summary):
             metrics.handshakeEnded(summary.resumed ? .resumed : .ok, duration: summary.duration)

@@ -151,7 +151,7 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
                 let messageTraceUntil = settings.messageTraceUntil
                 try pipeline.addHandler(MessageTraceHandler(version: version, until: { messageTraceUntil(identity) }, tracer: tracer),
                                         position: .before(self))
-                tracer.record(.admission, "message trace on for this session until \(until.formatted(.iso8601))")
+                tracer.record(.admission, "message trace on for this session until \(until.iso8601String)")
             }
         } catch {
             logger.error("cannot start the proxy session: \(error)")

@@ -16,8 +16,6 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let tracer: ConnectionTracer
     private let identitySource: AdmissionConfiguration.IdentitySource
-    /// What the device-status cache holds for a certificate: the OCSP details of a check.
-    private let deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)?
     private let opened = NIODeadline.now()
     private var bytesFromDevice = 0
     private var bytesToDevice = 0
@@ -29,25 +27,26 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var deviceClosedFirst = false
     private var closedByGateway = false
     private var admitted = false
+    /// The certificate the tracer names the device by.
+    private var identified: X509Certificate?
 
-    init(tracer: ConnectionTracer, identitySource: AdmissionConfiguration.IdentitySource,
-         deviceStatus: (@Sendable (X509Certificate) -> CachedOCSPStatus?)? = nil) {
+    init(tracer: ConnectionTracer, identitySource: AdmissionConfiguration.IdentitySource) {
         self.tracer = tracer
         self.identitySource = identitySource
-        self.deviceStatus = deviceStatus
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case let TLSEvent.deviceCertificateJudged(certificate, verdict):
+        case let TLSEvent.deviceCertificateJudged(certificate, verdict, evidence):
             identify(certificate)
-            recordCheck(verdict, details: deviceStatus?(certificate)?.traceDetails ?? [:])
+            recordCheck(verdict, evidence: evidence)
         case let TLSEvent.handshakeCompleted(summary):
             if let certificate = summary.deviceCertificate {
                 identify(certificate)
-                tracer.record(.clientCertificate, "certificate \(certificate.subject), issued by \(certificate.issuer)",
-                              details: ["subject": certificate.subject, "issuer": certificate.issuer,
-                                        "serial": certificate.serialHex, "not_after": certificate.notAfter.map(Self.format) ?? "-"])
+                let (subject, issuer) = (certificate.subject, certificate.issuer)
+                tracer.record(.clientCertificate, "certificate \(subject), issued by \(issuer)",
+                              details: ["subject": subject, "issuer": issuer, "serial": tracer.serial ?? certificate.serialHex,
+                                        "not_after": certificate.notAfter?.iso8601String ?? "-"])
             }
             tracer.record(.tlsHandshake,
                           "TLS handshake done: \(summary.protocolVersion) \(summary.cipher)\(summary.resumed ? ", resumed" : ""), \(summary.duration.milliseconds) ms",
@@ -110,28 +109,28 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// Once per certificate: a full handshake judges the device, then completes with the same one.
     private func identify(_ certificate: X509Certificate) {
+        if let identified, identified === certificate || identified.isSameCertificate(as: certificate) { return }
+        identified = certificate
         let identity = DeviceIdentity.of(certificate, source: identitySource) ?? certificate.commonName ?? certificate.subject
         tracer.identify(device: identity, serial: certificate.serialHex)
     }
 
-    /// `details`: the OCSP status behind the verdict (responder, status, validity, revocation,
-    /// latency), when the cache has one.
-    private func recordCheck(_ verdict: DeviceCertificateVerdict, details: [String: String]) {
-        var details = details
+    /// `evidence`: the OCSP answer behind the verdict (responder, status, validity, revocation,
+    /// latency, whether it was cached), when the gate consulted one.
+    private func recordCheck(_ verdict: DeviceCertificateVerdict, evidence: (any DeviceCheckEvidence)?) {
+        var details = evidence?.traceDetails ?? [:]
         details["detail"] = verdict.reason
+        if let evidence { details["ocsp.cache"] = evidence.fromCache ? "hit" : "miss" }
         switch verdict {
         case let .accept(note):
             details["verdict"] = "accept"
-            details["ocsp.cache"] = note.contains("(cached until") ? "hit" : "miss"
             tracer.record(.ocspCheck, "certificate check passed: \(note)", details: details)
         case let .reject(refusal, reason):
             details["verdict"] = "reject"
             details["refusal"] = "\(refusal)"
-            details["ocsp.cache"] = reason.contains("cached until") ? "hit" : "miss"
             tracer.record(.ocspCheck, "certificate check refused the device: \(reason)", failure: true, details: details)
         }
     }
-
-    static func format(_ date: Date) -> String { date.formatted(.iso8601) }
 }

@@ -17,6 +17,44 @@ public protocol DeviceCertificateGate: Sendable {
     /// False makes the device do a full handshake, which `verdict(for:)` then judges: resumption
     /// never bypasses revocation. Called on the event loop: must not block.
     func allowsResumption(of certificate: X509Certificate) -> Bool
+
+    /// `immediateVerdict(for:)` with what it was based on, for the device's trace.
+    func immediateJudgement(for chain: [X509Certificate]) -> DeviceCertificateJudgement?
+
+    /// `verdict(for:)` with what it was based on, for the device's trace.
+    func judgement(for chain: [X509Certificate]) async -> DeviceCertificateJudgement
+}
+
+extension DeviceCertificateGate {
+    /// A gate with nothing to show but its verdict.
+    public func immediateJudgement(for chain: [X509Certificate]) -> DeviceCertificateJudgement? {
+        immediateVerdict(for: chain).map { DeviceCertificateJudgement(verdict: $0) }
+    }
+
+    public func judgement(for chain: [X509Certificate]) async -> DeviceCertificateJudgement {
+        DeviceCertificateJudgement(verdict: await verdict(for: chain))
+    }
+}
+
+/// What a gate found besides its verdict (the OCSP answer behind it), handed to the device's
+/// trace as the gate holds it: the trace neither looks the answer up again nor reads the
+/// verdict's text to learn whether it was cached, and an untraced gateway formats nothing.
+public protocol DeviceCheckEvidence: Sendable {
+    /// Whether the answer was held before this handshake (a cache hit).
+    var fromCache: Bool { get }
+    /// The fields a device trace shows ("ocsp.status", "ocsp.responder", …).
+    var traceDetails: [String: String] { get }
+}
+
+/// A gate's verdict and, when it consulted something, what.
+public struct DeviceCertificateJudgement: Sendable {
+    public var verdict: DeviceCertificateVerdict
+    public var evidence: (any DeviceCheckEvidence)?
+
+    public init(verdict: DeviceCertificateVerdict, evidence: (any DeviceCheckEvidence)? = nil) {
+        self.verdict = verdict
+        self.evidence = evidence
+    }
 }
 
 public enum DeviceCertificateVerdict: Sendable, Equatable {

@@ -160,7 +160,8 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 duration: .nanoseconds((NIODeadline.now() - startedAt).nanoseconds),
                 deviceCertificate: connection.peerCertificate,
                 certificateCheck: connection.lastVerdict?.reason)
-            if connection.role == .server { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
+            // Named already when the gate judged the device (a full handshake); a resumed one is named here.
+            if connection.role == .server, logger[metadataKey: "device"] == nil { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
             var metadata: Logger.Metadata = [
                 "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
                 "tls.resumed": "\(summary.resumed)",
@@ -186,8 +187,8 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             connection.answerResumption(allowed: gate.allowsResumption(of: certificate))
             advanceHandshake(context: context)
         case let .chain(chain):
-            if let verdict = gate.immediateVerdict(for: chain) {
-                apply(verdict, to: chain, context: context)
+            if let judgement = gate.immediateJudgement(for: chain) {
+                apply(judgement, to: chain, context: context)
                 return
             }
             state = .awaitingVerdict(startedAt: startedAt)
@@ -195,23 +196,24 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let handler = NIOLoopBound(self, eventLoop: eventLoop)
             let boundContext = NIOLoopBound(context, eventLoop: eventLoop)
             Task {
-                let verdict = await gate.verdict(for: chain)
-                eventLoop.execute { handler.value.receive(verdict, for: chain, context: boundContext.value) }
+                let judgement = await gate.judgement(for: chain)
+                eventLoop.execute { handler.value.receive(judgement, for: chain, context: boundContext.value) }
             }
         }
     }
 
-    private func receive(_ verdict: DeviceCertificateVerdict, for chain: [X509Certificate], context: ChannelHandlerContext) {
+    private func receive(_ judgement: DeviceCertificateJudgement, for chain: [X509Certificate], context: ChannelHandlerContext) {
         guard case .awaitingVerdict = state else { return }  // closed meanwhile (timeout, device gone)
-        apply(verdict, to: chain, context: context)
+        apply(judgement, to: chain, context: context)
     }
 
-    private func apply(_ verdict: DeviceCertificateVerdict, to chain: [X509Certificate], context: ChannelHandlerContext) {
+    private func apply(_ judgement: DeviceCertificateJudgement, to chain: [X509Certificate], context: ChannelHandlerContext) {
         if let device = chain.first {
             logger[metadataKey: "device"] = "\(device.commonName ?? device.subject)"
-            context.fireUserInboundEventTriggered(TLSEvent.deviceCertificateJudged(certificate: device, verdict: verdict))
+            context.fireUserInboundEventTriggered(TLSEvent.deviceCertificateJudged(certificate: device, verdict: judgement.verdict,
+                                                                                   evidence: judgement.evidence))
         }
-        connection.answer(verdict)
+        connection.answer(judgement.verdict)
         advanceHandshake(context: context)
     }
 

@@ -5,7 +5,9 @@ public enum TLSEvent: Sendable {
     case handshakeFailed(reason: String)
     /// The `DeviceCertificateGate` judged the device's verified certificate; fired before the
     /// handshake completes or fails with that verdict, so traces know who was refused and why.
-    case deviceCertificateJudged(certificate: X509Certificate, verdict: DeviceCertificateVerdict)
+    /// `evidence`: what the gate based it on, when it consulted something.
+    case deviceCertificateJudged(certificate: X509Certificate, verdict: DeviceCertificateVerdict,
+                                 evidence: (any DeviceCheckEvidence)? = nil)
 }
 
 public struct TLSHandshakeSummary: Sendable {

@@ -26,6 +26,11 @@ final class DeviceTraceTests: GatewayTestCase {
         let check = try XCTUnwrap(events.first { $0.kind == "ocsp_check" })
         XCTAssertTrue(check.isFailure, check.summary)
         XCTAssertEqual(check.details["verdict"], "reject")
+        // The responder's answer behind the refusal, as the gate had it.
+        XCTAssertEqual(check.details["ocsp.status"], "revoked", "\(check.details)")
+        XCTAssertEqual(check.details["ocsp.revocation_reason"], "keyCompromise", "\(check.details)")
+        XCTAssertEqual(check.details["ocsp.cache"], "miss", "\(check.details)")
+        XCTAssertTrue(check.details["ocsp.responder"]?.hasPrefix("http://127.0.0.1:") ?? false, "\(check.details)")
         XCTAssertTrue(check.summary.contains("keyCompromise"), check.summary)
         XCTAssertTrue(check.summary.contains(row.revocationTimeISO), "revocation time \(row.revocationTimeISO) (index.txt \(row.revocation)) not in: \(check.summary)")
         XCTAssertEqual(check.serial?.uppercased(), row.serial)
@@ -75,7 +80,11 @@ final class DeviceTraceTests: GatewayTestCase {
         XCTAssertEqual(Array(kinds.suffix(4)), ["connect", "admission", "upstream", "disconnect"], "\(kinds)")
         XCTAssertEqual(Set(events.map(\.connectionID)).count, 1, "one connection")
         XCTAssertFalse(events.contains { $0.isFailure })
-        XCTAssertTrue(try XCTUnwrap(events.first { $0.kind == "ocsp_check" }).summary.contains("OCSP good"))
+        let check = try XCTUnwrap(events.first { $0.kind == "ocsp_check" })
+        XCTAssertTrue(check.summary.contains("OCSP good"), check.summary)
+        XCTAssertEqual(check.details["ocsp.status"], "good", "\(check.details)")
+        XCTAssertEqual(check.details["ocsp.cache"], "miss", "the first connection asks the responder: \(check.details)")
+        XCTAssertNotNil(check.details["ocsp.latency_ms"], "\(check.details)")
 
         let disconnect = try XCTUnwrap(events.last)
         let fromDevice = try XCTUnwrap(disconnect.details["bytes_from_device"].flatMap(Int.init), "\(disconnect.details)")
@@ -85,6 +94,16 @@ final class DeviceTraceTests: GatewayTestCase {
 
         let serial = try await serialOf("device-1")
         XCTAssertEqual(events.map { $0.serial?.uppercased() }, Array(repeating: serial, count: events.count))
+
+        // The next connection is answered from the cache, and its trace says so, with the same answer.
+        try await publish(gateway, as: "device-1", topic: topic, "again")
+        let both = try await waitForEvents(gateway, ["device-1"], "the second connection's check") { events in
+            events.filter { $0.kind == "ocsp_check" }.count == 2
+        }
+        let second = try XCTUnwrap(both.last { $0.kind == "ocsp_check" && $0.connectionID != check.connectionID })
+        XCTAssertEqual(second.details["ocsp.cache"], "hit", "\(second.details)")
+        XCTAssertEqual(second.details["ocsp.status"], "good", "\(second.details)")
+        XCTAssertEqual(second.details["ocsp.checked_at"], check.details["ocsp.checked_at"], "the answer the first connection got")
     }
 
     // MARK: 3. Message trace

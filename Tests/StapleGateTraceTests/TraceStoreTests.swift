@@ -94,6 +94,47 @@ final class TraceStoreTests: TraceStoreTestCase {
         XCTAssertEqual(try reader.devices(since: now.addingTimeInterval(3.5)).map(\.device), ["device-1"])
     }
 
+    /// The failures' index holds failures only (an insert per event less for the writer), and
+    /// `trace --failures` still reads through it rather than scanning every event.
+    func testFailuresAreIndexedAloneAndReadThroughTheirIndex() throws {
+        let store = try makeStore()
+        store.record(event(.connect, device: "device-1", at: 1))
+        store.flush()
+        let queue = try DatabaseQueue(path: storePath)
+        let indexes = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM pragma_index_list('trace_event')") }
+        XCTAssertTrue(indexes.contains("trace_event_failures"), "\(indexes)")
+        XCTAssertFalse(indexes.contains("index_trace_event_on_is_failure_time"), "the index of every event's failure flag is back: \(indexes)")
+        let plan = try queue.read { db in
+            try Row.fetchAll(db, sql: """
+                EXPLAIN QUERY PLAN SELECT * FROM (SELECT * FROM trace_event WHERE is_failure = 1 AND time >= ? ORDER BY time DESC, id DESC LIMIT ?)
+                ORDER BY time, id
+                """, arguments: [now, 10]).map { $0["detail"] as String }
+        }
+        XCTAssertTrue(plan.contains { $0.contains("USING INDEX trace_event_failures") }, "\(plan)")
+    }
+
+    /// A store written by a version with the old index is migrated when opened: the old index
+    /// goes, its events stay, and failures are listed as before.
+    func testAStoreWithTheOldFailureIndexIsMigrated() throws {
+        let store = try makeStore()
+        store.record(event(.admission, device: "device-2", at: 1, failure: true, summary: "client id mismatch"))
+        store.flush()
+        // Back to the old layout: the old index, and the migration not yet applied.
+        try DatabaseQueue(path: storePath).write { db in
+            try db.execute(sql: """
+                DROP INDEX trace_event_failures;
+                CREATE INDEX index_trace_event_on_is_failure_time ON trace_event(is_failure, time);
+                DELETE FROM grdb_migrations WHERE identifier = 'trace-failures-partial-index';
+                """)
+        }
+        _ = try makeStore()
+        let indexes = try DatabaseQueue(path: storePath).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM pragma_index_list('trace_event')")
+        }
+        XCTAssertEqual(Set(indexes).intersection(["trace_event_failures", "index_trace_event_on_is_failure_time"]), ["trace_event_failures"])
+        XCTAssertEqual(try reader().failures().map(\.summary), ["client id mismatch"])
+    }
+
     /// `trace DEVICE --follow`: poll with the id of the last event shown.
     func testPollingAfterAnIDSeesOnlyNewerEvents() throws {
         let store = try makeStore()

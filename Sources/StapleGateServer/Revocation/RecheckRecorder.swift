@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import StapleGateTLS
 import StapleGateTrace
 
 /// Puts each recheck answer where operators look afterwards: the device's trace (an
@@ -72,10 +73,10 @@ struct RecheckRecorder: Sendable {
                        "verdict": result.verdict, "refused": "\(result.refused)",
                        "sessions_closed": "\(result.sessionsClosed)", "sessions_kept": "\(result.sessionsKept)"]
         if let responder = result.responder { details["ocsp.responder"] = responder }
-        if let revokedAt = result.revokedAt { details["ocsp.revoked_at"] = revokedAt.formatted(.iso8601) }
+        if let revokedAt = result.revokedAt { details["ocsp.revoked_at"] = revokedAt.iso8601String }
         if let reason = result.revocationReason { details["ocsp.revocation_reason"] = reason }
         if let failure = result.failure { details["ocsp.failure"] = failure }
-        if let cachedUntil = result.cachedUntil { details["ocsp.cached_until"] = cachedUntil.formatted(.iso8601) }
+        if let cachedUntil = result.cachedUntil { details["ocsp.cached_until"] = cachedUntil.iso8601String }
         return details
     }
 }

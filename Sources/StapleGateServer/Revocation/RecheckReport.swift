@@ -78,7 +78,7 @@ public struct CertificateRecheck: Codable, Sendable, Equatable {
 
     private static func count(_ sessions: Int) -> String { sessions == 1 ? "1 session" : "\(sessions) sessions" }
 
-    static func format(_ date: Date?) -> String { date.map { $0.formatted(.iso8601) } ?? "an unknown time" }
+    static func format(_ date: Date?) -> String { date.map { $0.iso8601String } ?? "an unknown time" }
 }
 
 /// What `staplegate ocsp recheck` asked for and got: one entry per certificate the gateway

@@ -2,6 +2,7 @@ import CoreMetrics
 import Dispatch
 import Foundation
 import GRDB
+import GRDBSQLite
 import Logging
 import NIOConcurrencyHelpers
 
@@ -133,6 +134,15 @@ public final class SQLiteTraceStore: TraceStore {
                 t.column("until", .datetime).notNull()
             }
         }
+        // Failures are a few of the events: an index of them alone costs the writer nothing for
+        // the rest, where one on (is_failure, time) took an insert per event (a tenth of its time).
+        // `trace --failures` asks for `is_failure = 1`, which this index's condition matches.
+        migrator.registerMigration("trace-failures-partial-index") { db in
+            try db.execute(sql: """
+                DROP INDEX IF EXISTS index_trace_event_on_is_failure_time;
+                CREATE INDEX trace_event_failures ON trace_event(time) WHERE is_failure = 1;
+                """)
+        }
         return migrator
     }
 
@@ -197,9 +207,13 @@ public final class SQLiteTraceStore: TraceStore {
                 try Self.apply(batch.switches, db)
                 let insert = try db.cachedStatement(sql: TraceEvent.insertSQL)
                 for event in batch.events {
-                    insert.setUncheckedArguments(event.storageArguments)
-                    try insert.execute()
+                    event.bind(to: insert)
+                    let code = sqlite3_step(insert.sqliteStatement)
+                    guard code == SQLITE_DONE else {
+                        throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage)
+                    }
                 }
+                sqlite3_reset(insert.sqliteStatement)
             }
             queue.written(batch)
             pruneIfDue()
