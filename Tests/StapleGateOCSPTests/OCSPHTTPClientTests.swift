@@ -306,6 +306,16 @@ final class OCSPHTTPClientTests: XCTestCase {
         XCTAssertEqual(error?.description, "cannot connect to the responder: connection refused")
     }
 
+    /// An address is dialled as it is; a name still goes through the resolver, and one that
+    /// does not resolve is said so.
+    func testNamedResponderIsResolvedAndAnUnknownNameIsSaidSo() async throws {
+        let fake = try startFake(.reply(FakeHTTPResponder.response(body: [0x30, 0x00]), close: true))
+        let result = try await client.fetch(responderURL: "http://localhost:\(fake.port)/", requestDER: [0x30, 0x00])
+        XCTAssertEqual(result.body, [0x30, 0x00])
+        let error = await fetchError("http://no-such-responder.invalid:\(fake.port)/")
+        XCTAssertEqual(error, .connectFailed("cannot resolve no-such-responder.invalid"))
+    }
+
     func testInvalidURLsAreRefused() async throws {
         for url in ["ftp://x", "not a url", "", "http://", "http://:80/", "http://host:0/", "http://host:65536/",
                     "http://host:8o/", "http://[::1/", "http://[::1]x/", "http://::1/", "http://user@host/",
