@@ -267,7 +267,7 @@ public final class DeviceStatusChecker: DeviceCertificateGate, Sendable {
                 "device": "\(check.logName)", "serial": "\(check.certID.serialHex)",
                 "ocsp.status": "\(response.status)", "ocsp.responder": "\(answer.url)",
                 "ocsp.latency_ms": "\(answer.latency.milliseconds)",
-                "ocsp.next_update": "\(response.nextUpdate.map { "\($0)" } ?? "none")",
+                "ocsp.next_update": "\(response.nextUpdate?.iso8601String ?? "none")",
             ])
         case let .failure(failure):
             status = CachedOCSPStatus(certID: check.certID, outcome: .failed(failure.description), thisUpdate: nil,
