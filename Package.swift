@@ -313,7 +313,8 @@ let package = Package(
         .testTarget(
             name: "StapleGateServerTests",
             dependencies: [
-                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "StapleGateFleet", "TestSupport",
+                "StapleGateServer", "StapleGateConfig", "StapleGateTLS", "StapleGateProxy", "StapleGateFleet", "StapleGateTrace",
+                "TestSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -16,6 +16,9 @@ public struct MQTTPacketCounter: Sendable {
     private var stage = Stage.packetType
     /// Complete packets seen so far.
     public private(set) var packets = 0
+    /// Whether a DISCONNECT (packet type 14) began in the stream: its sender ended the session,
+    /// whichever socket closes first afterwards.
+    public private(set) var sawDisconnect = false
 
     public init() {}
 
@@ -33,6 +36,7 @@ public struct MQTTPacketCounter: Sendable {
             case .off:
                 return
             case .packetType:
+                if bytes[index] >> 4 == 14 { sawDisconnect = true }
                 stage = .remainingLength(value: 0, multiplier: 1, bytesRead: 0)
                 index += 1
             case let .remainingLength(value, multiplier, bytesRead):

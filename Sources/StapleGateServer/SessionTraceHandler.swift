@@ -99,6 +99,14 @@ final class SessionTraceHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let seconds = Double((NIODeadline.now() - opened).nanoseconds) / 1e9
             var who = deviceClosedFirst ? "device" : (closedByGateway ? "gateway" : "connection lost")
             if let ending, !deviceClosedFirst { who = "\(ending.closedBy): \(ending.reason)" }
+            // An MQTT DISCONNECT says who ended the session. Mosquitto closes its socket as soon as
+            // it reads the device's, often before the device's own close arrives here: the sockets'
+            // order alone named the broker for a device that left as it should.
+            if packetsFromDevice.sawDisconnect {
+                who = "device"
+            } else if packetsToDevice.sawDisconnect {
+                who = "broker"  // MQTT 5: the broker's DISCONNECT, with its reason code, reached the device
+            }
             tracer.record(.disconnect,
                           "disconnected (closed by \(who)) after \(String(format: "%.1f", seconds)) s: \(bytesFromDevice) bytes in \(packetsFromDevice.packets) packets from the device, \(bytesToDevice) bytes in \(packetsToDevice.packets) packets to it",
                           details: ["closed_by": who, "duration_s": String(format: "%.3f", seconds),

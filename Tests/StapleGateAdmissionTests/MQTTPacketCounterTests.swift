@@ -21,6 +21,20 @@ final class MQTTPacketCounterTests: XCTestCase {
         XCTAssertEqual(partial.packets, 3, "the DISCONNECT is not complete yet")
     }
 
+    /// A DISCONNECT is noticed by its fixed header; the same byte inside a body is not one.
+    func testADisconnectIsNoticedByItsHeaderOnly() {
+        var counter = MQTTPacketCounter()
+        counter.count(ByteBuffer(bytes: stream.dropLast(2)))
+        XCTAssertFalse(counter.sawDisconnect, "CONNECT, PUBLISH and PINGREQ only")
+        counter.count(ByteBuffer(bytes: [0xE0]))
+        XCTAssertTrue(counter.sawDisconnect)
+
+        var payload = MQTTPacketCounter()
+        payload.count(ByteBuffer(bytes: [0x30, 0x05, 0x00, 0x01, 0x74, 0xE0, 0x00]))
+        XCTAssertEqual(payload.packets, 1)
+        XCTAssertFalse(payload.sawDisconnect, "0xE0 in a PUBLISH payload")
+    }
+
     func testALongRemainingLengthIsSkippedByCount() {
         // PUBLISH with a 200-byte body: remaining length 0xC8 0x01.
         let publish: [UInt8] = [0x30, 0xC8, 0x01] + [UInt8](repeating: 0x41, count: 200)
