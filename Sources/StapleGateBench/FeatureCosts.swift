@@ -60,24 +60,22 @@ struct FeatureMeasurer {
                                              expectsCacheHits: !firstConnect))
         }
         let results = try measurer.interleavedHandshakes(subjects, resume: false)
-        var cpu: [FeatureFigure: Double] = [:]
-        for ((_, figure), result) in zip(Self.profiles, results) {
-            cpu[figure] = result.cpuMicroseconds
-            add(figure, result.cpuMicroseconds, into: &samples)
-        }
-        log("  " + Self.profiles.map { "\($0.0.label) \(Int(cpu[$0.1] ?? 0)) µs" }.joined(separator: ", "))
-        addCost(.traceCost, with: cpu[.defaultsCPU], without: cpu[.traceOffCPU], into: &samples)
-        addCost(.deviceOCSPCacheHitCost, with: cpu[.defaultsCPU], without: cpu[.deviceOCSPOffCPU], into: &samples)
-        addCost(.strippedCacheHitCost, with: cpu[.strippedCacheHitCPU], without: cpu[.strippedOffCPU], into: &samples)
+        // Every profile has its figure, so each lookup below finds its result.
+        let measured = Dictionary(uniqueKeysWithValues: zip(Self.profiles.map(\.1), results))
+        for (_, figure) in Self.profiles { add(figure, measured[figure]?.cpuMicroseconds, into: &samples) }
+        log("  " + Self.profiles.map { "\($0.0.label) \(Int(measured[$0.1]?.cpuMicroseconds ?? 0)) µs" }.joined(separator: ", "))
+        let cpu = { (figure: FeatureFigure) in measured[figure]?.cpuMicroseconds }
+        addCost(.traceCost, with: cpu(.defaultsCPU), without: cpu(.traceOffCPU), into: &samples)
+        addCost(.deviceOCSPCacheHitCost, with: cpu(.defaultsCPU), without: cpu(.deviceOCSPOffCPU), into: &samples)
+        addCost(.strippedCacheHitCost, with: cpu(.strippedCacheHitCPU), without: cpu(.strippedOffCPU), into: &samples)
 
-        let first = results[Self.profiles.firstIndex { $0.1 == .firstConnectCPU }!]
-        add(.firstConnectPerSecond, first.perSecond, into: &samples)
-        add(.firstConnectExtraCPU, first.cpuMicroseconds - (cpu[.defaultsCPU] ?? .nan), into: &samples)
-        add(.firstConnectResponderCPU, first.responderCPUMicroseconds, into: &samples)
-        let strippedFirst = results[Self.profiles.firstIndex { $0.1 == .strippedFirstConnectCPU }!]
-        add(.strippedFirstConnectResponderCPU, strippedFirst.responderCPUMicroseconds, into: &samples)
-        log("  first connect: +\(Int(first.cpuMicroseconds - (cpu[.defaultsCPU] ?? 0))) µs over a cache hit, \(Int(first.perSecond))/s, "
-            + "responder \(Int(first.responderCPUMicroseconds ?? 0)) µs; stripped: responder \(Int(strippedFirst.responderCPUMicroseconds ?? 0)) µs")
+        let (first, strippedFirst, defaults) = (measured[.firstConnectCPU], measured[.strippedFirstConnectCPU], cpu(.defaultsCPU) ?? .nan)
+        add(.firstConnectPerSecond, first?.perSecond, into: &samples)
+        add(.firstConnectExtraCPU, first.map { $0.cpuMicroseconds - defaults }, into: &samples)
+        add(.firstConnectResponderCPU, first?.responderCPUMicroseconds, into: &samples)
+        add(.strippedFirstConnectResponderCPU, strippedFirst?.responderCPUMicroseconds, into: &samples)
+        log("  first connect: +\(Int((first?.cpuMicroseconds ?? 0) - (cpu(.defaultsCPU) ?? 0))) µs over a cache hit, \(Int(first?.perSecond ?? 0))/s, "
+            + "responder \(Int(first?.responderCPUMicroseconds ?? 0)) µs; stripped: responder \(Int(strippedFirst?.responderCPUMicroseconds ?? 0)) µs")
     }
 
     private func add(_ figure: FeatureFigure, _ value: Double?, into samples: inout BenchSamples) {

@@ -128,13 +128,13 @@ enum DeviceCheckFinding {
                 ? .accept(note: "no OCSP responder for the device certificate: allowed by policy")
                 : .reject(.noResponder, reason: "the device certificate names no OCSP responder (no AIA OCSP URL) and none is configured")
         case let .status(check, status, url, cached):
-            let source = cached ? "cached until \(Self.format(status.expiresAt))" : "from \(url)"
+            let source = cached ? "cached until \(status.expiresAt.iso8601String)" : "from \(url)"
             switch status.outcome {
             case .good:
                 return .accept(note: check.isLeaf ? "OCSP good (\(source))" : "\(check.label): OCSP good (\(source))")
             case let .revoked(at, reason):
                 let why = reason.map { ", reason \($0.rawValue)" } ?? ""
-                return .reject(.revoked, reason: "\(check.label) revoked at \(Self.format(at))\(why) (OCSP, \(source))")
+                return .reject(.revoked, reason: "\(check.label) revoked at \(at.iso8601String)\(why) (OCSP, \(source))")
             case .unknown:
                 return policy.unknown == .allow
                     ? .accept(note: "\(check.label): OCSP status unknown, allowed by policy (\(source))")
@@ -145,10 +145,6 @@ enum DeviceCheckFinding {
                     : .reject(.statusUnavailable, reason: "OCSP check of the \(check.label) failed: \(reason)")
             }
         }
-    }
-
-    private static func format(_ date: Date) -> String {
-        date.iso8601String
     }
 }
 
