@@ -12,6 +12,8 @@ import Foundation
 /// of the gateway's CPU per message, and the CPU per 4 KiB message halved without them. Requests
 /// below 1 MB now come from the heap, and up to 16 MB free at the top of each heap stays for
 /// reuse (one heap per event loop): bounded, and no change to the memory an idle session holds.
+/// The default build allocates with mimalloc (Package.swift), which leaves glibc's heap unused:
+/// this matters to builds with `STAPLEGATE_MALLOC=system` (sanitizer runs).
 public enum MallocThresholds {
     static let mmapThreshold: Int32 = 1 << 20
     static let trimThreshold: Int32 = 16 << 20

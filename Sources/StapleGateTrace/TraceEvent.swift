@@ -106,7 +106,7 @@ extension TraceEvent {
             sqlite3_bind_null(handle, index)
             return
         }
-        text.withCString { sqlite3_bind_text(handle, index, $0, -1, transient) }
+        _ = text.withCString { sqlite3_bind_text(handle, index, $0, -1, transient) }
     }
 
     /// `details` as a JSON object, keys sorted, for both stores. Written by hand: JSONEncoder was
