@@ -36,6 +36,8 @@ func makeAdminServer(_ configuration: GatewayConfiguration, gateway: Gateway, tr
         eventLoops: eventLoops,
         // The start's setting: the fleet section is restart-only, as the database it opened.
         fleetDatabase: fleetDatabase, fleetDatabaseRequired: configuration.fleet.requiredForReadiness,
+        // The serving configuration's: a reload that names a new token file applies it.
+        token: { gateway.configuration.admin.token }, logger: logger,
         metricsText: { registry.emitToBuffer() })
     return AdminServer(configuration: configuration.admin, group: eventLoops, logger: logger, routes: routes)
 }

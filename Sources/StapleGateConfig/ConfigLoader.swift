@@ -37,6 +37,7 @@ public enum ConfigLoader {
         let configuration = try ConfigSchema(file: path).configuration(from: document)
         let checks = TLSFileChecks(file: path, keyLines: document.keyLines())
         let material = try checks.material(for: configuration.tls)
+        let keyWarnings = try checks.keyFilePermissions(for: configuration.tls)
         let ticketKeys = try checks.sessionTicketKeys(for: configuration.tls)
         let context = try checks.serverContext(for: configuration.tls, material: material, ticketKeys: ticketKeys)
         if configuration.stapling.enabled {
@@ -47,7 +48,7 @@ public enum ConfigLoader {
             tlsMaterial: material,
             serverContext: context,
             sessionTicketKeys: ticketKeys,
-            warnings: ExpiryWarnings.check(material, configuration: configuration.tls, now: Date())
+            warnings: keyWarnings + ExpiryWarnings.check(material, configuration: configuration.tls, now: Date())
         )
     }
 

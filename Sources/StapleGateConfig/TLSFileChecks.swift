@@ -1,3 +1,4 @@
+import Foundation
 import StapleGateOCSP
 import StapleGateTLS
 
@@ -15,6 +16,30 @@ struct TLSFileChecks {
             let (key, reason) = Self.describe(error, tls)
             throw ConfigError(file: file, key: key, line: keyLines[key], reason: reason)
         }
+    }
+
+    /// Private key files open to more than their owner and group readers (SecretFile's rule):
+    /// refused, or with `tls.open_key_files: warn` returned as warnings. After the keys loaded: a
+    /// path to a folder or to something that is no key is the first thing to say.
+    func keyFilePermissions(for tls: TLSServerConfiguration) throws(ConfigError) -> [String] {
+        var warnings: [String] = []
+        for (index, pair) in tls.certificates.enumerated() {
+            var status = stat()
+            // A missing or unreadable file: loading it names what is wrong.
+            guard stat(pair.keyPath, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
+            let mode = status.st_mode & 0o7777
+            guard mode & SecretFile.forbiddenModeBits != 0 else { continue }
+            let key = "tls.certificates[\(index)].key"
+            let problem = "\(pair.keyPath): mode \(String(mode, radix: 8)) opens the private key to other users; chmod 600 (or 640 with the gateway's group)"
+            switch tls.openKeyFiles {
+            case .refuse:
+                throw ConfigError(file: file, key: key, line: keyLines[key],
+                                  reason: problem + ", or set tls.open_key_files: warn to use it as it is")
+            case .warn:
+                warnings.append("\(key): \(problem) (used anyway: tls.open_key_files: warn)")
+            }
+        }
+        return warnings
     }
 
     /// The keys `tls.session_ticket_keys` names, or nil when it is not set.

@@ -1,4 +1,6 @@
+import CoreMetrics
 import Foundation
+import Logging
 import NIOCore
 import StapleGateConfig
 import StapleGateFleet
@@ -16,7 +18,14 @@ import StapleGateTrace
 /// - `/ocsp`: the staples held and the device-status cache;
 /// - `/devices/ID/trace?since=15m`: the device's trace events, as `staplegate trace ID --json`
 ///   (in a fleet: its events on every gateway, each naming its instance).
+///
+/// With `admin.token_file`, every route but the two probes needs `Authorization: Bearer TOKEN`
+/// (401 otherwise, before the method or the path is looked at): balancers and service managers
+/// probe without credentials, while metrics, OCSP state and traces tell who connected from where.
 public struct AdminRoutes: Sendable {
+    /// Answered to anyone: they say only whether the gateway is alive and serving.
+    static let probes: Set<String> = ["/healthz", "/readyz"]
+
     let isAcceptingDevices: @Sendable () -> Bool
     let upstream: UpstreamProbe
     /// The serving generation (a reload replaces it): its staples and device checker.
@@ -30,11 +39,21 @@ public struct AdminRoutes: Sendable {
     let fleetDatabase: FleetDatabase?
     /// `fleet.required_for_readiness`: whether an unreachable database fails /readyz.
     let fleetDatabaseRequired: Bool
+    /// `admin.token_file`'s token as of the serving configuration (a reload may change it).
+    let token: @Sendable () -> AccessToken?
+    private let unauthorized: Counter
+    private let unauthorizedWarning = ThrottledWarning(logInterval: .seconds(60))
+    private let logger: Logger?
 
     public init(isAcceptingDevices: @escaping @Sendable () -> Bool, upstream: UpstreamProbe,
                 generation: @escaping @Sendable () -> GatewayGeneration, traceStore: (any TraceStore)?, eventLoops: EventLoopGroup,
                 fleetDatabase: FleetDatabase? = nil, fleetDatabaseRequired: Bool = false,
+                token: @escaping @Sendable () -> AccessToken? = { nil }, logger: Logger? = nil,
+                metricsFactory: any MetricsFactory = MetricsSystem.factory,
                 metricsText: @escaping @Sendable () -> [UInt8]) {
+        self.token = token
+        self.logger = logger
+        unauthorized = Counter(label: "staplegate_admin_requests_unauthorized_total", factory: metricsFactory)
         self.fleetDatabase = fleetDatabase
         self.fleetDatabaseRequired = fleetDatabaseRequired
         self.isAcceptingDevices = isAcceptingDevices
@@ -48,6 +67,11 @@ public struct AdminRoutes: Sendable {
     public static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
     public func handle(_ request: ControlRequest) async -> ControlResponse {
+        if !Self.probes.contains(request.path), let token = token() {
+            guard let presented = AccessToken.bearer(fromAuthorization: request.authorization), token.matches(presented) else {
+                return refuseUnauthorized(request)
+            }
+        }
         guard request.method == "GET" else {
             return ControlResponse(status: 405, body: ControlResponse.error("only GET is served here, not \(request.method)", status: 405).body,
                                    headers: [("Allow", "GET")])
@@ -64,6 +88,18 @@ public struct AdminRoutes: Sendable {
             }
             return .error("no such route: GET \(request.path)", status: 404)
         }
+    }
+
+    private func refuseUnauthorized(_ request: ControlRequest) -> ControlResponse {
+        unauthorized.increment()
+        let why = request.authorization == nil ? "no Authorization header" : "a wrong or malformed token"
+        if let count = unauthorizedWarning.occurred() {
+            logger?.warning("admin listener: refused \(count) request(s) without the admin token in the last minute (the latest: \(request.method) \(request.path), \(why))")
+        }
+        return ControlResponse(
+            status: 401,
+            body: ControlResponse.error("this endpoint needs the admin token (admin.token_file): send Authorization: Bearer TOKEN (\(why) was given)", status: 401).body,
+            headers: [("WWW-Authenticate", "Bearer realm=\"staplegate admin\"")])
     }
 
     // MARK: - Probes

@@ -42,7 +42,10 @@ public final class AdminServer: Service, Sendable {
             return
         }
         // Tests read the port from this line when the config asks for port 0.
-        logger.notice("admin listening on \(channel.localAddress?.displayText ?? "?")")
+        // No colon after the address: tests take the port from after the line's last one.
+        let access = configuration.token != nil ? "bearer token required, but for /healthz and /readyz"
+            : (configuration.allowUnauthenticated ? "no authentication (admin.allow_unauthenticated)" : "no authentication")
+        logger.notice("admin listening on \(channel.localAddress?.displayText ?? "?") (\(access))")
         try? await gracefulShutdown()
         try? await channel.close()
     }

@@ -8,11 +8,14 @@ public struct ControlRequest: Sendable {
     /// Percent-decoded.
     public let path: String
     public let query: [String: String]
+    /// The `Authorization` header, when the request had one.
+    public let authorization: String?
 
-    public init(method: String, path: String, query: [String: String] = [:]) {
+    public init(method: String, path: String, query: [String: String] = [:], authorization: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
+        self.authorization = authorization
     }
 }
 
@@ -71,7 +74,8 @@ final class HTTPRouteHandler: ChannelInboundHandler {
             let components = URLComponents(string: head.uri)
             var query: [String: String] = [:]
             for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
-            let request = ControlRequest(method: head.method.rawValue, path: components?.path ?? head.uri, query: query)
+            let request = ControlRequest(method: head.method.rawValue, path: components?.path ?? head.uri, query: query,
+                                         authorization: head.headers.first(name: "authorization"))
             let route = self.route
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: eventLoop)

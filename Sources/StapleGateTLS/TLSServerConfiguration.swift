@@ -44,6 +44,15 @@ public struct TLSServerConfiguration: Sendable, Equatable {
 
     public var sessionTicketKeys: SessionTicketKeys = .process
 
+    /// `tls.open_key_files`: what to do with a private key file open to more than its owner and
+    /// group readers: refuse it (default, as ssh refuses such keys), or use it with a warning.
+    public enum OpenKeyFiles: String, Sendable, Equatable, CaseIterable {
+        case refuse
+        case warn
+    }
+
+    public var openKeyFiles: OpenKeyFiles = .refuse
+
     /// The key file, when the keys come from one.
     public var sessionTicketKeysPath: String? {
         if case let .file(path) = sessionTicketKeys { return path }

@@ -16,9 +16,10 @@ struct AdminHTTPResponse: CustomStringConvertible {
     }
 }
 
-func adminRequest(port: Int, _ target: String, method: String = "GET") async throws -> AdminHTTPResponse {
+func adminRequest(port: Int, _ target: String, method: String = "GET", headers: [String] = []) async throws -> AdminHTTPResponse {
     let client = try RawTCPClient(port: port)
-    try client.send("\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    let extra = headers.map { $0 + "\r\n" }.joined()
+    try client.send("\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(extra)Connection: close\r\nContent-Length: 0\r\n\r\n")
     let text = String(decoding: try await client.waitForClose(timeout: .seconds(10)).received, as: UTF8.self)
     guard let split = text.range(of: "\r\n\r\n") else { throw AdminHTTPError("no complete response head:\n\(text)") }
     let lines = text[..<split.lowerBound].components(separatedBy: "\r\n")

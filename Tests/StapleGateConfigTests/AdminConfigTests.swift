@@ -1,5 +1,6 @@
 import Foundation
 @testable import StapleGateConfig
+import StapleGateTLS
 import XCTest
 
 /// The `admin` section: defaults, every key applied, mistakes named by key and line.
@@ -35,6 +36,71 @@ final class AdminConfigTests: ConfigTestCase {
             let keyLine = String(body.split(separator: "\n").last!).trimmingCharacters(in: .whitespaces)
             assertError(yaml() + body + "\n", key: key, lineContaining: keyLine, reasonContains: [reason])
         }
+    }
+
+    // MARK: Authentication (admin.token_file, admin.allow_unauthenticated)
+
+    private func writeToken(_ name: String, _ text: String, mode: mode_t = 0o600) throws {
+        try pki.write(name, text)
+        XCTAssertEqual(chmod(pki.path(name), mode), 0)
+    }
+
+    func testATokenFileIsReadAndItsTokenMatchesOnlyItself() throws {
+        let token = String(repeating: "a1", count: 16)
+        try writeToken("admin.token", token + "\n")
+        let admin = try load(yaml() + "admin:\n  address: 0.0.0.0\n  token_file: admin.token\n").configuration.admin
+        XCTAssertEqual(admin.tokenFile, pki.path("admin.token"))
+        let loaded = try XCTUnwrap(admin.token)
+        XCTAssertTrue(loaded.matches(token))
+        XCTAssertFalse(loaded.matches(token + "x"))
+        XCTAssertFalse(loaded.matches(String(token.dropLast())))
+        XCTAssertFalse(loaded.matches(""))
+        XCTAssertEqual("\(loaded)", "(access token)", "a printed configuration never shows the token")
+    }
+
+    func testAnyNonLoopbackAddressNeedsATokenOrTheExplicitOptOut() throws {
+        for address in ["0.0.0.0", "192.0.2.10", "::", "2001:db8::1"] {
+            assertError(yaml() + "admin:\n  address: \"\(address)\"\n", key: "admin.address", lineContaining: "address: \"\(address)\"",
+                        reasonContains: ["is not a loopback address", "admin.token_file", "admin.allow_unauthenticated: true"])
+            let admin = try load(yaml() + "admin:\n  address: \"\(address)\"\n  allow_unauthenticated: true\n").configuration.admin
+            XCTAssertEqual(admin.address, address)
+            XCTAssertTrue(admin.allowUnauthenticated)
+            XCTAssertNil(admin.token)
+        }
+        // Loopback in every spelling needs neither; nor does a listener that is off.
+        for address in ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"] {
+            XCTAssertNil(try load(yaml() + "admin:\n  address: \"\(address)\"\n").configuration.admin.token, address)
+        }
+        XCTAssertFalse(try load(yaml() + "admin:\n  enabled: false\n  address: 0.0.0.0\n").configuration.admin.enabled)
+    }
+
+    func testABadTokenFileNamesItsKeyTheFileAndTheFix() throws {
+        try writeToken("open.token", String(repeating: "b", count: 32), mode: 0o644)
+        try writeToken("short.token", "tooshort\n")
+        try writeToken("spaced.token", "two words in this token line\n")
+        try writeToken("empty.token", "\n")
+        let cases: [(String, [String])] = [
+            ("open.token", ["mode 644 is wider than 640", "chmod 600"]),
+            ("short.token", ["holds 8 characters, fewer than 16", "openssl rand -hex 32"]),
+            ("spaced.token", ["spaces"]),
+            ("empty.token", ["holds 0 characters"]),
+            ("missing.token", [pki.path("missing.token"), "no such file"]),
+        ]
+        for (name, reasons) in cases {
+            assertError(yaml() + "admin:\n  token_file: \(name)\n", key: "admin.token_file", lineContaining: "token_file",
+                        reasonContains: reasons)
+        }
+        assertError(yaml() + "admin:\n  allow_unauthenticated: maybe\n", key: "admin.allow_unauthenticated",
+                    lineContaining: "allow_unauthenticated", reasonContains: ["expected true or false"])
+    }
+
+    func testTheBearerSchemeIsReadAsRFC6750WritesIt() {
+        XCTAssertEqual(AccessToken.bearer(fromAuthorization: "Bearer abc"), "abc")
+        XCTAssertEqual(AccessToken.bearer(fromAuthorization: "bearer  abc "), "abc", "the scheme's case is free")
+        XCTAssertNil(AccessToken.bearer(fromAuthorization: "Basic YWRtaW46YWRtaW4="))
+        XCTAssertNil(AccessToken.bearer(fromAuthorization: "Bearer"))
+        XCTAssertNil(AccessToken.bearer(fromAuthorization: "Bearerabc"))
+        XCTAssertNil(AccessToken.bearer(fromAuthorization: nil))
     }
 
     /// config/staplegate.yaml shows every admin key with its default value.

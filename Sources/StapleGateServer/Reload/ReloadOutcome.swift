@@ -28,7 +28,10 @@ enum RestartOnlySettings {
         if old.stateDirectory != new.stateDirectory { changed.append("state_directory") }
         if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("logging") }
         if old.trace != new.trace { changed.append("trace") }
-        if old.admin != new.admin { changed.append("admin") }
+        // The token is not among them: a reload that names a new token file applies it at once.
+        if old.admin.enabled != new.admin.enabled || old.admin.address != new.admin.address || old.admin.port != new.admin.port {
+            changed.append("admin (enabled, address, port)")
+        }
         if old.deviceOCSP.cacheCapacity != new.deviceOCSP.cacheCapacity { changed.append("device_ocsp.cache_size") }
         // The device-status store is opened once, with the status cache that outlives reloads.
         if old.fleet != new.fleet { changed.append("fleet") }
