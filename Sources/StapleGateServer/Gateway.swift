@@ -31,6 +31,8 @@ public final class Gateway: Service, Sendable {
     private let metrics: GatewayMetrics
     /// Connections refused for the PROXY protocol (`listen.proxy_protocol`), counted and logged.
     private let proxyRefusals: ProxyProtocolRefusals
+    /// Failed and timed-out handshakes' log lines: one by one, then a summary during a flood.
+    private let handshakeFailureLog: HandshakeFailureLog
 
     private struct ListenerState {
         var channel: Channel?
@@ -63,6 +65,7 @@ public final class Gateway: Service, Sendable {
         self.ownsGroup = group == nil
         self.logger = logger
         proxyRefusals = ProxyProtocolRefusals(logger: logger)
+        handshakeFailureLog = HandshakeFailureLog(summaryLogger: logger)
         brokerHealth = BrokerHealth(logger: logger, factory: metrics.factory)
         brokerHealth.track(generation.configuration.upstream.brokers)
     }
@@ -271,13 +274,15 @@ public final class Gateway: Service, Sendable {
                                           handshake: handshake)
             }
         }
-        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger),
+        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger,
+                                                                   failureLog: handshakeFailureLog),
                                           HandshakeMetricsHandler(metrics: metrics)]
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
             handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity))
         }
-        handlers.append(HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger))
+        handlers.append(HandshakeDeadlineHandler(timeout: TimeAmount(configuration.tls.handshakeTimeout), logger: connectionLogger,
+                                                 failureLog: handshakeFailureLog))
         handlers.append(MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger))
         try channel.pipeline.syncOperations.addHandlers(handlers)
     }

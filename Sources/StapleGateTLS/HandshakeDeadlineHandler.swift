@@ -9,11 +9,14 @@ public final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableCha
 
     private let timeout: TimeAmount
     private let logger: Logger
+    /// Thins the timeout lines during a flood (shared by a gateway's connections); nil logs each.
+    private let failureLog: HandshakeFailureLog?
     private var deadline: Scheduled<Void>?
 
-    public init(timeout: TimeAmount, logger: Logger) {
+    public init(timeout: TimeAmount, logger: Logger, failureLog: HandshakeFailureLog? = nil) {
         self.timeout = timeout
         self.logger = logger
+        self.failureLog = failureLog
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -47,8 +50,14 @@ public final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableCha
         guard deadline == nil else { return }
         let timeout = self.timeout
         let logger = self.logger
+        let failureLog = self.failureLog
         deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            logger.warning("TLS handshake not completed within \(Self.describe(timeout)); closing")
+            let message: Logger.Message = "TLS handshake not completed within \(Self.describe(timeout)); closing"
+            if let failureLog {
+                failureLog.log(logger, level: .warning, message, on: context.eventLoop)
+            } else {
+                logger.warning(message)
+            }
             context.close(promise: nil)
         }
     }

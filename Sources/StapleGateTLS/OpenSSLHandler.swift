@@ -37,12 +37,23 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Writes issued before the handshake finished, sent once it has.
     private var writesAwaitingHandshake: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var logger: Logger
+    /// Thins failure lines during a flood (shared by a gateway's connections); nil logs each.
+    private let failureLog: HandshakeFailureLog?
     /// "device" or "server", in what is logged and reported.
     private var peer: String { connection.role.peerNoun }
 
-    init(connection: SSLConnection, logger: Logger) {
+    init(connection: SSLConnection, logger: Logger, failureLog: HandshakeFailureLog? = nil) {
         self.connection = connection
         self.logger = logger
+        self.failureLog = failureLog
+    }
+
+    private func logFailure(_ context: ChannelHandlerContext, level: Logger.Level, _ message: Logger.Message) {
+        if let failureLog {
+            failureLog.log(logger, level: level, message, on: context.eventLoop)
+        } else {
+            logger.log(level: level, message)
+        }
     }
 
     // MARK: Lifecycle
@@ -59,11 +70,11 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         if case .awaitingVerdict = state {
             let reason = "\(peer) disconnected while its certificate was being checked"
-            logger.info("\(reason)")
+            logFailure(context, level: .info, "\(reason)")
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         } else if case let .handshaking(_, receivedBytes) = state {
             let reason = receivedBytes ? "\(peer) disconnected during the TLS handshake" : "connection closed before any TLS data"
-            logger.log(level: receivedBytes ? .info : .debug, "\(reason)")
+            logFailure(context, level: receivedBytes ? .info : .debug, "\(reason)")
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         }
         state = .closed
@@ -223,7 +234,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .established, .closed: return
         }
         state = .closed
-        logger.log(level: level, "TLS handshake failed: \(reason)")
+        logFailure(context, level: level, "TLS handshake failed: \(reason)")
         context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
         closeAfterSendingPendingOutput(context: context)
@@ -344,11 +355,11 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// TLS for one device connection, from the gateway's shared `ServerContext`.
 public final class OpenSSLServerHandler: OpenSSLHandler {
-    public init(context: ServerContext, logger: Logger) throws(SetupError) {
+    public init(context: ServerContext, logger: Logger, failureLog: HandshakeFailureLog? = nil) throws(SetupError) {
         guard let connection = SSLConnection(context: context) else {
             throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new"))
         }
-        super.init(connection: connection, logger: logger)
+        super.init(connection: connection, logger: logger, failureLog: failureLog)
     }
 }
 

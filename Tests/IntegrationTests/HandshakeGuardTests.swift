@@ -40,4 +40,27 @@ final class HandshakeGuardTests: GatewayTestCase {
         XCTAssertTrue(closed.received.isEmpty, "the gateway sent \(closed.received.count) bytes to a silent client")
         try await gateway.log.waitFor("TLS handshake not completed within 1 s")
     }
+
+    /// A flood of silent connections: each is cut off at the deadline and counted, but the log
+    /// gets at most ten failure lines and then one summary with the rest, not a line each.
+    func testAFloodOfStalledHandshakesIsLoggedAsASummary() async throws {
+        let gateway = try await startGateway(handshakeTimeout: .seconds(1))
+        let flood = 40
+        let clients = try (0..<flood).map { _ in try RawTCPClient(port: gateway.port) }
+        for client in clients { _ = try await client.waitForClose(timeout: .seconds(15)) }
+
+        let summaryText = "more TLS handshake failures in the last 10 s were not logged one by one (at most 10 are)"
+        let summary = try await gateway.log.waitFor(summaryText, timeout: .seconds(25))
+        // Each connection's one failure line (its timeout), written or summarised, each once.
+        let written = gateway.log.entries(containing: "TLS handshake not completed within 1 s").count
+        let summarised = try XCTUnwrap(Int(summary.message.prefix { $0.isNumber }), summary.message)
+        XCTAssertEqual(written, 10, gateway.log.text)
+        XCTAssertEqual(written + summarised, flood, gateway.log.text)
+        XCTAssertEqual(gateway.log.entries(containing: summaryText).count, 1)
+
+        // The gateway still serves a device afterwards.
+        let topic = uniqueTopic("guard/after-flood")
+        let publish = try await mosquittoPub(port: gateway.port, pki: pki, device: "device-1", topic: topic, message: "served")
+        XCTAssertEqual(publish.status, .exited(0), "\(publish)")
+    }
 }
