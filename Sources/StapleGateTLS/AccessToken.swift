@@ -41,13 +41,8 @@ public struct AccessToken: Sendable, Equatable, CustomStringConvertible {
         let data: Data
         switch SecretFile.read(at: path, maximumBytes: maximumBytes) {
         case let .success(bytes): data = bytes
-        case let .failure(.access(problem)): throw failure(problem)
-        case let .failure(.unexaminable(why)): throw failure("cannot be examined (\(why))")
-        case let .failure(.modeTooWide(mode)):
-            throw failure("mode \(String(mode, radix: 8)) is wider than 640: other users could read the token; chmod 600 (or 640)")
-        case let .failure(.tooBig(size)):
-            throw failure("is \(size) bytes, too big for a token (at most \(maximumBytes)); is it the right file?")
-        case .failure(.unreadable): throw failure("could not be read")
+        case let .failure(problem):
+            throw failure(problem.reason(kind: "a token", exposure: "other users could read the token", maximumBytes: maximumBytes))
         }
         guard let text = String(data: data, encoding: .utf8) else { throw failure("is not UTF-8 text") }
         let token = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first

@@ -37,3 +37,17 @@ public enum SecretFile {
         }
     }
 }
+
+extension SecretFile.Problem {
+    /// In words, for a secret that `kind` names ("a token") and whose exposure `exposure` says
+    /// ("other users could read the token"), read with `maximumBytes`.
+    public func reason(kind: String, exposure: String, maximumBytes: Int) -> String {
+        switch self {
+        case let .access(problem): problem
+        case let .unexaminable(why): "cannot be examined (\(why))"
+        case let .modeTooWide(mode): "mode \(String(mode, radix: 8)) is wider than 640: \(exposure); chmod 600 (or 640)"
+        case let .tooBig(size): "is \(size) bytes, too big for \(kind) (at most \(maximumBytes)); is it the right file?"
+        case .unreadable: "could not be read"
+        }
+    }
+}

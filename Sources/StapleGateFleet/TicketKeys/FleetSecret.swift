@@ -43,13 +43,9 @@ public struct FleetSecret: Sendable {
         let data: Data
         switch SecretFile.read(at: path, maximumBytes: maximumBytes) {
         case let .success(bytes): data = bytes
-        case let .failure(.access(problem)): throw failure(problem)
-        case let .failure(.unexaminable(why)): throw failure("cannot be examined (\(why))")
-        case let .failure(.modeTooWide(mode)):
-            throw failure("mode \(String(mode, radix: 8)) is wider than 640: with it and the database, every device's resumed session can be opened; chmod 600 (or 640)")
-        case let .failure(.tooBig(size)):
-            throw failure("is \(size) bytes, too big for a secret (at most \(maximumBytes)); is it the right file?")
-        case .failure(.unreadable): throw failure("could not be read")
+        case let .failure(problem):
+            throw failure(problem.reason(kind: "a secret", exposure: "with it and the database, every device's resumed session can be opened",
+                                         maximumBytes: maximumBytes))
         }
         var bytes = [UInt8](data)
         while let last = bytes.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { bytes.removeLast() }
