@@ -94,7 +94,8 @@ public struct AdminRoutes: Sendable {
         unauthorized.increment()
         let why = request.authorization == nil ? "no Authorization header" : "a wrong or malformed token"
         if let count = unauthorizedWarning.occurred() {
-            logger?.warning("admin listener: refused \(count) request(s) without the admin token in the last minute (the latest: \(request.method) \(request.path), \(why))")
+            // At most a line a minute, counting the refusals since the line before.
+            logger?.warning("admin listener: refused \(count) request(s) without a valid admin token since the last such line (the latest: \(request.method) \(request.path), \(why))")
         }
         return ControlResponse(
             status: 401,

@@ -67,7 +67,7 @@ final class AdminTokenTests: GatewayTestCase {
         let samples = try await PrometheusParser.parse(scrape.body, in: directory).get()
         // 4 paths × (no header + 4 wrong ones) + the POST.
         XCTAssertEqual(samples.value("staplegate_admin_requests_unauthorized_total"), 21)
-        try await gateway.waitForOutput("admin listener: refused 1 request(s) without the admin token")
+        try await gateway.waitForOutput("admin listener: refused 1 request(s) without a valid admin token since the last such line")
     }
 
     func testAReloadAppliesANewTokenAndRetiresTheOld() async throws {
