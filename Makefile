@@ -6,8 +6,9 @@ SWIFT ?= swift
 # nginx, libnginx-mod-stream, gnuplot-nox: `make bench` compares against nginx stream and draws its chart
 # (and the bench's smoke test runs in `make test`).
 # postgresql: Debian's PostgreSQL 15 server, which the fleet tests (issue 14) start on a free port.
-# libmimalloc2.0: the allocator the staplegate binary links (see Package.swift).
-APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 mosquitto mosquitto-clients socat faketime \
+# libmimalloc2.0: the allocator the staplegate binary links (see Package.swift). iproute2: `ss`, with which a
+# test reads the listener's accept queue.
+APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosquitto mosquitto-clients socat faketime \
 	python3-prometheus-client systemd nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

@@ -58,6 +58,10 @@ public struct ListenConfiguration: Sendable, Equatable {
     public var drainGracePeriod: Duration
     /// The most device sessions held at once; more are refused with a CONNACK "server busy".
     public var maxSessions = SessionLimit.automatic
+    /// `listen.max_handshakes`: the most connections between accept and the end of their TLS
+    /// handshake; past it the listener stops accepting and new connections wait in the kernel's
+    /// backlog. 0: no limit.
+    public var maxHandshakes = 0
     /// Which PROXY protocol headers a balancer in front must send (`listen.proxy_protocol`);
     /// nil: off, devices connect directly.
     public var proxyProtocol: ProxyHeaderParser.AcceptedVersions?

@@ -33,6 +33,8 @@ public final class Gateway: Service, Sendable {
     private let proxyRefusals: ProxyProtocolRefusals
     /// Failed and timed-out handshakes' log lines: one by one, then a summary during a flood.
     private let handshakeFailureLog: HandshakeFailureLog
+    /// `listen.max_handshakes` (as at start); nil: no limit.
+    private let handshakeSlots: HandshakeSlots?
 
     private struct ListenerState {
         var channel: Channel?
@@ -66,6 +68,9 @@ public final class Gateway: Service, Sendable {
         self.logger = logger
         proxyRefusals = ProxyProtocolRefusals(logger: logger)
         handshakeFailureLog = HandshakeFailureLog(summaryLogger: logger)
+        let listen = generation.configuration.listen
+        handshakeSlots = listen.maxHandshakes > 0
+            ? HandshakeSlots(limit: listen.maxHandshakes, backlog: listen.backlog, logger: logger, factory: metrics.factory) : nil
         brokerHealth = BrokerHealth(logger: logger, factory: metrics.factory)
         brokerHealth.track(generation.configuration.upstream.brokers)
     }
@@ -120,6 +125,7 @@ public final class Gateway: Service, Sendable {
             throw StartError(address: "\(listen.address):\(listen.port)", underlying: error)
         }
         state.withLockedValue { $0.channel = channel }
+        handshakeSlots?.attach(listener: channel)
         let address = channel.localAddress!
         logger.notice("listening for devices", metadata: [
             "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.summary)",
@@ -216,12 +222,15 @@ public final class Gateway: Service, Sendable {
             return
         }
         track(channel, id: id)
+        // Held from accept to the end of the handshake, or to the close if that comes first.
+        let slot = handshakeSlots?.take()
+        if let slot { channel.closeFuture.whenComplete { _ in slot.release() } }
         // Only the broker's PROXY header needs them: not worked out per connection otherwise.
         let device = configuration.upstream.sendsProxyProtocol
             ? Endpoints(device: ProxyEndpoint(channel.remoteAddress), gateway: ProxyEndpoint(channel.localAddress))
             : Endpoints(device: nil, gateway: nil)
         guard let versions = configuration.listen.proxyProtocol else {
-            return try startDeviceSession(channel, id: id, generation: generation, remote: peer, endpoints: device)
+            return try startDeviceSession(channel, id: id, generation: generation, remote: peer, endpoints: device, slot: slot)
         }
         // Behind a balancer the device's address comes in the PROXY header: the rest of the
         // pipeline (and every log line and trace event naming the device) waits for it.
@@ -231,7 +240,7 @@ public final class Gateway: Service, Sendable {
         ) { [self] header, context in
             let endpoints = Endpoints(device: header.source, gateway: header.destination ?? device.gateway)
             try startDeviceSession(context.channel, id: id, generation: generation,
-                                   remote: header.source?.description ?? peer, endpoints: endpoints)
+                                   remote: header.source?.description ?? peer, endpoints: endpoints, slot: slot)
         })
     }
 
@@ -257,7 +266,7 @@ public final class Gateway: Service, Sendable {
     /// TLS → handshake deadline → admission, for a device at `remote` (its own address, also
     /// behind a balancer).
     private func startDeviceSession(_ channel: Channel, id: UInt64, generation: GatewayGeneration, remote: String,
-                                    endpoints: Endpoints) throws {
+                                    endpoints: Endpoints, slot: HandshakeSlots.Slot?) throws {
         let configuration = generation.configuration
         var connectionLogger = logger
         connectionLogger[metadataKey: "conn"] = "\(id)"
@@ -277,6 +286,7 @@ public final class Gateway: Service, Sendable {
         var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger,
                                                                    failureLog: handshakeFailureLog),
                                           HandshakeMetricsHandler(metrics: metrics)]
+        if let slot { handlers.append(HandshakeSlotHandler(slot: slot)) }
         // Untraced gateways keep the data path one handler shorter.
         if traceStore != nil {
             handlers.append(SessionTraceHandler(tracer: tracer, identitySource: configuration.admission.identity))

@@ -49,6 +49,17 @@ final class ServiceConfigTests: ConfigTestCase {
                     reasonContains: [expected + #""3""#])
     }
 
+    func testMaxHandshakesIsOffByDefaultAndTakesAWholeNumber() throws {
+        XCTAssertEqual(try load(yaml()).configuration.listen.maxHandshakes, 0, "no limit unless asked")
+        XCTAssertEqual(try load(yaml(listen: "max_handshakes: 256")).configuration.listen.maxHandshakes, 256)
+        for bad in ["-1", "2000000"] {
+            assertError(yaml(listen: "max_handshakes: \(bad)"), key: "listen.max_handshakes", lineContaining: "max_handshakes",
+                        reasonContains: ["between 0 and 1000000"])
+        }
+        assertError(yaml(listen: "max_handshakes: many"), key: "listen.max_handshakes", lineContaining: "max_handshakes",
+                    reasonContains: ["expected a number"])
+    }
+
     // MARK: Drain and reload
 
     func testDrainGracePeriodAndReloadStapleWaitHaveDefaultsAndTakeDurations() throws {
