@@ -65,7 +65,8 @@ struct ConfigSchema {
 
     private func listen(_ section: YAMLValue) throws(ConfigError) -> ListenConfiguration {
         let keys = try section.mapping(knownKeys: [
-            "address", "port", "backlog", "drain_grace_period", "max_sessions", "max_handshakes", "proxy_protocol", "trusted_proxies",
+            "address", "port", "backlog", "drain_grace_period", "max_sessions", "max_handshakes", "per_source_connection_rate",
+            "proxy_protocol", "trusted_proxies",
         ])
         var listen = ListenConfiguration()
         if let value = keys["address"] {
@@ -80,6 +81,7 @@ struct ConfigSchema {
         if let value = keys["drain_grace_period"] { listen.drainGracePeriod = try duration(value) }
         if let value = keys["max_sessions"] { listen.maxSessions = try sessionLimit(value) }
         if let value = keys["max_handshakes"] { listen.maxHandshakes = try value.integer(in: 0...1_000_000) }
+        if let value = keys["per_source_connection_rate"] { listen.perSourceConnectionRate = try value.integer(in: 0...1_000_000) }
         try proxyProtocol(keys, section: section, into: &listen)
         return listen
     }

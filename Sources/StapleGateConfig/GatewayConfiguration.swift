@@ -62,6 +62,9 @@ public struct ListenConfiguration: Sendable, Equatable {
     /// handshake; past it the listener stops accepting and new connections wait in the kernel's
     /// backlog. 0: no limit.
     public var maxHandshakes = 0
+    /// `listen.per_source_connection_rate`: new connections a second from one source address (the
+    /// PROXY header's, behind a balancer); more are closed before TLS. 0: no limit.
+    public var perSourceConnectionRate = 0
     /// Which PROXY protocol headers a balancer in front must send (`listen.proxy_protocol`);
     /// nil: off, devices connect directly.
     public var proxyProtocol: ProxyHeaderParser.AcceptedVersions?

@@ -35,6 +35,8 @@ public final class Gateway: Service, Sendable {
     private let handshakeFailureLog: HandshakeFailureLog
     /// `listen.max_handshakes` (as at start); nil: no limit.
     private let handshakeSlots: HandshakeSlots?
+    /// `listen.per_source_connection_rate` (as at start); nil: no limit.
+    private let sourceRateLimit: SourceRateLimit?
 
     private struct ListenerState {
         var channel: Channel?
@@ -71,6 +73,8 @@ public final class Gateway: Service, Sendable {
         let listen = generation.configuration.listen
         handshakeSlots = listen.maxHandshakes > 0
             ? HandshakeSlots(limit: listen.maxHandshakes, backlog: listen.backlog, logger: logger, factory: metrics.factory) : nil
+        sourceRateLimit = listen.perSourceConnectionRate > 0
+            ? SourceRateLimit(rate: listen.perSourceConnectionRate, logger: logger, factory: metrics.factory) : nil
         brokerHealth = BrokerHealth(logger: logger, factory: metrics.factory)
         brokerHealth.track(generation.configuration.upstream.brokers)
     }
@@ -221,6 +225,12 @@ public final class Gateway: Service, Sendable {
             channel.close(promise: nil)
             return
         }
+        // Behind a balancer every connection comes from it: the device's address is in the header.
+        if configuration.listen.proxyProtocol == nil, let limit = sourceRateLimit, let source = channel.remoteAddress?.ipAddress,
+           !limit.admits(source) {
+            channel.close(promise: nil)
+            return
+        }
         track(channel, id: id)
         // Held from accept to the end of the handshake, or to the close if that comes first.
         let slot = handshakeSlots?.take()
@@ -238,6 +248,11 @@ public final class Gateway: Service, Sendable {
             accepting: versions, trusted: configuration.listen.trustedProxies,
             timeout: TimeAmount(configuration.tls.handshakeTimeout), refusals: proxyRefusals
         ) { [self] header, context in
+            if let limit = sourceRateLimit, let source = header.source.flatMap(SourceRateLimit.address) ?? context.channel.remoteAddress?.ipAddress,
+               !limit.admits(source) {
+                context.close(promise: nil)
+                return
+            }
             let endpoints = Endpoints(device: header.source, gateway: header.destination ?? device.gateway)
             try startDeviceSession(context.channel, id: id, generation: generation,
                                    remote: header.source?.description ?? peer, endpoints: endpoints, slot: slot)

@@ -58,6 +58,10 @@ final class ServiceConfigTests: ConfigTestCase {
         }
         assertError(yaml(listen: "max_handshakes: many"), key: "listen.max_handshakes", lineContaining: "max_handshakes",
                     reasonContains: ["expected a number"])
+        XCTAssertEqual(try load(yaml()).configuration.listen.perSourceConnectionRate, 0, "no limit unless asked")
+        XCTAssertEqual(try load(yaml(listen: "per_source_connection_rate: 20")).configuration.listen.perSourceConnectionRate, 20)
+        assertError(yaml(listen: "per_source_connection_rate: -5"), key: "listen.per_source_connection_rate",
+                    lineContaining: "per_source_connection_rate", reasonContains: ["between 0 and 1000000"])
     }
 
     // MARK: Drain and reload

@@ -26,6 +26,7 @@ enum RestartOnlySettings {
         }
         if old.listen.maxSessions != new.listen.maxSessions { changed.append("listen.max_sessions") }
         if old.listen.maxHandshakes != new.listen.maxHandshakes { changed.append("listen.max_handshakes") }
+        if old.listen.perSourceConnectionRate != new.listen.perSourceConnectionRate { changed.append("listen.per_source_connection_rate") }
         if old.stateDirectory != new.stateDirectory { changed.append("state_directory") }
         if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("logging") }
         if old.trace != new.trace { changed.append("trace") }
