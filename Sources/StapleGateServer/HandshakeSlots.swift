@@ -51,7 +51,7 @@ final class HandshakeSlots: Sendable {
         if let listener = pause {
             pauses.increment()
             // Connections the listener already took from the kernel are served; the next wait there.
-            listener.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            apply(to: listener)
             if let times = pauseWarning.occurred() {
                 logger.warning("listen.max_handshakes (\(limit)) handshakes under way: new connections wait in the kernel's accept queue (listen.backlog \(backlog)) until one ends (\(times) pause(s) since the last such line)")
             }
@@ -67,7 +67,17 @@ final class HandshakeSlots: Sendable {
             return (state.inFlight, listener)
         }
         inProgress.record(count)
-        resume?.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        if let resume { apply(to: resume) }
+    }
+
+    /// Sets `autoRead` on the listener's loop to what the state says when it runs there, not
+    /// when it was asked: a pause from one loop and a resume from another may reach the
+    /// listener's loop in either order, and the last to run must leave the state's value.
+    private func apply(to listener: Channel) {
+        listener.eventLoop.execute { [self] in
+            let paused = state.withLockedValue { $0.paused }
+            listener.setOption(ChannelOptions.autoRead, value: !paused).whenFailure { _ in }
+        }
     }
 
     /// One connection's slot, given back once: when its handshake ends, or when it closes first.
