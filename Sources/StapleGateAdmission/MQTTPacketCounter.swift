@@ -29,9 +29,16 @@ public struct MQTTPacketCounter: Sendable {
     }
 
     public mutating func count(_ buffer: ByteBuffer) {
-        let bytes = buffer.readableBytesView
-        var index = bytes.startIndex
-        while index < bytes.endIndex {
+        // Over the raw bytes: `readableBytesView`'s subscript checks bounds and exclusivity per
+        // byte, which made this 3 % of the gateway's CPU per relayed message (it runs twice a
+        // direction, for the trace and for the metrics).
+        buffer.withUnsafeReadableBytes { count(in: $0) }
+    }
+
+    private mutating func count(in bytes: UnsafeRawBufferPointer) {
+        var index = 0
+        let end = bytes.count
+        while index < end {
             switch stage {
             case .off:
                 return
@@ -51,7 +58,7 @@ public struct MQTTPacketCounter: Sendable {
                     stage = .remainingLength(value: total, multiplier: multiplier * 128, bytesRead: bytesRead + 1)
                 }
             case let .body(bytesLeft):
-                let skipped = min(bytesLeft, bytes.endIndex - index)
+                let skipped = min(bytesLeft, end - index)
                 index += skipped
                 if skipped == bytesLeft {
                     packets += 1

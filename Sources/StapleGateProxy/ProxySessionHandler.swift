@@ -125,7 +125,7 @@ public final class ProxySessionHandler: ChannelDuplexHandler, RemovableChannelHa
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
             var deviceHandlers: [ChannelHandler] = []
             if let idle = configuration.idleTimeout {
-                deviceHandlers.append(IdleStateHandler(allTimeout: TimeAmount(idle)))
+                deviceHandlers.append(SessionIdleHandler(timeout: TimeAmount(idle)))
             }
             deviceHandlers.append(deviceGlue)
             try context.pipeline.syncOperations.addHandlers(deviceHandlers, position: .after(self))

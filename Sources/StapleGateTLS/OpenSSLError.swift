@@ -28,6 +28,15 @@ public struct OpenSSLError: Error, CustomStringConvertible, Sendable, Equatable 
         return OpenSSLError(operation: operation, reasons: reasons + extra)
     }
 
+    /// Empties this thread's error queue, as `SSL_get_error` needs before every TLS I/O call.
+    /// Peeks first: OpenSSL 3.0's `ERR_clear_error` frees the strings of all sixteen slots (32
+    /// `free` calls) even when the queue is empty, which was 6 % of the gateway's CPU per
+    /// relayed message; the queue is empty unless the last call failed.
+    @inline(__always)
+    static func clearQueue() {
+        if ERR_peek_error() != 0 { ERR_clear_error() }
+    }
+
     static func describe(_ code: UInt) -> String {
         let library = ERR_lib_error_string(code).map { String(cString: $0) }
         let reason = ERR_reason_error_string(code).map { String(cString: $0) }

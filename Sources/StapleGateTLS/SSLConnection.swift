@@ -122,9 +122,9 @@ final class SSLConnection {
         guard let verdictSlot, verdictSlot.holdsPausedJob else { return }
         checkResumingThread()
         verdictSlot.phase = .answered(X509_V_ERR_OCSP_VERIFY_NEEDED)
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
         _ = SSL_do_handshake(ssl)
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
     }
 
     /// Hands ciphertext received from the peer to OpenSSL.
@@ -138,7 +138,7 @@ final class SSLConnection {
 
     func handshake() -> HandshakeResult {
         checkResumingThread()
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             if verdictSlot != nil { _ = sg_SSL_clear_mode(ssl, Int(SSL_MODE_ASYNC)) }
@@ -214,7 +214,7 @@ final class SSLConnection {
 
     /// Decrypts into the free space of `buffer` (which must have some).
     func read(into buffer: inout ByteBuffer) -> ReadResult {
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
         var bytesRead = 0
         var result: Int32 = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { space in
@@ -252,7 +252,7 @@ final class SSLConnection {
     /// Encrypts all of `buffer`; the records land in the output BIO.
     func write(_ buffer: ByteBuffer) -> OpenSSLError? {
         guard buffer.readableBytes > 0 else { return nil }
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
         var written = 0
         let result = buffer.withUnsafeReadableBytes { bytes in
             SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &written)
@@ -262,9 +262,9 @@ final class SSLConnection {
 
     /// Queues close_notify. Our side only: neither MQTT sessions nor OCSP fetches wait for the peer's.
     func shutdown() {
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
         _ = SSL_shutdown(ssl)
-        ERR_clear_error()
+        OpenSSLError.clearQueue()
     }
 
     /// Ciphertext waiting to go to the peer, if any.

@@ -106,6 +106,31 @@ final class OpenSSLServerHandlerTests: XCTestCase {
         XCTAssertEqual(device.read(), .bytes(Array("pong from broker".utf8)))
     }
 
+    /// `SSL_get_error` blames a stale entry on the thread's error queue for a mere "want more
+    /// bytes": the queue must be emptied before each read however cheaply that is done
+    /// (`OpenSSLError.clearQueue` peeks first). Here an unrelated failure on the event loop's
+    /// thread leaves an entry, then half a record arrives: the session must wait, not fail.
+    func testAStaleErrorOnTheThreadDoesNotFailTheNextRead() throws {
+        let device = client("device-1")
+        try pump(device)
+        device.write(Array("after a stale error".utf8))
+        let record = device.outgoing()
+        XCTAssertNil(BIO_new_file("/nonexistent/staplegate-test", "r"), "the unrelated failure")
+        XCTAssertNotEqual(ERR_peek_error(), 0, "it left an entry on this thread's queue")
+        try channel.writeInbound(channel.allocator.buffer(bytes: record.prefix(record.count / 2)))
+        XCTAssertTrue(channel.isActive, "half a record failed the session")
+        try channel.writeInbound(channel.allocator.buffer(bytes: record.dropFirst(record.count / 2)))
+        XCTAssertEqual(recorder.receivedText, "after a stale error")
+    }
+
+    func testClearingAnEmptyErrorQueueLeavesItEmpty() {
+        OpenSSLError.clearQueue()
+        XCTAssertEqual(ERR_peek_error(), 0)
+        XCTAssertNil(BIO_new_file("/nonexistent/staplegate-test", "r"))
+        OpenSSLError.clearQueue()
+        XCTAssertEqual(ERR_peek_error(), 0, "a queued entry was left")
+    }
+
     func testLargeWritesArriveIntactAcrossManyRecords() throws {
         let device = client("device-1")
         try pump(device)
