@@ -298,7 +298,7 @@ public final class Gateway: Service, Sendable {
                                           handshake: handshake)
             }
         }
-        var handlers: [ChannelHandler] = [try OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger,
+        var handlers: [ChannelHandler] = [OpenSSLServerHandler(context: generation.serverContext, logger: connectionLogger,
                                                                    failureLog: handshakeFailureLog),
                                           HandshakeMetricsHandler(metrics: metrics)]
         if let slot { handlers.append(HandshakeSlotHandler(slot: slot)) }

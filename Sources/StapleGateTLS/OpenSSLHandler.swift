@@ -32,7 +32,12 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         public var description: String { "cannot create a TLS connection: \(reason)" }
     }
 
-    private let connection: SSLConnection
+    /// The `SSL`, made when the device's first bytes arrive (a server) or at once (a client).
+    /// A connection that never sends anything (a port scan, a probe, a flood of bare TCP
+    /// connections) then costs no OpenSSL state: 5.6 KiB instead of 14.5 KiB each.
+    private var made: SSLConnection?
+    private let makeConnection: () -> SSLConnection?
+    private let role: SSLConnection.Role
     private var state: State = .idle
     /// Writes issued before the handshake finished, sent once it has.
     private var writesAwaitingHandshake: [(ByteBuffer, EventLoopPromise<Void>?)] = []
@@ -40,10 +45,19 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Thins failure lines during a flood (shared by a gateway's connections); nil logs each.
     private let failureLog: HandshakeFailureLog?
     /// "device" or "server", in what is logged and reported.
-    private var peer: String { connection.role.peerNoun }
+    private var peer: String { role.peerNoun }
 
-    init(connection: SSLConnection, logger: Logger, failureLog: HandshakeFailureLog? = nil) {
-        self.connection = connection
+    /// Only read in the states that follow its making (bytes received, or a client's start).
+    private var connection: SSLConnection {
+        guard let made else { preconditionFailure("the TLS connection was used before it was made") }
+        return made
+    }
+
+    init(role: SSLConnection.Role, made: SSLConnection? = nil, logger: Logger, failureLog: HandshakeFailureLog? = nil,
+         makeConnection: @escaping () -> SSLConnection?) {
+        self.role = role
+        self.made = made
+        self.makeConnection = makeConnection
         self.logger = logger
         self.failureLog = failureLog
     }
@@ -78,26 +92,37 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireUserInboundEventTriggered(TLSEvent.handshakeFailed(reason: reason))
         }
         state = .closed
-        connection.abandonPausedHandshake()
+        made?.abandonPausedHandshake()
         failWritesAwaitingHandshake(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         // Still on the event loop: the last chance to unwind a handshake paused for a verdict.
-        connection.abandonPausedHandshake()
+        made?.abandonPausedHandshake()
     }
 
     private func beginHandshake(context: ChannelHandlerContext) {
         guard case .idle = state else { return }
         state = .handshaking(startedAt: .now(), receivedBytes: false)
         // A client speaks first: its ClientHello goes out as soon as the connection is up.
-        if connection.role == .client { advanceHandshake(context: context) }
+        if role == .client, makeConnectionIfNeeded(context: context) { advanceHandshake(context: context) }
     }
 
     private func noteHandshakeBytesReceived(context: ChannelHandlerContext) {
         beginHandshake(context: context)
         if case let .handshaking(startedAt, false) = state { state = .handshaking(startedAt: startedAt, receivedBytes: true) }
+    }
+
+    /// False (and the handshake failed) when OpenSSL cannot make the `SSL`, e.g. out of memory.
+    private func makeConnectionIfNeeded(context: ChannelHandlerContext) -> Bool {
+        if made != nil { return true }
+        guard let connection = makeConnection() else {
+            failHandshake(context: context, reason: "cannot create a TLS connection: \(OpenSSLError.drain(operation: "SSL_new"))")
+            return false
+        }
+        made = connection
+        return true
     }
 
     // MARK: Inbound
@@ -107,6 +132,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch state {
         case .idle, .handshaking:
             noteHandshakeBytesReceived(context: context)
+            guard makeConnectionIfNeeded(context: context) else { return }
             connection.receive(ciphertext)
             advanceHandshake(context: context)
         case .awaitingVerdict:
@@ -154,6 +180,11 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch connection.handshake() {
         case .wantRead:
             sendPendingOutput(context: context)
+            // Waiting for the peer's next flight, which may never come (a stalled or hostile
+            // client holds the connection until tls.handshake_timeout): keep no record buffer
+            // or BIO capacity meanwhile (2.7 KiB of the 33.4 a stalled handshake held).
+            connection.releaseIdleBuffers()
+            connection.shedHandshakeBuffers()
         case let .paused(question):
             sendPendingOutput(context: context)
             if let question { answer(question, startedAt: startedAt, context: context) }
@@ -172,7 +203,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 deviceCertificate: connection.peerCertificate,
                 certificateCheck: connection.lastVerdict?.reason)
             // Named already when the gate judged the device (a full handshake); a resumed one is named here.
-            if connection.role == .server, logger[metadataKey: "device"] == nil { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
+            if role == .server, logger[metadataKey: "device"] == nil { logger[metadataKey: "device"] = "\(summary.deviceIdentity)" }
             var metadata: Logger.Metadata = [
                 "tls.version": "\(summary.protocolVersion)", "tls.cipher": "\(summary.cipher)",
                 "tls.resumed": "\(summary.resumed)",
@@ -180,7 +211,7 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
             ]
             if let check = summary.certificateCheck { metadata["device.check"] = "\(check)" }
             // A device's handshake is an event operators follow; our own fetches' are routine.
-            logger.log(level: connection.role == .server ? .info : .debug, "TLS handshake completed", metadata: metadata)
+            logger.log(level: role == .server ? .info : .debug, "TLS handshake completed", metadata: metadata)
             context.fireUserInboundEventTriggered(TLSEvent.handshakeCompleted(summary))
             flushWritesAwaitingHandshake(context: context)
             // Application data can arrive in the same read as the client's Finished.
@@ -336,14 +367,14 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func sendPendingOutput(context: ChannelHandlerContext) {
-        guard let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) else { return }
+        guard let ciphertext = made?.pendingOutput(allocator: context.channel.allocator) else { return }
         context.writeAndFlush(wrapOutboundOut(ciphertext), promise: nil)
     }
 
     /// Sends what OpenSSL queued (typically an alert naming the reason) before closing, so the
     /// peer learns why, e.g. "unknown ca" or "certificate expired".
     private func closeAfterSendingPendingOutput(context: ChannelHandlerContext) {
-        guard let ciphertext = connection.pendingOutput(allocator: context.channel.allocator) else {
+        guard let ciphertext = made?.pendingOutput(allocator: context.channel.allocator) else {
             context.close(promise: nil)
             return
         }
@@ -355,11 +386,10 @@ public class OpenSSLHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// TLS for one device connection, from the gateway's shared `ServerContext`.
 public final class OpenSSLServerHandler: OpenSSLHandler {
-    public init(context: ServerContext, logger: Logger, failureLog: HandshakeFailureLog? = nil) throws(SetupError) {
-        guard let connection = SSLConnection(context: context) else {
-            throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new"))
-        }
-        super.init(connection: connection, logger: logger, failureLog: failureLog)
+    /// The `SSL` is made from `context` (the one serving when the device connected) when the
+    /// device's first bytes arrive.
+    public init(context: ServerContext, logger: Logger, failureLog: HandshakeFailureLog? = nil) {
+        super.init(role: .server, logger: logger, failureLog: failureLog, makeConnection: { SSLConnection(context: context) })
     }
 }
 
@@ -371,6 +401,6 @@ public final class OpenSSLClientHandler: OpenSSLHandler {
         guard let connection = SSLConnection(context: context, serverName: serverName) else {
             throw SetupError(reason: OpenSSLError.drain(operation: "SSL_new / SSL_set1_host"))
         }
-        super.init(connection: connection, logger: logger)
+        super.init(role: .client, made: connection, logger: logger, makeConnection: { connection })
     }
 }

@@ -19,7 +19,7 @@ final class DeviceCertificateGateTests: SharedPKITestCase {
             certificates: [.init(chainPath: pki.path("server.pem"), keyPath: pki.path("server.key"))],
             deviceCABundlePath: pki.path("ca-chain.pem"))).with(deviceCertificateGate: gate)
         recorder = ThreadSafeEventRecorder()
-        let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
+        let handler = OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
         channel = try await SocketPairChannel(handlers: [handler, recorder])
     }
 

@@ -37,7 +37,7 @@ final class OpenSSLServerHandlerTests: XCTestCase {
     private func makeChannel(context: ServerContext) throws {
         _ = try? channel?.finish()
         recorder = EventRecorder()
-        let handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
+        let handler = OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
         channel = EmbeddedChannel(handlers: [handler, recorder])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
@@ -224,6 +224,56 @@ final class OpenSSLServerHandlerTests: XCTestCase {
         channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         XCTAssertEqual(recorder.failureReason, "device closed its side during the TLS handshake")
         XCTAssertFalse(channel.isActive)
+    }
+
+    /// The `SSL` (8 KiB of OpenSSL state) is made when the device's first bytes arrive, not at
+    /// accept: a flood of connections that send nothing costs no TLS state.
+    func testTheSSLIsMadeAtTheFirstBytesNotAtAccept() throws {
+        var made = 0
+        let handler = OpenSSLHandler(role: .server, logger: Logger(label: "test")) {
+            made += 1
+            return SSLConnection(context: Self.context)
+        }
+        let lazy = EmbeddedChannel(handlers: [handler, EventRecorder()])
+        defer { _ = try? lazy.finish() }
+        try lazy.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        XCTAssertEqual(made, 0, "made at accept")
+
+        let device = client("device-1")
+        _ = device.handshake()
+        try lazy.writeInbound(lazy.allocator.buffer(bytes: device.outgoing()))
+        XCTAssertEqual(made, 1, "not made when the ClientHello arrived")
+        XCTAssertNotNil(try lazy.readOutbound(as: ByteBuffer.self), "no ServerHello")
+        try lazy.writeInbound(lazy.allocator.buffer(bytes: [0x16, 0x03, 0x03]))
+        XCTAssertEqual(made, 1, "made again")
+    }
+
+    /// Negative counterpart: a connection that leaves without a byte never made one.
+    func testAConnectionClosedBeforeAnyByteMadeNoSSL() throws {
+        var made = 0
+        let handler = OpenSSLHandler(role: .server, logger: Logger(label: "test")) {
+            made += 1
+            return SSLConnection(context: Self.context)
+        }
+        let recorder = EventRecorder()
+        let lazy = EmbeddedChannel(handlers: [handler, recorder])
+        try lazy.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        lazy.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        XCTAssertEqual(recorder.failureReason, "connection closed before any TLS data")
+        XCTAssertEqual(made, 0)
+        _ = try? lazy.finish()
+    }
+
+    /// SSL_new failing (out of memory) fails that handshake with the reason and closes it.
+    func testAnSSLThatCannotBeMadeFailsTheHandshakeWithAReason() throws {
+        let handler = OpenSSLHandler(role: .server, logger: Logger(label: "test")) { nil }
+        let recorder = EventRecorder()
+        let lazy = EmbeddedChannel(handlers: [handler, recorder])
+        try lazy.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try lazy.writeInbound(lazy.allocator.buffer(bytes: [0x16, 0x03, 0x01]))
+        XCTAssertEqual(recorder.failureReason?.hasPrefix("cannot create a TLS connection"), true, "\(String(describing: recorder.failureReason))")
+        XCTAssertFalse(lazy.isActive)
+        _ = try? lazy.finish()
     }
 
     func testABareTCPProbeIsToldApartFromAFailedHandshake() throws {

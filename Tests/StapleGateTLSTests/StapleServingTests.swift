@@ -21,7 +21,7 @@ final class StapleServingTests: SharedPKITestCase {
         let client = InMemoryTLSClient(
             caFile: pki.path("ca-chain.pem"), certificate: pki.path("device-1.pem"), key: pki.path("device-1.key"),
             maxVersion: tls12Ciphers == nil ? nil : TLS1_2_VERSION, tls12Ciphers: tls12Ciphers, requestStaple: requestStaple)
-        let channel = EmbeddedChannel(handler: try OpenSSLServerHandler(context: context, logger: Logger(label: "test")))
+        let channel = EmbeddedChannel(handler: OpenSSLServerHandler(context: context, logger: Logger(label: "test")))
         defer { _ = try? channel.finish() }
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         for _ in 0..<10 {
@@ -82,7 +82,7 @@ final class StapleServingTests: SharedPKITestCase {
         do {
             let context = try makeContext(["server"])
             released = context
-            handler = try OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
+            handler = OpenSSLServerHandler(context: context, logger: Logger(label: "test"))
         }
         XCTAssertNotNil(released, "a replaced context must outlive the handshakes still using it")
         XCTAssertNotNil(handler)
