@@ -12,7 +12,7 @@ APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosq
 	python3-prometheus-client systemd nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test demo fleet-demo bench clean
+.PHONY: all deps build test demo fleet-demo bench fuzz clean
 
 all: build
 
@@ -31,6 +31,14 @@ build: deps
 ## test: every test suite, against a real Mosquitto, real clients and a real OCSP responder
 test: deps
 	$(SWIFT) test --disable-swift-testing  # every suite is XCTest; this keeps its summary the last line
+
+## fuzz: each libFuzzer target (MQTT, PROXY header, OCSP HTTP and DER, config, control and admin HTTP)
+## for FUZZ_SECONDS (default 60) under AddressSanitizer; FUZZ_TARGETS="proxy-header ..." picks some.
+## New coverage joins Tests/Fuzz/Corpus, crashes land in Tests/Fuzz/Regressions; make test replays both.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh $(FUZZ_TARGETS)
 
 ## demo: a device publishing through StapleGate into Mosquitto; stays up until Ctrl-C.
 ## make demo FLEET=1 is the fleet demo below.

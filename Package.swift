@@ -358,3 +358,42 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzzing (issue 16, `make fuzz`): the harness is an ordinary library, so `make test` replays
+// every corpus file and crash reproducer through it (FuzzCorpusReplayTests). The fuzz binary
+// exists only in the fuzz build (STAPLEGATE_FUZZ=1, with -sanitize=fuzzer): it calls libFuzzer's
+// driver, which a plain build does not link.
+package.targets += [
+    .target(
+        name: "StapleGateFuzzHarness",
+        dependencies: [
+            "StapleGateAdmission", "StapleGateProxyProtocol", "StapleGateOCSP", "StapleGateTLS", "StapleGateConfig",
+            "StapleGateServer", "COpenSSL",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        path: "Tests/Fuzz/Harness",
+        swiftSettings: testSwift
+    ),
+    .testTarget(
+        name: "StapleGateFuzzTests",
+        dependencies: ["StapleGateFuzzHarness", "StapleGateOCSP", "StapleGateAdmission"],
+        path: "Tests/Fuzz/Replay",
+        swiftSettings: testSwift
+    ),
+]
+if ProcessInfo.processInfo.environment["STAPLEGATE_FUZZ"] == "1" {
+    package.products.append(.executable(name: "staplegate-fuzz", targets: ["StapleGateFuzz"]))
+    package.targets += [
+        .target(name: "CFuzzDriver", path: "Tests/Fuzz/CFuzzDriver"),
+        .executableTarget(
+            name: "StapleGateFuzz",
+            dependencies: ["StapleGateFuzzHarness", "CFuzzDriver"],
+            path: "Tests/Fuzz/Entry",
+            swiftSettings: testSwift
+        ),
+    ]
+}

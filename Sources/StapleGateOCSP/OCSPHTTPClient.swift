@@ -205,17 +205,13 @@ private final class OCSPHTTPExchange {
         }
         state = .exchanging(channel)
         let responsePromise = eventLoop.makePromise(of: OCSPHTTPResponse.self)
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = 8 * 1024
-        limits.maxHeaderListSize = 16 * 1024
-        limits.maxHeaderFieldCount = 100
         do {
             let pipeline = channel.pipeline.syncOperations
             if target.usesTLS {
                 try pipeline.addHandler(OpenSSLClientHandler(context: configuration.trust, serverName: target.host,
                                                              logger: Self.silentLogger))
             }
-            try pipeline.addHTTPClientHandlers(decoderLimitConfiguration: limits)
+            try pipeline.addHTTPClientHandlers(decoderLimitConfiguration: OCSPHTTPClient.decoderLimits)
             try pipeline.addHandler(OCSPHTTPResponseCollector(maximumBodyBytes: configuration.maximumResponseBytes,
                                                               promise: responsePromise))
         } catch {
@@ -339,5 +335,17 @@ struct OCSPHTTPTarget: Sendable, Equatable {
         requestTarget = pathAndQuery.isEmpty ? "/" : (pathAndQuery.hasPrefix("?") ? "/" + pathAndQuery : String(pathAndQuery))
         let hostPart = isIPv6 ? "[\(host)]" : String(host)
         hostHeader = port == defaultPort ? hostPart : "\(hostPart):\(port)"
+    }
+}
+
+extension OCSPHTTPClient {
+    /// A responder's answer is a few headers and a small body: anything much larger is refused
+    /// while it is parsed, not buffered.
+    static var decoderLimits: NIOHTTPDecoderLimitConfiguration {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 8 * 1024
+        limits.maxHeaderListSize = 16 * 1024
+        limits.maxHeaderFieldCount = 100
+        return limits
     }
 }

@@ -19,6 +19,18 @@ public struct ControlRequest: Sendable {
     }
 }
 
+extension ControlRequest {
+    /// The request as routes see it: the path percent-decoded, the query as names and values
+    /// (a repeated name keeps its last value).
+    init(head: HTTPRequestHead) {
+        let components = URLComponents(string: head.uri)
+        var query: [String: String] = [:]
+        for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
+        self.init(method: head.method.rawValue, path: components?.path ?? head.uri, query: query,
+                  authorization: head.headers.first(name: "authorization"))
+    }
+}
+
 public struct ControlResponse: Sendable {
     public let status: Int
     public let body: [UInt8]
@@ -71,11 +83,7 @@ final class HTTPRouteHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let components = URLComponents(string: head.uri)
-            var query: [String: String] = [:]
-            for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
-            let request = ControlRequest(method: head.method.rawValue, path: components?.path ?? head.uri, query: query,
-                                         authorization: head.headers.first(name: "authorization"))
+            let request = ControlRequest(head: head)
             let route = self.route
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: eventLoop)
