@@ -8,15 +8,16 @@ import XCTest
 /// acknowledged and delivered, new devices served. The faults are in the extensions
 /// (`FaultInjectionTests+*.swift`); this file holds what they share.
 final class FaultInjectionTests: GatewayTestCase {
-    /// The real binary with device checks off (they are not the subject) and logging at info,
-    /// stopped at the end of the test; its log and the broker's are printed when the test failed.
-    /// `stapling`: its own certificate stapled (the test starts the PKI's responder).
+    /// The real binary with logging at info, stopped at the end of the test; its log and the
+    /// broker's are printed when the test failed. Device checks are off unless `deviceChecks`
+    /// (where they are not the subject); `stapling` staples its own certificate. Either needs
+    /// the PKI's responder, which the test starts.
     func startStapleGate(directory: TemporaryDirectory? = nil, sections: [String] = [], tls: [String] = [],
-                         listen: [String] = [], stapling: Bool = false) async throws -> StapleGateProcess {
+                         listen: [String] = [], stapling: Bool = false, deviceChecks: Bool = false) async throws -> StapleGateProcess {
         let gateway = try await StapleGateProcess.start(
             pki: pki, broker: broker, directory: try directory ?? makeTemporaryDirectory(),
-            sections: ["device_ocsp: { enabled: false }"] + sections, tls: tls, listen: listen, logging: "{ level: info }",
-            stapling: stapling)
+            sections: (deviceChecks ? [] : ["device_ocsp: { enabled: false }"]) + sections, tls: tls, listen: listen,
+            logging: "{ level: info }", stapling: stapling)
         addTeardownBlock { [weak self] in
             if let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 {
                 print("--- gateway log (end) ---\n\(gateway.output.suffix(60_000))\n--- broker log (end) ---\n\(self?.broker.log.suffix(20_000) ?? "")")
@@ -24,6 +25,11 @@ final class FaultInjectionTests: GatewayTestCase {
             await gateway.stop()
         }
         return gateway
+    }
+
+    /// The value of the sample `name` (with its labels, if any) in the gateway's `/metrics`.
+    func metricValue(_ name: String, of gateway: StapleGateProcess) async throws -> Double {
+        try await metric(name, of: gateway) ?? 0
     }
 
     /// Log lines of `gateway` containing `text`.
