@@ -26,7 +26,7 @@ extension FleetConfiguration {
 public enum FleetStores {
     /// Device statuses: the SQLite file at `sqlitePath`, or the fleet's shared table.
     public static func deviceStatus(database: FleetDatabase?, sqlitePath: String, logger: Logger) throws -> any DeviceStatusStore {
-        guard let database else { return try OCSPCacheStore(path: sqlitePath) }
+        guard let database else { return try OCSPCacheStore(path: sqlitePath, logger: logger) }
         return PostgresDeviceStatusStore(database: database, logger: logger)
     }
 

@@ -1,6 +1,8 @@
+import CoreMetrics
 import Dispatch
 import Foundation
 import GRDB
+import Logging
 import NIOConcurrencyHelpers
 
 /// A failure to open or read the persisted device-status cache. The message names the file,
@@ -22,8 +24,17 @@ public struct OCSPCacheStoreError: Error, Sendable, CustomStringConvertible {
 /// restart the last verified answer (while it lasts) is worth more than "the responder was down".
 ///
 /// Writes never block the caller, who may be on an event loop in the middle of a handshake: they
-/// are queued, and one writer applies whatever accumulated in a single transaction, in order.
+/// are queued, and one writer applies whatever accumulated in a single transaction, in order. A
+/// batch that cannot be written (the disk full, say) stays queued, up to
+/// `maximumPending` operations, and is tried again every `retryDelay`: once the disk has room
+/// again the file holds every answer, as a restart's warm-up needs. Failures are reported by
+/// `OCSPCacheWriteReport`.
 public final class OCSPCacheStore: DeviceStatusStore {
+    /// How long the writer waits before trying a failed batch again.
+    static let retryDelay: DispatchTimeInterval = .seconds(2)
+    /// Operations kept while writes fail; beyond, the oldest go (the memory cache still has them).
+    static let maximumPending = 20_000
+
     /// This gateway's own file: nothing is in it that did not pass through this process's cache.
     public var isShared: Bool { false }
     public let path: String
@@ -32,6 +43,7 @@ public final class OCSPCacheStore: DeviceStatusStore {
     private let database: DatabasePool
     private let writer: DispatchQueue
     private let state = NIOLockedValueBox(WriterState())
+    private let report: OCSPCacheWriteReport
 
     private enum Operation: Sendable {
         case upsert(CachedOCSPStatus)
@@ -44,11 +56,15 @@ public final class OCSPCacheStore: DeviceStatusStore {
         var drainQueued = false
         var writeErrorCount = 0
         var lastWriteError: String?
+        /// Since a batch failed and until one is written: drains wait `retryDelay`.
+        var failing = false
     }
 
-    /// Opens (or creates) the database at `path`, creating its folder if needed.
-    public init(path: String) throws {
+    /// Opens (or creates) the database at `path`, creating its folder if needed. `logger`: where
+    /// write failures are reported (nil: counted only).
+    public init(path: String, logger: Logger? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory) throws {
         self.path = path
+        report = OCSPCacheWriteReport(logger: logger, factory: metricsFactory)
         let folder = (path as NSString).deletingLastPathComponent
         do {
             if !folder.isEmpty {
@@ -120,17 +136,18 @@ public final class OCSPCacheStore: DeviceStatusStore {
     public var lastWriteError: String? { state.withLockedValue { $0.lastWriteError } }
 
     private func enqueue(_ operation: Operation) {
-        let mustQueueDrain = state.withLockedValue { state -> Bool in
+        let drainAfter = state.withLockedValue { state -> DispatchTimeInterval? in
             state.pending.append(operation)
-            guard !state.drainQueued else { return false }
+            if state.pending.count > Self.maximumPending { state.pending.removeFirst(state.pending.count - Self.maximumPending) }
+            guard !state.drainQueued else { return nil }
             state.drainQueued = true
-            return true
-        }
-        if mustQueueDrain {
             // A first connect's answer waits a moment for others: one transaction per batch of
             // answers, not per device. Nothing reads the file meanwhile (memory answers first,
             // and `flush` writes at once), so only a crash can lose these 100 ms of answers.
-            writer.asyncAfter(deadline: .now() + .milliseconds(100)) { self.drain() }
+            return state.failing ? Self.retryDelay : .milliseconds(100)
+        }
+        if let drainAfter {
+            writer.asyncAfter(deadline: .now() + drainAfter) { self.drain() }
         }
     }
 
@@ -159,13 +176,22 @@ public final class OCSPCacheStore: DeviceStatusStore {
                 try db.cachedStatement(sql: "DELETE FROM device_ocsp_status WHERE expires_at <= \(Self.date)")
                     .execute(arguments: [Date().timeIntervalSince1970])
             }
+            state.withLockedValue { $0.failing = false }
+            report.written(batch.count, path: path)
         } catch {
-            // The in-memory cache still answers; only the restart warm-up loses these answers.
+            // The in-memory cache still answers; the batch goes back to the head of the queue,
+            // before anything queued meanwhile, and is tried again.
             let message = "cannot write the OCSP cache \(path): \(Self.describe(error))"
-            state.withLockedValue { state in
+            let (kept, retry) = state.withLockedValue { state -> (Int, Bool) in
                 state.writeErrorCount += 1
                 state.lastWriteError = message
+                state.failing = true
+                state.pending = Array((batch + state.pending).suffix(Self.maximumPending))
+                defer { state.drainQueued = true }
+                return (state.pending.count, !state.drainQueued)
             }
+            report.failed(message, kept: kept)
+            if retry { writer.asyncAfter(deadline: .now() + Self.retryDelay) { self.drain() } }
         }
     }
 

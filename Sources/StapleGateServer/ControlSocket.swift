@@ -35,6 +35,9 @@ public final class ControlSocket: Service, Sendable {
         let channel: Channel
         do {
             channel = try await ServerBootstrap(group: group)
+                .serverChannelInitializer { [logger] channel in
+                    AcceptFailures.install(on: channel, listener: "control", logger: logger)
+                }
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()

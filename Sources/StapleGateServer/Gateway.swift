@@ -35,6 +35,8 @@ public final class Gateway: Service, Sendable {
     private let handshakeFailureLog: HandshakeFailureLog
     /// `listen.max_handshakes` (as at start); nil: no limit.
     private let handshakeSlots: HandshakeSlots?
+    /// Whether the listener accepts: closed while the handshake slots are full or accepts back off.
+    private let listenerGate = ListenerReadGate()
     /// `listen.per_source_connection_rate` (as at start); nil: no limit.
     private let sourceRateLimit: SourceRateLimit?
 
@@ -72,7 +74,8 @@ public final class Gateway: Service, Sendable {
         handshakeFailureLog = HandshakeFailureLog(summaryLogger: logger)
         let listen = generation.configuration.listen
         handshakeSlots = listen.maxHandshakes > 0
-            ? HandshakeSlots(limit: listen.maxHandshakes, backlog: listen.backlog, logger: logger, factory: metrics.factory) : nil
+            ? HandshakeSlots(limit: listen.maxHandshakes, backlog: listen.backlog, gate: listenerGate, logger: logger,
+                             factory: metrics.factory) : nil
         sourceRateLimit = listen.perSourceConnectionRate > 0
             ? SourceRateLimit(rate: listen.perSourceConnectionRate, logger: logger, factory: metrics.factory) : nil
         brokerHealth = BrokerHealth(logger: logger, factory: metrics.factory)
@@ -116,6 +119,10 @@ public final class Gateway: Service, Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(listen.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Out of descriptors, the listener backs off instead of spinning on accept(), and says so.
+            .serverChannelInitializer { [listenerGate, logger, metrics] channel in
+                AcceptFailures.install(on: channel, listener: "device", gate: listenerGate, logger: logger, factory: metrics.factory)
+            }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: SessionReceiveBuffers.allocator)
@@ -129,7 +136,6 @@ public final class Gateway: Service, Sendable {
             throw StartError(address: "\(listen.address):\(listen.port)", underlying: error)
         }
         state.withLockedValue { $0.channel = channel }
-        handshakeSlots?.attach(listener: channel)
         let address = channel.localAddress!
         logger.notice("listening for devices", metadata: [
             "listen": "\(address.displayText)", "upstream": "\(configuration.upstream.summary)",

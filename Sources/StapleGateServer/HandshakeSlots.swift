@@ -8,15 +8,14 @@ import StapleGateTLS
 /// handshake, and stops the listener accepting while `limit` of them are under way. A flood of
 /// connections then waits in the kernel's accept queue (at most `listen.backlog`, costing the
 /// gateway nothing) instead of holding an `SSL` and its buffers each in the gateway's memory.
-/// Accepting resumes as soon as one of them ends. Shared by the connections of every event loop.
+/// Accepting resumes as soon as one of them ends. Shared by the connections of every event loop;
+/// the listener's `autoRead` is switched through its `ListenerReadGate`.
 final class HandshakeSlots: Sendable {
     let limit: Int
 
     private struct State {
         var inFlight = 0
         var paused = false
-        /// The listening channel, whose `autoRead` is the switch.
-        var listener: Channel?
     }
 
     private let state = NIOLockedValueBox(State())
@@ -25,9 +24,11 @@ final class HandshakeSlots: Sendable {
     private let pauseWarning = ThrottledWarning(logInterval: .seconds(60))
     private let logger: Logger
     private let backlog: Int
+    private let gate: ListenerReadGate
 
-    init(limit: Int, backlog: Int, logger: Logger, factory: any MetricsFactory) {
+    init(limit: Int, backlog: Int, gate: ListenerReadGate, logger: Logger, factory: any MetricsFactory) {
         self.limit = limit
+        self.gate = gate
         self.backlog = backlog
         self.logger = logger
         inProgress = Gauge(label: "staplegate_handshakes_in_progress", factory: factory)
@@ -35,23 +36,20 @@ final class HandshakeSlots: Sendable {
         inProgress.record(0)
     }
 
-    func attach(listener: Channel) {
-        state.withLockedValue { $0.listener = listener }
-    }
-
     /// One connection accepted: its handshake holds a slot until `Slot.release`.
     func take() -> Slot {
-        let (count, pause) = state.withLockedValue { state -> (Int, Channel?) in
+        let (count, pause) = state.withLockedValue { state -> (Int, Bool) in
             state.inFlight += 1
-            guard state.inFlight >= limit, !state.paused, let listener = state.listener else { return (state.inFlight, nil) }
+            guard state.inFlight >= limit, !state.paused else { return (state.inFlight, false) }
             state.paused = true
-            return (state.inFlight, listener)
+            // Under this lock, so that the gate's closes and opens follow `paused` in its order.
+            gate.close(for: .handshakeSlots)
+            return (state.inFlight, true)
         }
         inProgress.record(count)
-        if let listener = pause {
+        if pause {
             pauses.increment()
             // Connections the listener already took from the kernel are served; the next wait there.
-            apply(to: listener)
             if let times = pauseWarning.occurred() {
                 logger.warning("listen.max_handshakes (\(limit)) handshakes under way: new connections wait in the kernel's accept queue (listen.backlog \(backlog)) until one ends (\(times) pause(s) since the last such line)")
             }
@@ -60,24 +58,15 @@ final class HandshakeSlots: Sendable {
     }
 
     fileprivate func release() {
-        let (count, resume) = state.withLockedValue { state -> (Int, Channel?) in
+        let count = state.withLockedValue { state -> Int in
             state.inFlight -= 1
-            guard state.paused, state.inFlight < limit, let listener = state.listener else { return (state.inFlight, nil) }
-            state.paused = false
-            return (state.inFlight, listener)
+            if state.paused, state.inFlight < limit {
+                state.paused = false
+                gate.open(for: .handshakeSlots)
+            }
+            return state.inFlight
         }
         inProgress.record(count)
-        if let resume { apply(to: resume) }
-    }
-
-    /// Sets `autoRead` on the listener's loop to what the state says when it runs there, not
-    /// when it was asked: a pause from one loop and a resume from another may reach the
-    /// listener's loop in either order, and the last to run must leave the state's value.
-    private func apply(to listener: Channel) {
-        listener.eventLoop.execute { [self] in
-            let paused = state.withLockedValue { $0.paused }
-            listener.setOption(ChannelOptions.autoRead, value: !paused).whenFailure { _ in }
-        }
     }
 
     /// One connection's slot, given back once: when its handshake ends, or when it closes first.

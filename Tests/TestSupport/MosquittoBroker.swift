@@ -124,6 +124,20 @@ public final class MosquittoBroker: @unchecked Sendable {
         }
     }
 
+    /// Sends `signal` (SIGKILL: a crash, with no chance to close anything cleanly) and waits
+    /// until the process is gone.
+    public func kill(signal: Int32 = SIGKILL, timeout: Duration = .seconds(10)) async throws {
+        guard let process = lock.withLock({ current }) else { return }
+        process.signal(signal)
+        try await process.waitForExit(timeout: timeout)
+        lock.withLock {
+            if current === process {
+                earlierLogs += process.stderr.text + process.stdout.text
+                current = nil
+            }
+        }
+    }
+
     /// Stops and starts again on the same port / socket path.
     public func restart(timeout: Duration = .seconds(15)) async throws {
         await stop()

@@ -1,0 +1,66 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Faults injected into real components around the real `staplegate` binary (issue 16): a storm
+/// of reloads under traffic, the open-files limit reached, the broker killed with messages in
+/// flight. Each is judged by what devices then see: sessions kept or closed, messages
+/// acknowledged and delivered, new devices served. The faults are in the extensions
+/// (`FaultInjectionTests+*.swift`); this file holds what they share.
+final class FaultInjectionTests: GatewayTestCase {
+    /// The real binary with logging at info, stopped at the end of the test; its log and the
+    /// broker's are printed when the test failed. Device checks are off unless `deviceChecks`
+    /// (where they are not the subject); `stapling` staples its own certificate. Either needs
+    /// the PKI's responder, which the test starts.
+    func startStapleGate(directory: TemporaryDirectory? = nil, sections: [String] = [], tls: [String] = [],
+                         listen: [String] = [], stapling: Bool = false, deviceChecks: Bool = false) async throws -> StapleGateProcess {
+        let gateway = try await StapleGateProcess.start(
+            pki: pki, broker: broker, directory: try directory ?? makeTemporaryDirectory(),
+            sections: (deviceChecks ? [] : ["device_ocsp: { enabled: false }"]) + sections, tls: tls, listen: listen,
+            logging: "{ level: info }", stapling: stapling)
+        addTeardownBlock { [weak self] in
+            if let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 {
+                print("--- gateway log (end) ---\n\(gateway.output.suffix(60_000))\n--- broker log (end) ---\n\(self?.broker.log.suffix(20_000) ?? "")")
+            }
+            await gateway.stop()
+        }
+        return gateway
+    }
+
+    /// The value of the sample `name` (with its labels, if any) in the gateway's `/metrics`.
+    func metricValue(_ name: String, of gateway: StapleGateProcess) async throws -> Double {
+        try await metric(name, of: gateway) ?? 0
+    }
+
+    /// Log lines of `gateway` containing `text`.
+    func logLines(_ gateway: StapleGateProcess, containing text: String) -> [Substring] {
+        gateway.output.split(separator: "\n").filter { $0.contains(text) }
+    }
+
+    /// The broker's log lines naming `clientID` as a whole word.
+    func brokerLines(naming clientID: String) -> [Substring] {
+        broker.log.split(separator: "\n").filter { line in
+            line.split(separator: " ").contains { $0.trimmingCharacters(in: CharacterSet(charactersIn: ".,:()")) == clientID }
+        }
+    }
+
+    /// One message published through the gateway by a fresh mosquitto_pub as `device`, and
+    /// seen by `subscriber`: a new device admitted end to end.
+    func newDevicePublishes(_ device: String, through gateway: StapleGateProcess, to subscriber: MosquittoSubscriber,
+                            topic: String, message: String) async throws {
+        let result = try await mosquittoPub(port: gateway.port, pki: pki, device: device, topic: topic, message: message,
+                                            timeout: .seconds(30))
+        XCTAssertEqual(result.status, .exited(0), "\(device) publishing \"\(message)\": \(result)")
+        try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(50), "\"\(message)\" to reach the subscriber",
+                            details: { subscriber.process.stdout.text.suffix(2_000).description }) {
+            subscriber.messages.contains { $0.topic == topic && $0.payload == message }
+        }
+    }
+
+    /// The value of the unlabelled sample `name` in the gateway's `/metrics`.
+    func metric(_ name: String, of gateway: StapleGateProcess) async throws -> Double? {
+        let scrape = try await adminRequest(port: try XCTUnwrap(gateway.adminPort), "/metrics")
+        return scrape.body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+}
