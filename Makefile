@@ -8,7 +8,7 @@ SWIFT ?= swift
 # postgresql: Debian's PostgreSQL 15 server, which the fleet tests (issue 14) start on a free port.
 # libmimalloc2.0: the allocator the staplegate binary links (see Package.swift). iproute2: `ss`, with which a
 # test reads the listener's accept queue.
-APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosquitto mosquitto-clients socat faketime \
+APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosquitto mosquitto-clients socat faketime e2fsprogs \
 	python3-prometheus-client systemd nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

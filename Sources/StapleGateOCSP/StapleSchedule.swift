@@ -65,6 +65,16 @@ public struct StapleSchedule: Sendable {
         servable(at: now)?.nextUpdate
     }
 
+    /// True when the wall clock reads more than a second before the last fetch: it was stepped
+    /// back. The held response then looks dated in the future (libmosquitto, curl and others
+    /// refuse a thisUpdate more than 5 min ahead of their clock), and the planned refresh lies
+    /// as far off as the clock went back: time to fetch one dated by the clock as it is now.
+    /// After that fetch `lastAttempt` is now again, so it triggers once per step.
+    public func clockSteppedBack(now: Date) -> Bool {
+        guard let lastAttempt else { return false }
+        return now < lastAttempt.addingTimeInterval(-1)
+    }
+
     /// `jitterDraw` is a random number in -1...1 (injected so tests are exact).
     public mutating func record(_ response: VerifiedOCSPResponse, now: Date, jitterDraw: Double) {
         lastAttempt = now

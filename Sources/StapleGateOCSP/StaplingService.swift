@@ -179,19 +179,31 @@ public final class StaplingService: Sendable {
         for target in targets { publish(target, now: now) }
     }
 
+    /// The longest the refresh loop sleeps: its plan is in wall-clock time, but the sleep runs on
+    /// the monotonic clock, so a step of the wall clock (NTP, a VM resumed) is noticed only when
+    /// the loop wakes. Without the cap that was up to half a staple's validity later.
+    static let clockCheckInterval: TimeInterval = 5
+
     private func keepFresh(_ target: Target) async {
         while !Task.isCancelled {
             let now = Date()
             let schedule = schedules.withLockedValue { $0[target.index] }
-            if schedule.nextRefresh <= now {
+            if schedule.nextRefresh <= now || schedule.clockSteppedBack(now: now) {
                 await refresh(target)
                 continue
             }
-            // Wake for the refresh, or earlier if the staple served now expires before it.
-            let wake = min(schedule.nextRefresh, schedule.servableUntil(now: now) ?? .distantFuture)
+            // Wake for the refresh, or earlier if the staple served now expires before it, and
+            // at least every few seconds to notice a step of the wall clock.
+            let wake = min(schedule.nextRefresh, schedule.servableUntil(now: now) ?? .distantFuture,
+                           now + Self.clockCheckInterval)
             do { try await Task.sleep(for: .seconds(max(wake.timeIntervalSince(now), 0.01))) } catch { return }
-            publish(target, now: Date())
-            saveStatus(now: Date())
+            let woke = Date()
+            publish(target, now: woke)
+            // The status file only when the staple was withdrawn: a wake that only looked at the
+            // clock changed nothing, and must not rewrite the file (nor fail to) every few seconds.
+            if (schedule.servable(at: now) != nil) != (schedules.withLockedValue { $0[target.index].servable(at: woke) } != nil) {
+                saveStatus(now: woke)
+            }
         }
     }
 
@@ -263,7 +275,7 @@ public final class StaplingService: Sendable {
     /// Puts what may be served now into the store the handshakes read.
     private func publish(_ target: Target, now: Date) {
         let servable = schedules.withLockedValue { $0[target.index].servable(at: now) }
-        staples.setStaple(servable?.der, forCertificateAt: target.index)
+        staples.setStaple(servable?.der, validUntil: servable?.nextUpdate, forCertificateAt: target.index)
     }
 
     private func persist(_ response: VerifiedOCSPResponse, for target: Target) async {

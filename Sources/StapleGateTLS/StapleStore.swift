@@ -1,5 +1,6 @@
 import COpenSSL
 import CStapleGateShim
+import Foundation
 import NIOConcurrencyHelpers
 
 /// The OCSP responses to staple, one slot per configured server certificate (ECDSA and RSA each
@@ -7,20 +8,35 @@ import NIOConcurrencyHelpers
 /// arrives; handshakes only read them. Nothing is re-encoded per handshake: OpenSSL is handed a
 /// copy of the stored DER because it frees whatever it is given.
 public final class StapleStore: Sendable {
-    private let slots: [NIOLockedValueBox<[UInt8]?>]
+    private struct Staple {
+        let der: [UInt8]
+        /// The response's nextUpdate: from then on it is not stapled.
+        let validUntil: Date?
+    }
+
+    private let slots: [NIOLockedValueBox<Staple?>]
 
     init(certificateCount: Int) {
         slots = (0..<certificateCount).map { _ in NIOLockedValueBox(nil) }
     }
 
     /// Installs (or, with nil, withdraws) the staple for the certificate at `index` in
-    /// `TLSServerConfiguration.certificates`. Takes effect from the next handshake.
-    public func setStaple(_ der: [UInt8]?, forCertificateAt index: Int) {
-        slots[index].withLockedValue { $0 = der }
+    /// `TLSServerConfiguration.certificates`, stapled until `validUntil` (its nextUpdate).
+    /// Takes effect from the next handshake.
+    public func setStaple(_ der: [UInt8]?, validUntil: Date? = nil, forCertificateAt index: Int) {
+        slots[index].withLockedValue { $0 = der.map { Staple(der: $0, validUntil: validUntil) } }
     }
 
-    public func staple(forCertificateAt index: Int) -> [UInt8]? {
-        slots[index].withLockedValue { $0 }
+    /// The staple for a handshake at `now`. The stapling service withdraws a staple at its
+    /// nextUpdate, but on a timer, which runs on the monotonic clock: when the wall clock is
+    /// stepped past nextUpdate (NTP, a VM resumed) the timer has not fired yet. Checked here
+    /// too, against the wall clock of each handshake, so an expired response is never stapled.
+    public func staple(forCertificateAt index: Int, now: Date = Date()) -> [UInt8]? {
+        slots[index].withLockedValue { staple in
+            guard let staple else { return nil }
+            if let validUntil = staple.validUntil, validUntil <= now { return nil }
+            return staple.der
+        }
     }
 }
 

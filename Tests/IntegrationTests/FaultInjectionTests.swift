@@ -11,13 +11,14 @@ final class FaultInjectionTests: GatewayTestCase {
     /// The real binary with logging at info, stopped at the end of the test; its log and the
     /// broker's are printed when the test failed. Device checks are off unless `deviceChecks`
     /// (where they are not the subject); `stapling` staples its own certificate. Either needs
-    /// the PKI's responder, which the test starts.
+    /// the PKI's responder, which the test starts. `environment` is added to the binary's.
     func startStapleGate(directory: TemporaryDirectory? = nil, sections: [String] = [], tls: [String] = [],
-                         listen: [String] = [], stapling: Bool = false, deviceChecks: Bool = false) async throws -> StapleGateProcess {
+                         listen: [String] = [], stapling: Bool = false, deviceChecks: Bool = false,
+                         environment: [String: String]? = nil) async throws -> StapleGateProcess {
         let gateway = try await StapleGateProcess.start(
             pki: pki, broker: broker, directory: try directory ?? makeTemporaryDirectory(),
             sections: (deviceChecks ? [] : ["device_ocsp: { enabled: false }"]) + sections, tls: tls, listen: listen,
-            logging: "{ level: info }", stapling: stapling)
+            logging: "{ level: info }", stapling: stapling, environment: environment)
         addTeardownBlock { [weak self] in
             if let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 {
                 print("--- gateway log (end) ---\n\(gateway.output.suffix(60_000))\n--- broker log (end) ---\n\(self?.broker.log.suffix(20_000) ?? "")")

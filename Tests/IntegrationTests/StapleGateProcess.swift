@@ -26,11 +26,13 @@ final class StapleGateProcess {
     ///   - directory: where the config and the state go; reused across a restart.
     ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
     ///   - upstream: the `upstream` section's value as a flow mapping; by default `broker`'s address.
+    ///   - environment: added to the binary's (e.g. a `FakeClock`'s).
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
                       deviceCA: String? = nil, tls: [String] = [], listen: [String] = [], port: Int? = nil,
                       upstreamKeys: [String] = [], upstreamPort: Int? = nil,
                       logging: String = "{ level: debug }", stapling: Bool = false,
-                      admin: String = "{ port: 0 }", upstream: String? = nil) async throws -> StapleGateProcess {
+                      admin: String = "{ port: 0 }", upstream: String? = nil,
+                      environment: [String: String]? = nil) async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -49,7 +51,7 @@ final class StapleGateProcess {
         text += sections.joined(separator: "\n") + "\n"
         let configPath = try directory.write("staplegate.yaml", text)
         let executable = try CommandLineTests.findExecutable()
-        let process = try ManagedProcess(executable, ["run", "--config", configPath])
+        let process = try ManagedProcess(executable, ["run", "--config", configPath], environment: environment)
         // In either log format: the JSON one has the message as a string field.
         try await process.waitForOutput("listening for devices", timeout: .seconds(20))
         var adminPort: Int?

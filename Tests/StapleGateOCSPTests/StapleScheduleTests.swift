@@ -92,6 +92,22 @@ final class StapleScheduleTests: XCTestCase {
         XCTAssertNil(schedule.servableUntil(now: start + 600))
     }
 
+    func testAClockSteppedBackBehindTheLastFetchCallsForARefreshOnce() {
+        var schedule = StapleSchedule(timing: timing, now: start)
+        XCTAssertFalse(schedule.clockSteppedBack(now: start - 600), "nothing fetched yet: nothing to compare with")
+        schedule.record(response(thisUpdate: 600), now: start + 600, jitterDraw: 0)
+        XCTAssertFalse(schedule.clockSteppedBack(now: start + 700), "time going on")
+        XCTAssertFalse(schedule.clockSteppedBack(now: start + 599.5), "NTP-sized slew is not a step")
+        XCTAssertTrue(schedule.clockSteppedBack(now: start + 5), "ten minutes back")
+        // Fetched again on the stepped clock: not again.
+        schedule.record(response(thisUpdate: 5), now: start + 5, jitterDraw: 0)
+        XCTAssertFalse(schedule.clockSteppedBack(now: start + 6))
+        // A failed fetch counts as the attempt too: no loop while the responder is down.
+        XCTAssertTrue(schedule.clockSteppedBack(now: start - 100))
+        schedule.recordFailure("connection refused", now: start - 100, jitterDraw: 0)
+        XCTAssertFalse(schedule.clockSteppedBack(now: start - 99))
+    }
+
     func testASuccessAfterFailuresResetsTheBackoff() {
         var schedule = StapleSchedule(timing: timing, now: start)
         schedule.recordFailure("connection refused", now: start, jitterDraw: 0)

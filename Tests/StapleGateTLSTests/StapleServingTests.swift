@@ -54,6 +54,20 @@ final class StapleServingTests: SharedPKITestCase {
         XCTAssertNil(try handshake(context).receivedStaple)
     }
 
+    func testAStapleIsNotServedFromItsValidUntilOnWhateverTheServiceDid() throws {
+        let context = try makeContext(["server"])
+        let validUntil = Date(timeIntervalSince1970: 1_800_000_000)
+        context.staples.setStaple([0x30, 0x03, 0x0A, 0x01, 0x00], validUntil: validUntil, forCertificateAt: 0)
+        XCTAssertEqual(context.staples.staple(forCertificateAt: 0, now: validUntil - 1), [0x30, 0x03, 0x0A, 0x01, 0x00])
+        XCTAssertNil(context.staples.staple(forCertificateAt: 0, now: validUntil), "expired: the wall clock passed it")
+
+        // In a handshake, against the real clock: a staple that expired a minute ago is not sent.
+        context.staples.setStaple([0x30, 0x03, 0x0A, 0x01, 0x00], validUntil: Date() - 60, forCertificateAt: 0)
+        XCTAssertNil(try handshake(context).receivedStaple)
+        context.staples.setStaple([0x30, 0x03, 0x0A, 0x01, 0x00], validUntil: Date() + 60, forCertificateAt: 0)
+        XCTAssertEqual(try handshake(context).receivedStaple, [0x30, 0x03, 0x0A, 0x01, 0x00], "negative control")
+    }
+
     func testTLS12HandshakesAreStapledToo() throws {
         let context = try makeContext(["server"])
         context.staples.setStaple([0x30, 0x03, 0x0A, 0x01, 0x00], forCertificateAt: 0)

@@ -20,11 +20,12 @@ public final class OCSPResponder: @unchecked Sendable {
     /// `extraArguments` such as ["-badsig"] or ["-resp_no_certs"] make it misbehave.
     /// `clockOffset` (a libfaketime relative offset such as "-1h", "+2d") runs it with
     /// libfaketime preloaded, so its thisUpdate / nextUpdate are that far off: with "-1h" (and
-    /// `-nmin 5`) every answer it gives expired 55 minutes ago.
+    /// `-nmin 5`) every answer it gives expired 55 minutes ago. `clock` instead runs it on a
+    /// `FakeClock` the test moves while it runs.
     public static func start(pki: TestPKI, port: Int? = nil, extraArguments: [String] = [],
-                             clockOffset: String? = nil) async throws -> OCSPResponder {
+                             clockOffset: String? = nil, clock: FakeClock? = nil) async throws -> OCSPResponder {
         let responder = OCSPResponder(pki: pki, port: port ?? pki.ocspPort)
-        try await responder.start(extraArguments: extraArguments, clockOffset: clockOffset)
+        try await responder.start(extraArguments: extraArguments, clockOffset: clockOffset, clock: clock)
         return responder
     }
 
@@ -42,19 +43,19 @@ public final class OCSPResponder: @unchecked Sendable {
         self.port = port
     }
 
-    public func start(extraArguments: [String] = [], clockOffset: String? = nil) async throws {
-        let process = try launch(extraArguments, clockOffset: clockOffset)
+    public func start(extraArguments: [String] = [], clockOffset: String? = nil, clock: FakeClock? = nil) async throws {
+        let process = try launch(extraArguments, clockOffset: clockOffset, clock: clock)
         try await waitUntil(timeout: .seconds(10), "openssl ocsp to accept connections on port \(port)",
                             details: { process.output }) { try self.isListening(process) }
     }
 
-    private func launch(_ extraArguments: [String], clockOffset: String? = nil) throws -> ManagedProcess {
+    private func launch(_ extraArguments: [String], clockOffset: String? = nil, clock: FakeClock? = nil) throws -> ManagedProcess {
         // Not the `faketime` command: it forks openssl as its child, which then leads a process
         // group of its own that `stop()` would not reach. `env` execs openssl itself, and the
         // -multi workers inherit the preload.
         var wrapper = ["openssl"]
         if let clockOffset {
-            guard let library = Self.libfaketime else {
+            guard let library = FakeClock.libfaketime else {
                 throw Failure(description: "libfaketime.so.1 not found (Debian package faketime / libfaketime)")
             }
             wrapper = ["env", "LD_PRELOAD=\(library)", "FAKETIME=\(clockOffset)", "openssl"]
@@ -63,20 +64,11 @@ public final class OCSPResponder: @unchecked Sendable {
             "ocsp", "-index", pki.path("index.txt"), "-CA", pki.path("issuing-ca.pem"),
             "-rsigner", pki.path("ocsp-signer.pem"), "-rkey", pki.path("ocsp-signer.key"),
             "-port", "\(port)", "-nmin", "5", "-multi", "2",
-        ] + extraArguments)
+        ] + extraArguments, environment: clock?.environment)
         process.killProcessGroupAtExit()
         self.process = process
         lastLaunched = process
         return process
-    }
-
-    /// Where Debian (any architecture) and a source install put the library.
-    private static var libfaketime: String? {
-        var candidates = ["/usr/local/lib/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
-        if let triplets = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib") {
-            candidates += triplets.filter { $0.hasSuffix("-linux-gnu") }.map { "/usr/lib/\($0)/faketime/libfaketime.so.1" }
-        }
-        return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
     /// Ready once it printed "ACCEPT [::]:PORT", which it does after binding. Not probed with a

@@ -65,19 +65,29 @@ extension TestPKI {
 
     /// Issues one more good device certificate with the subject CN `commonName` into the file
     /// `name` (`certificate(name)`, `key(name)`): a device's renewed certificate, say, which
-    /// shares its identity with the first. The demo CA allows repeated subjects.
-    public func issueDevice(_ name: String, commonName: String) throws {
+    /// shares its identity with the first. The demo CA allows repeated subjects. `ocspURL`
+    /// replaces the PKI's responder URL in this certificate's AIA (a responder elsewhere, or a
+    /// host name that does not resolve); the CA database lists it like any other.
+    public func issueDevice(_ name: String, commonName: String, ocspURL: String? = nil) throws {
+        precondition(!(ocspURL ?? "").contains("|"), "the URL goes through sed")
         let script = """
             set -euo pipefail
-            name=$1 cn=$2
+            name=$1 cn=$2 url=$3
+            config=ca.cnf
+            if [ -n "$url" ]; then
+                config="$name.cnf"
+                sed "s|^OCSP_URL = .*|OCSP_URL = $url|" ca.cnf >"$config"
+            fi
             openssl req -config ca.cnf -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
                 -keyout "$name.key" -out "$name.csr" -subj "/CN=$cn"
-            openssl ca -config ca.cnf -batch -notext -extensions ext_device -days 365 -in "$name.csr" -out "$name.crt"
+            openssl ca -config "$config" -batch -notext -extensions ext_device -days 365 -in "$name.csr" -out "$name.crt"
             cat "$name.crt" issuing-ca.pem >"$name.pem"
             rm "$name.csr" "$name.crt"
+            [ "$config" = ca.cnf ] || rm "$config"
             chmod 0600 "$name.key"
             """
-        let process = try ManagedProcess("bash", ["-c", script, "bash", name, commonName], currentDirectory: folder)
+        let process = try ManagedProcess("bash", ["-c", script, "bash", name, commonName, ocspURL ?? ""],
+                                         currentDirectory: folder)
         let status = try process.waitForExitBlocking(timeout: .seconds(60))
         guard status.succeeded else {
             throw ManagedProcess.LaunchError(command: "issuing \(name) (CN=\(commonName))", reason: "failed (\(status))\n\(process.output)")
