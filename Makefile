@@ -12,7 +12,7 @@ APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosq
 	python3-prometheus-client systemd nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test demo fleet-demo bench fuzz clean
+.PHONY: all deps build test test-asan test-tsan demo fleet-demo bench fuzz clean
 
 all: build
 
@@ -31,6 +31,18 @@ build: deps
 ## test: every test suite, against a real Mosquitto, real clients and a real OCSP responder
 test: deps
 	$(SWIFT) test --disable-swift-testing  # every suite is XCTest; this keeps its summary the last line
+
+## test-asan, test-tsan: the unit and integration suites under AddressSanitizer or ThreadSanitizer, each in its
+## own build folder (.build/asan, .build/tsan), the gateway binary the integration tests start included. Built with
+## glibc's malloc (STAPLEGATE_MALLOC=system): the sanitizers bring their own. SANITIZER_FILTER=RegEx runs some suites.
+## Suppressions, each with its reason: Tests/Sanitizers/.
+SANITIZER_FILTER ?=
+test-asan: deps
+	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=address ASAN_OPTIONS=$$(cat Tests/Sanitizers/asan.options) LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp \
+		$(SWIFT) test --sanitize=address --scratch-path .build/asan --disable-swift-testing $(if $(SANITIZER_FILTER),--filter '$(SANITIZER_FILTER)')
+test-tsan: deps
+	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=thread TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp halt_on_error=0" \
+		$(SWIFT) test --sanitize=thread --scratch-path .build/tsan --disable-swift-testing $(if $(SANITIZER_FILTER),--filter '$(SANITIZER_FILTER)')
 
 ## fuzz: each libFuzzer target (MQTT, PROXY header, OCSP HTTP and DER, config, control and admin HTTP)
 ## for FUZZ_SECONDS (default 60) under AddressSanitizer; FUZZ_TARGETS="proxy-header ..." picks some.

@@ -9,8 +9,11 @@ import XCTest
 final class AllocatorTests: XCTestCase {
     func testOpenSSLSQLiteAndSwiftAllocateThroughMimalloc() async throws {
         let bindings = try await allocatorBindings()
-        let systemBuild = ProcessInfo.processInfo.environment["STAPLEGATE_MALLOC"] == "system"
-        let expected = systemBuild ? "libc.so.6" : "libmimalloc.so.2"
+        let environment = ProcessInfo.processInfo.environment
+        let systemBuild = environment["STAPLEGATE_MALLOC"] == "system"
+        // `make test-asan` / `test-tsan` (STAPLEGATE_SANITIZER): the sanitizer's runtime, linked into
+        // the executable, takes every allocation.
+        let expected = environment["STAPLEGATE_SANITIZER"] != nil ? "staplegate" : systemBuild ? "libc.so.6" : "libmimalloc.so.2"
         for library in ["libcrypto.so.3", "libssl.so.3", "libsqlite3.so.0", "libswiftCore.so"] {
             let targets = Set(bindings.filter { $0.from.hasSuffix("/" + library) }.map(\.to))
             // libssl allocates through libcrypto's OPENSSL_malloc, so it may bind no malloc itself.
