@@ -59,29 +59,10 @@ extension FaultInjectionTests {
         }
 
         // Nothing lost on the session that was open all along.
-        try await publishing.stop()
-        try await publisher.waitUntilAllDone()
-        let acknowledged = publisher.acknowledgements().acknowledged
-        XCTAssertEqual(acknowledged, Set(1...publisher.sent))
-        try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(50), "every acknowledged message at the subscriber") {
-            acknowledged.isSubset(of: publisher.numbers(receivedBy: subscriber))
-        }
-        XCTAssertTrue(publisher.isConnected, publisher.client.process.output)
+        try await assertNothingLost(publisher, publishing: publishing, subscriber: subscriber)
 
-        // A crash (nothing flushed at exit), the responder down, a restart: the devices checked
-        // while the disk was full are admitted from the file; one never checked is refused.
-        gateway.process.signal(SIGKILL)
-        try await gateway.process.waitForExit(timeout: .seconds(10))
-        await responder.stop()
-        let restarted = try await startStapleGate(directory: directory, deviceChecks: true)
-        for device in ["device-2", "device-3"] {
-            let result = try await mosquittoPub(port: restarted.port, pki: pki, device: device, topic: "\(root)/restart",
-                                                message: "from the cache", timeout: .seconds(30))
-            XCTAssertEqual(result.status, .exited(0), "\(device), checked while the disk was full, not admitted from the cache\n\(result)")
-        }
-        let unknown = try await mosquittoPub(port: restarted.port, pki: pki, device: "device-to-revoke", topic: "\(root)/restart",
-                                             message: "never checked", timeout: .seconds(30))
-        XCTAssertNotEqual(unknown.status, .exited(0), "negative control: a device never checked was admitted\n\(unknown)")
+        try await assertCheckedDevicesSurviveACrash(gateway, directory: directory, responder: responder, topic: "\(root)/restart",
+                                                    while: "the disk was full")
         print("FaultInjectionTests state directory full: \(publisher.sent) QoS 1 messages relayed; the log said:\n"
               + (logLines(gateway, containing: "OCSP cache") + logLines(gateway, containing: "trace store")).joined(separator: "\n"))
     }

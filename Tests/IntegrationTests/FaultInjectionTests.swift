@@ -58,6 +58,38 @@ final class FaultInjectionTests: GatewayTestCase {
         }
     }
 
+    /// The session open through a whole fault lost nothing: every message sent acknowledged, every
+    /// acknowledged one at `subscriber`, and the device still connected.
+    func assertNothingLost(_ publisher: SequencedPublisher, publishing: SteadyPublishing,
+                           subscriber: MosquittoSubscriber) async throws {
+        try await publishing.stop()
+        try await publisher.waitUntilAllDone()
+        let acknowledged = publisher.acknowledgements().acknowledged
+        XCTAssertEqual(acknowledged, Set(1...publisher.sent))
+        try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(50), "every acknowledged message at the subscriber") {
+            acknowledged.isSubset(of: publisher.numbers(receivedBy: subscriber))
+        }
+        XCTAssertTrue(publisher.isConnected, publisher.client.process.output)
+    }
+
+    /// A crash (nothing flushed at exit), the responder down, a restart: the devices checked
+    /// `while` the fault lasted are admitted from the cache file; one never checked is refused.
+    func assertCheckedDevicesSurviveACrash(_ gateway: StapleGateProcess, directory: TemporaryDirectory, responder: OCSPResponder,
+                                           topic: String, while fault: String) async throws {
+        gateway.process.signal(SIGKILL)
+        try await gateway.process.waitForExit(timeout: .seconds(10))
+        await responder.stop()
+        let restarted = try await startStapleGate(directory: directory, deviceChecks: true)
+        for device in ["device-2", "device-3"] {
+            let result = try await mosquittoPub(port: restarted.port, pki: pki, device: device, topic: topic,
+                                                message: "from the cache", timeout: .seconds(30))
+            XCTAssertEqual(result.status, .exited(0), "\(device), checked while \(fault), not admitted from the cache\n\(result)")
+        }
+        let unknown = try await mosquittoPub(port: restarted.port, pki: pki, device: "device-to-revoke", topic: topic,
+                                             message: "never checked", timeout: .seconds(30))
+        XCTAssertNotEqual(unknown.status, .exited(0), "negative control: a device never checked was admitted\n\(unknown)")
+    }
+
     /// The value of the unlabelled sample `name` in the gateway's `/metrics`.
     func metric(_ name: String, of gateway: StapleGateProcess) async throws -> Double? {
         let scrape = try await adminRequest(port: try XCTUnwrap(gateway.adminPort), "/metrics")
