@@ -16,11 +16,7 @@ extension FaultInjectionTests {
         let gateway = try await startStapleGate(directory: directory, tls: ["handshake_timeout: 300s"])
         let pid = gateway.process.pid
         let root = uniqueTopic("fault/descriptors")
-        let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: "\(root)/#")
-        addTeardownBlock { await subscriber.stop() }
-        let publisher = try await SequencedPublisher.connect(port: gateway.port, pki: pki, device: "device-1",
-                                                             topic: "\(root)/steady", qos: 1, directory: directory)
-        let publishing = SteadyPublishing(publisher)
+        let (subscriber, publisher, publishing) = try await steadySession(through: gateway, root: root, directory: directory)
         try await waitUntil(timeout: .seconds(30), "the first messages acknowledged") {
             publisher.acknowledgements().acknowledged.count >= 5
         }

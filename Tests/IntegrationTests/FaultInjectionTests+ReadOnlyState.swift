@@ -26,11 +26,7 @@ extension FaultInjectionTests {
         let gateway = try await startStapleGate(directory: directory, deviceChecks: true)
         let state = gateway.stateDirectory
         let root = uniqueTopic("fault/state-read-only")
-        let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: "\(root)/#")
-        addTeardownBlock { await subscriber.stop() }
-        let publisher = try await SequencedPublisher.connect(port: gateway.port, pki: pki, device: "device-1",
-                                                             topic: "\(root)/steady", qos: 1, directory: directory)
-        let publishing = SteadyPublishing(publisher)
+        let (subscriber, publisher, publishing) = try await steadySession(through: gateway, root: root, directory: directory)
         // device-1's answer is in the file before it turns read-only (the writer batches for 100 ms).
         try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(100), "device-1's answer in the trace") {
             try await self.metricValue("staplegate_trace_events_written_total", of: gateway) >= 4

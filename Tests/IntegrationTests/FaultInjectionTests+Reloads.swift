@@ -17,13 +17,9 @@ extension FaultInjectionTests {
         let directory = try makeTemporaryDirectory()
         let gateway = try await startStapleGate(directory: directory, stapling: true)
         let root = uniqueTopic("fault/reloads")
-        let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: "\(root)/#")
-        addTeardownBlock { await subscriber.stop() }
 
         // The session that must survive: numbered QoS 1 messages, one every 10 ms, all along.
-        let publisher = try await SequencedPublisher.connect(port: gateway.port, pki: pki, device: "device-1",
-                                                             topic: "\(root)/steady", qos: 1, directory: directory)
-        let publishing = SteadyPublishing(publisher)
+        let (subscriber, publisher, publishing) = try await steadySession(through: gateway, root: root, directory: directory)
         try await waitUntil(timeout: .seconds(30), "the first messages acknowledged") {
             publisher.acknowledgements().acknowledged.count >= 5
         }

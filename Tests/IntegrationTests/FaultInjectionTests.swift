@@ -58,6 +58,17 @@ final class FaultInjectionTests: GatewayTestCase {
         }
     }
 
+    /// What most faults run under: a subscriber on `root/#` and device-1 publishing numbered
+    /// QoS 1 messages on `root/steady` through `gateway` all along (`SteadyPublishing`).
+    func steadySession(through gateway: StapleGateProcess, root: String, directory: TemporaryDirectory) async throws
+        -> (subscriber: MosquittoSubscriber, publisher: SequencedPublisher, publishing: SteadyPublishing) {
+        let subscriber = try await MosquittoSubscriber.start(.broker(broker), broker: broker, topic: "\(root)/#")
+        addTeardownBlock { await subscriber.stop() }
+        let publisher = try await SequencedPublisher.connect(port: gateway.port, pki: pki, device: "device-1",
+                                                             topic: "\(root)/steady", qos: 1, directory: directory)
+        return (subscriber, publisher, SteadyPublishing(publisher))
+    }
+
     /// The session open through a whole fault lost nothing: every message sent acknowledged, every
     /// acknowledged one at `subscriber`, and the device still connected.
     func assertNothingLost(_ publisher: SequencedPublisher, publishing: SteadyPublishing,
