@@ -33,7 +33,7 @@ extension FaultInjectionTests {
             try Self.openDescriptors(pid) >= limit
         }
         try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(100), "connections waiting in the accept queue") {
-            try Self.acceptQueue(port: gateway.port) > 0
+            try listenerAcceptQueue(port: gateway.port) > 0
         }
 
         // Over a few seconds out of descriptors: the open session relays; the gateway stays
@@ -49,7 +49,7 @@ extension FaultInjectionTests {
         let elapsed = (ContinuousClock.now - window).seconds
         XCTAssertLessThan(cpu, elapsed / 4, "the gateway used \(cpu) s of CPU in \(elapsed) s out of descriptors")
         XCTAssertTrue(gateway.process.isRunning)
-        XCTAssertGreaterThan(try Self.acceptQueue(port: gateway.port), 0, "the connections past the limit wait in the kernel")
+        XCTAssertGreaterThan(try listenerAcceptQueue(port: gateway.port), 0, "the connections past the limit wait in the kernel")
         // Logged, but not once per attempt: at most one line per 10 s, for about two attempts a second.
         let warnings = logLines(gateway, containing: "cannot accept new device connections")
         XCTAssertTrue((1...2).contains(warnings.count), "\(warnings.count) lines:\n\(warnings.joined(separator: "\n"))")
@@ -63,7 +63,7 @@ extension FaultInjectionTests {
         // given back, the queue they waited in emptied.
         try await waitUntil(timeout: .seconds(30), pollEvery: .milliseconds(100), "descriptors given back",
                             details: { "open: \((try? Self.openDescriptors(pid)) ?? -1)" }) {
-            try Self.openDescriptors(pid) < limit - 4 && Self.acceptQueue(port: gateway.port) == 0
+            try Self.openDescriptors(pid) < limit - 4 && listenerAcceptQueue(port: gateway.port) == 0
         }
         try await newDevicePublishes("device-2", through: gateway, to: subscriber, topic: "\(root)/new", message: "served again")
         try await gateway.waitForOutput("accepting device connections again", timeout: .seconds(30))
@@ -96,23 +96,5 @@ extension FaultInjectionTests {
         let fields = stat[stat.range(of: ") ")!.upperBound...].split(separator: " ")
         let ticks = Double(fields[11])! + Double(fields[12])!
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    /// The listener's accept queue (Recv-Q of `ss -ltn`): connections the kernel completed
-    /// that the gateway has not accepted.
-    static func acceptQueue(port: Int) throws -> Int {
-        let ss = Process()
-        ss.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
-        ss.arguments = ["-ltnH", "sport = :\(port)"]
-        let pipe = Pipe()
-        ss.standardOutput = pipe
-        try ss.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        ss.waitUntilExit()
-        let fields = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-        guard fields.count >= 2, let queued = Int(fields[1]) else {
-            throw AdminHTTPError("ss printed no listener on port \(port): \(String(decoding: data, as: UTF8.self))")
-        }
-        return queued
     }
 }

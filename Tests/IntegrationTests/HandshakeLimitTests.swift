@@ -30,7 +30,7 @@ final class HandshakeLimitTests: GatewayTestCase {
         // The fourth completes TCP with the kernel, but the gateway does not take it.
         let waiting = try RawTCPClient(port: gateway.port)
         try await waitUntil(timeout: .seconds(15), pollEvery: .milliseconds(100), "the fourth connection in the accept queue") {
-            try Self.acceptQueue(port: gateway.port) == 1
+            try listenerAcceptQueue(port: gateway.port) == 1
         }
         let accepted = try await metric("staplegate_connections_total")
         let pauses = try await metric("staplegate_listener_pauses_total")
@@ -41,7 +41,7 @@ final class HandshakeLimitTests: GatewayTestCase {
         // One silent connection leaves: its slot frees, the queued one is accepted.
         silent[0].closeSocket()
         try await waitUntil(timeout: .seconds(15), pollEvery: .milliseconds(100), "the queued connection accepted") {
-            try Self.acceptQueue(port: gateway.port) == 0
+            try listenerAcceptQueue(port: gateway.port) == 0
         }
         try await waitUntil(timeout: .seconds(15), pollEvery: .milliseconds(100), "the queued connection counted") {
             try await metric("staplegate_connections_total") == 4
@@ -58,23 +58,5 @@ final class HandshakeLimitTests: GatewayTestCase {
         try await waitUntil(timeout: .seconds(15), pollEvery: .milliseconds(100), "every slot given back") {
             try await metric("staplegate_handshakes_in_progress") == 0
         }
-    }
-
-    /// The listening socket's accept queue (Recv-Q of `ss -ltn`): connections the kernel
-    /// completed that the gateway has not accepted.
-    private static func acceptQueue(port: Int) throws -> Int {
-        let output = Process()
-        output.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
-        output.arguments = ["-ltnH", "sport = :\(port)"]
-        let pipe = Pipe()
-        output.standardOutput = pipe
-        try output.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        output.waitUntilExit()
-        let fields = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-        guard fields.count >= 2, let queued = Int(fields[1]) else {
-            throw AdminHTTPError("ss printed no listener on port \(port): \(String(decoding: data, as: UTF8.self))")
-        }
-        return queued
     }
 }
