@@ -21,9 +21,12 @@ public struct PostgresStoreError: Error, Sendable, CustomStringConvertible {
 /// asking again, and a gateway that starts loads what the fleet knows.
 ///
 /// The same write-behind rule as the SQLite file: nothing here blocks a handshake. Writes are
-/// queued and one writer task applies whatever accumulated in a single transaction, in order;
-/// a failed batch (database down, say) is counted and kept as `lastWriteError`, and the
-/// in-memory cache keeps admitting the devices it knows.
+/// queued and one writer task applies whatever accumulated in a single transaction, in order.
+/// A batch that cannot be written (the database down, say) is counted, kept as
+/// `lastWriteError`, and stays queued (up to `maximumPending` operations), tried again every
+/// `retryDelay` until the database is back: the answers given meanwhile then reach the other
+/// gateways, as the SQLite file keeps them for a restart. The in-memory cache keeps admitting
+/// the devices it knows throughout.
 public final class PostgresDeviceStatusStore: DeviceStatusStore {
     /// Every gateway of the fleet writes its answers here.
     public var isShared: Bool { true }
@@ -62,6 +65,10 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     /// before it is given up and counted as failed, as a SQLite write error would be: the
     /// pool would otherwise wait for as long as the database stays away.
     public static let writeTimeout: Duration = .seconds(4)
+    /// How long the writer waits before trying a failed batch again.
+    static let retryDelay: Duration = .seconds(2)
+    /// Operations kept while writes fail; beyond, the oldest go (the memory cache still has them).
+    static let maximumPending = 20_000
     /// How long `flush()` waits: at exit, a database that is gone must not hold the shutdown
     /// (the answers not written are only the warm-up of the next start).
     public static let flushTimeout: Duration = .seconds(5)
@@ -82,8 +89,10 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         let metrics = database.metrics
         writerTask = Task {
             for await _ in stream {
-                await Self.drain(state: state, client: client, location: location, instance: instance, metrics: metrics,
-                                 health: { database.health }, logger: logger)
+                let retry = await Self.drain(state: state, client: client, location: location, instance: instance, metrics: metrics,
+                                             health: { database.health }, logger: logger)
+                // The failed batch is queued again: come back for it even if nothing new is saved.
+                if retry { continuation.yield() }
             }
         }
     }
@@ -148,19 +157,28 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     public var lastWriteError: String? { state.withLockedValue { $0.lastWriteError } }
 
     private func enqueue(_ operation: Operation) {
-        state.withLockedValue { $0.pending.append(operation) }
+        state.withLockedValue { state in
+            state.pending.append(operation)
+            if state.pending.count > Self.maximumPending { state.pending.removeFirst(state.pending.count - Self.maximumPending) }
+        }
         wakeUps.yield()
     }
 
     /// Runs on the writer task only: one transaction for everything pending, then expired rows go.
+    /// True when the batch failed and was queued again.
     private static func drain(state: NIOLockedValueBox<WriterState>, client: PostgresClient, location: String,
                               instance: String, metrics: FleetMetrics, health: @Sendable () -> FleetDatabase.Health,
-                              logger: Logger) async {
+                              logger: Logger) async -> Bool {
+        // While writes fail, one attempt per `retryDelay`, unless a flush waits for this one.
+        let (failing, waitedFor) = state.withLockedValue { state in
+            (state.failing, state.pending.contains { if case .barrier = $0 { return true } else { return false } })
+        }
+        if failing, !waitedFor { try? await Task.sleep(for: retryDelay) }
         let batch = state.withLockedValue { state -> [Operation] in
             defer { state.pending.removeAll(keepingCapacity: true) }
             return state.pending
         }
-        guard !batch.isEmpty else { return }
+        guard !batch.isEmpty else { return false }
         let writeTimeout = Self.writeTimeout
         let writes = batch.filter { if case .barrier = $0 { return false } else { return true } }
         if !writes.isEmpty {
@@ -181,15 +199,20 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
                 let first = state.withLockedValue { state -> Bool in
                     state.writeErrorCount += 1
                     state.lastWriteError = message
+                    // Back to the head of the queue, before anything saved meanwhile.
+                    state.pending = Array((writes + state.pending).suffix(maximumPending))
                     defer { state.failing = true }
                     return !state.failing
                 }
                 if first {
-                    logger.warning("\(message); devices known in memory are still admitted, new answers are not shared until it is back")
+                    logger.warning("\(message); devices known in memory are still admitted, new answers are kept and shared once it is back")
                 }
+                for case let .barrier(resume) in batch { resume() }
+                return true
             }
         }
         for case let .barrier(resume) in batch { resume() }
+        return false
     }
 
     /// `writes` in one transaction, then the purge of expired rows.

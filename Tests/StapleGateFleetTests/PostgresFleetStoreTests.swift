@@ -121,7 +121,11 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         store.save(status(certID(1)))
         store.flush()
         XCTAssertGreaterThanOrEqual(failures.totalValue, 1)
-        XCTAssertEqual(failures.totalValue, Int64(store.writeErrorCount))
+        // The kept batch is tried again every `retryDelay`: the two counts move together.
+        try await waitUntil(timeout: .seconds(10), "the metric and the store's count agree",
+                            details: { "\(failures.totalValue) against \(store.writeErrorCount)" }) {
+            failures.totalValue == Int64(store.writeErrorCount)
+        }
         // Known to be away: a read fails at once instead of waiting for the pool.
         let reading = ContinuousClock.now
         do {
@@ -136,12 +140,17 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         let back = await database.ready(within: .seconds(60))
         XCTAssertTrue(back, "\(database.health)")
         XCTAssertEqual(up.lastValue, 1)
+        // A retry may have been under way when the database came back: let the writer settle.
+        store.flush()
         let failed = store.writeErrorCount
         store.save(status(certID(2)))
         store.flush()
         XCTAssertEqual(store.writeErrorCount, failed, store.lastWriteError ?? "")
         let found = try await store.status(for: certID(2), now: now)
         XCTAssertEqual(found, status(certID(2)))
+        // The answer saved while the database was away was kept, and is in the table now.
+        let kept = try await store.status(for: certID(1), now: now)
+        XCTAssertEqual(kept, status(certID(1)), "the answer saved during the outage was lost")
     }
 
     func testStartFailsNamingTheDatabaseWhenNothingListens() throws {
