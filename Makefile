@@ -35,14 +35,24 @@ test: deps
 ## test-asan, test-tsan: the unit and integration suites under AddressSanitizer or ThreadSanitizer, each in its
 ## own build folder (.build/asan, .build/tsan), the gateway binary the integration tests start included. Built with
 ## glibc's malloc (STAPLEGATE_MALLOC=system): the sanitizers bring their own. SANITIZER_FILTER=RegEx runs some suites.
-## Suppressions, each with its reason: Tests/Sanitizers/.
+## Every process writes its reports to .build/SANITIZER/reports/ (a gateway's stderr is the test's): any report
+## fails the run and is printed. Suppressions, each with its reason: Tests/Sanitizers/.
 SANITIZER_FILTER ?=
+SANITIZER_RUN = $(SWIFT) test --sanitize=$(1) --scratch-path .build/$(2) --disable-swift-testing \
+	$(if $(SANITIZER_FILTER),--filter '$(SANITIZER_FILTER)'); status=$$?; \
+	if ls .build/$(2)/reports/* >/dev/null 2>&1; then \
+		echo "sanitizer reports (tests or gateways they started), in .build/$(2)/reports/:"; head -n 60 .build/$(2)/reports/*; exit 1; \
+	fi; exit $$status
 test-asan: deps
-	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=address ASAN_OPTIONS=$$(cat Tests/Sanitizers/asan.options) LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp \
-		$(SWIFT) test --sanitize=address --scratch-path .build/asan --disable-swift-testing $(if $(SANITIZER_FILTER),--filter '$(SANITIZER_FILTER)')
+	rm -rf .build/asan/reports && mkdir -p .build/asan/reports
+	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=address \
+		ASAN_OPTIONS=$$(cat Tests/Sanitizers/asan.options):log_path=$(CURDIR)/.build/asan/reports/asan \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp $(call SANITIZER_RUN,address,asan)
 test-tsan: deps
-	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=thread TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp halt_on_error=0" \
-		$(SWIFT) test --sanitize=thread --scratch-path .build/tsan --disable-swift-testing $(if $(SANITIZER_FILTER),--filter '$(SANITIZER_FILTER)')
+	rm -rf .build/tsan/reports && mkdir -p .build/tsan/reports
+	STAPLEGATE_MALLOC=system STAPLEGATE_SANITIZER=thread \
+		TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp halt_on_error=0 log_path=$(CURDIR)/.build/tsan/reports/tsan" \
+		$(call SANITIZER_RUN,thread,tsan)
 
 ## fuzz: each libFuzzer target (MQTT, PROXY header, OCSP HTTP and DER, config, control and admin HTTP)
 ## for FUZZ_SECONDS (default 60) under AddressSanitizer; FUZZ_TARGETS="proxy-header ..." picks some.
