@@ -355,7 +355,10 @@ final class DeviceTraceTests: GatewayTestCase {
 
     /// The events `staplegate trace ARGUMENTS --json` prints.
     func traceEvents(_ gateway: StapleGateProcess, _ arguments: [String]) async throws -> [Event] {
-        let output = try await trace(gateway, arguments + ["--json"]).stdout
+        try Self.events(in: try await trace(gateway, arguments + ["--json"]).stdout)
+    }
+
+    static func events(in output: String) throws -> [Event] {
         let lines = output.split(separator: "\n")
         if lines.count == 1, lines[0].hasPrefix("no events for") || lines[0].hasPrefix("no refusals") { return [] }
         return try lines.map { try JSONDecoder().decode(Event.self, from: Data($0.utf8)) }
@@ -365,9 +368,14 @@ final class DeviceTraceTests: GatewayTestCase {
     func waitForEvents(_ gateway: StapleGateProcess, _ arguments: [String], _ what: String,
                                timeout: Duration = .seconds(15), until condition: ([Event]) -> Bool) async throws -> [Event] {
         var latest: [Event] = []
+        // What the last `trace` printed, whole: when nothing matched, that is the clue (a failing
+        // store, events attributed elsewhere) the events alone would not give.
+        var raw = ""
         try await waitUntil(timeout: timeout, pollEvery: .milliseconds(200), what,
-                            details: { latest.map { "\($0.kind): \($0.summary)" }.joined(separator: "\n") }) {
-            latest = try await traceEvents(gateway, arguments)
+                            details: { latest.map { "\($0.kind): \($0.summary)" }.joined(separator: "\n") + "\n--- last output ---\n" + raw }) {
+            let result = try await trace(gateway, arguments + ["--json"])
+            raw = "\(result)"
+            latest = try Self.events(in: result.stdout)
             return condition(latest)
         }
         return latest
