@@ -57,6 +57,11 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
         /// Whether the last batch failed: the log says when writes start and stop failing,
         /// not once per batch.
         var failing = false
+
+        /// Whether a `flush` waits for the next batch.
+        var awaitsFlush: Bool {
+            pending.contains { if case .barrier = $0 { return true } else { return false } }
+        }
     }
 
     /// How long a caller that needs the tables (a test, a command) waits for the database.
@@ -169,11 +174,13 @@ public final class PostgresDeviceStatusStore: DeviceStatusStore {
     private static func drain(state: NIOLockedValueBox<WriterState>, client: PostgresClient, location: String,
                               instance: String, metrics: FleetMetrics, health: @Sendable () -> FleetDatabase.Health,
                               logger: Logger) async -> Bool {
-        // While writes fail, one attempt per `retryDelay`, unless a flush waits for this one.
-        let (failing, waitedFor) = state.withLockedValue { state in
-            (state.failing, state.pending.contains { if case .barrier = $0 { return true } else { return false } })
+        // While writes fail, one attempt per `retryDelay`; a flush waiting cuts the wait short.
+        if state.withLockedValue({ $0.failing }) {
+            let until = ContinuousClock.now + retryDelay
+            while ContinuousClock.now < until, !Task.isCancelled, !state.withLockedValue({ $0.awaitsFlush }) {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
         }
-        if failing, !waitedFor { try? await Task.sleep(for: retryDelay) }
         let batch = state.withLockedValue { state -> [Operation] in
             defer { state.pending.removeAll(keepingCapacity: true) }
             return state.pending

@@ -121,10 +121,12 @@ final class PostgresFleetStoreTests: FleetStoreTestCase {
         store.save(status(certID(1)))
         store.flush()
         XCTAssertGreaterThanOrEqual(failures.totalValue, 1)
-        // The kept batch is tried again every `retryDelay`: the two counts move together.
-        try await waitUntil(timeout: .seconds(10), "the metric and the store's count agree",
+        // Every failed attempt is in the metric and in the store's count (the kept batch is tried
+        // again every `retryDelay`, so both keep growing); the store's also counts a `flush` that
+        // gave up waiting, which a busy machine can see.
+        try await waitUntil(timeout: .seconds(10), "each failed attempt counted by the store too",
                             details: { "\(failures.totalValue) against \(store.writeErrorCount)" }) {
-            failures.totalValue == Int64(store.writeErrorCount)
+            Int64(store.writeErrorCount) >= failures.totalValue
         }
         // Known to be away: a read fails at once instead of waiting for the pool.
         let reading = ContinuousClock.now
