@@ -4,6 +4,7 @@ import Glibc
 import CoreMetrics
 import Logging
 import NIOCore
+import StapleGateTLS
 
 /// What a listener does when the kernel refuses its `accept()` for want of resources: out of file
 /// descriptors (EMFILE at the process's open-files limit, ENFILE at the system's), or of kernel

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Logging
 import NIOCore
+import StapleGateTLS
 
 /// Devices turned away because the session cap was reached. Each is counted in
 /// `staplegate_sessions_refused_total{reason="session_cap"}`; the log gets a warning at most once

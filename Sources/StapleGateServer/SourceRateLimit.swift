@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import StapleGateProxyProtocol
+import StapleGateTLS
 
 /// `listen.per_source_connection_rate`: new connections per second from one source address (the
 /// device's own, from the PROXY header behind a balancer), as a token bucket per address that

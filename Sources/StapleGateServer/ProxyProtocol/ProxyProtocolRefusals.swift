@@ -1,6 +1,7 @@
 import CoreMetrics
 import Logging
 import NIOCore
+import StapleGateTLS
 
 /// Connections turned away before TLS because of the PROXY protocol, and balancer health checks:
 /// - `staplegate_proxy_protocol_refused_total{reason}`: `untrusted_source` (not from a

@@ -3,8 +3,9 @@ import NIOCore
 
 /// Decides when a warning that may fire for every connection of a fleet gets a log line: at
 /// most once per `logInterval`, the line then saying how many happened since the previous one,
-/// so that a reconnect storm does not flood the journal with one line per device.
-final class ThrottledWarning: Sendable {
+/// so that a reconnect storm does not flood the journal with one line per device. Shared by the
+/// gateway's warnings and the stores' write failures.
+package final class ThrottledWarning: Sendable {
     private let logInterval: TimeAmount
     private let now: @Sendable () -> NIODeadline
 
@@ -16,14 +17,14 @@ final class ThrottledWarning: Sendable {
 
     private let state = NIOLockedValueBox(State())
 
-    init(logInterval: TimeAmount = .seconds(1), now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+    package init(logInterval: TimeAmount = .seconds(1), now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.logInterval = logInterval
         self.now = now
     }
 
     /// Counts one occurrence. Returns how many the line due now reports, or nil when no line
     /// is due yet.
-    func occurred() -> Int? {
+    package func occurred() -> Int? {
         let time = now()
         return state.withLockedValue { state -> Int? in
             state.unlogged += 1
@@ -31,5 +32,11 @@ final class ThrottledWarning: Sendable {
             defer { state.lastLine = time; state.unlogged = 0 }
             return state.unlogged
         }
+    }
+
+    /// Forgets the last line: the next occurrence is logged at once (a failure that ended and
+    /// began again is news).
+    package func reset() {
+        state.withLockedValue { $0 = State() }
     }
 }
