@@ -160,3 +160,24 @@ enum Hex {
         return String(decoding: text, as: UTF8.self)
     }
 }
+
+extension CertID {
+    /// Whether this CertID is about `certificate`: the same serial, and an issuer name hash of
+    /// the name the certificate gives for its issuer. The key hash would need the issuer's
+    /// certificate; callers use this only to refuse, where two CAs of one name issuing one
+    /// serial is the only confusion.
+    public func names(_ certificate: X509Certificate) -> Bool {
+        guard let serial = X509_get0_serialNumber(certificate.pointer), let bignum = ASN1_INTEGER_to_BN(serial, nil) else {
+            return false
+        }
+        defer { BN_free(bignum) }
+        var magnitude = [UInt8](repeating: 0, count: Int((BN_num_bits(bignum) + 7) / 8))
+        BN_bn2bin(bignum, &magnitude)
+        guard (magnitude.isEmpty ? [0] : magnitude) == serialNumber else { return false }
+        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        guard let issuer = X509_get_issuer_name(certificate.pointer),
+              X509_NAME_digest(issuer, EVP_sha1(), &digest, &length) == 1 else { return false }
+        return Array(digest.prefix(Int(length))) == issuerNameHash
+    }
+}

@@ -66,6 +66,7 @@ public final class Gateway: Service, Sendable {
         // By default capped as the configuration says (listen.max_sessions).
         self.liveSessions = liveSessions ?? LiveSessions(
             capacity: SessionCapacity.resolve(generation.configuration.listen.maxSessions, logger: logger), logger: logger)
+        self.liveSessions.widenAdmissionWindow(to: generation.configuration.admissionWindow)
         self.traceStore = traceStore
         self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: UsableCores.count)
         self.ownsGroup = group == nil
@@ -101,6 +102,7 @@ public final class Gateway: Service, Sendable {
         // Brokers first: a session built from the new generation finds its brokers tracked.
         brokerHealth.track(next.configuration.upstream.brokers)
         generation.withLockedValue { $0 = next }
+        liveSessions.widenAdmissionWindow(to: next.configuration.admissionWindow)
     }
 
     /// The address devices connect to, once started.
@@ -317,4 +319,10 @@ public final class Gateway: Service, Sendable {
         handlers.append(MQTTAdmissionHandler(settings: settings, tracer: tracer, logger: connectionLogger))
         try channel.pipeline.syncOperations.addHandlers(handlers)
     }
+}
+
+extension GatewayConfiguration {
+    /// The longest from a device certificate's judgment (in the handshake) to its session's
+    /// registration: what a recheck's bar must cover (`LiveSessions.bar`).
+    var admissionWindow: Duration { tls.handshakeTimeout + admission.connectTimeout }
 }

@@ -30,6 +30,13 @@ public final class LiveSessions: Sendable {
         var taken: Set<ObjectIdentifier> = []
         /// Sessions a closer has claimed; they stay in `sessions` until their channel has closed.
         var closing: Set<ObjectIdentifier> = []
+        /// Certificates a recheck refused, until no connection judged before it can still come
+        /// to register (see `bar`).
+        var barred: [(certID: CertID, until: NIODeadline)] = []
+        /// The longest from a certificate's judgment in the TLS handshake to the session's
+        /// registration: tls.handshake_timeout + admission.connect_timeout (the longest any
+        /// generation allowed, since connections keep the settings they were accepted with).
+        var admissionWindow: TimeAmount = .seconds(20)
     }
 
     private let slots = NIOLockedValueBox(Slots())
@@ -90,16 +97,44 @@ public final class LiveSessions: Sendable {
     var capReachedReason: String { "session cap of \(capacity.map(String.init) ?? "∞") reached" }
 
     /// Registers an admitted session (taking a slot for it if `reserveSlot` did not already).
+    /// False, registering nothing, when a recheck barred its certificate after the handshake
+    /// judged it: the device must be refused.
     func admitted(_ channel: Channel, certificate: X509Certificate, identity: String, connectionID: UInt64,
-                  remoteAddress: String = "?") {
+                  remoteAddress: String = "?", now: NIODeadline = .now()) -> Bool {
         let key = ObjectIdentifier(channel)
         let session = Session(channel: channel, certificate: certificate, identity: identity, connectionID: connectionID,
                               remoteAddress: remoteAddress)
-        let hadSlot = slots.withLockedValue { slots in
+        let registered: (hadSlot: Bool, barred: Bool) = slots.withLockedValue { slots in
+            if !slots.barred.isEmpty {
+                slots.barred.removeAll { $0.until <= now }
+                if slots.barred.contains(where: { $0.certID.names(certificate) }) { return (true, true) }
+            }
             slots.sessions[key] = session
-            return !slots.taken.insert(key).inserted
+            return (!slots.taken.insert(key).inserted, false)
         }
-        if !hadSlot { channel.closeFuture.whenComplete { [self] _ in releaseSlot(key) } }
+        if registered.barred { return false }
+        if !registered.hadSlot { channel.closeFuture.whenComplete { [self] _ in releaseSlot(key) } }
+        return true
+    }
+
+    /// A recheck found `certID` refused: sessions registering with it from now on are refused
+    /// (`admitted` returns false), for as long as a connection judged from the old answer may
+    /// take to come to register. Sessions registered before are the closer's to find in `all`
+    /// after this returns. Without it, a device whose handshake was judged from the cached
+    /// "good" a moment before the operator's recheck would register after the recheck had
+    /// closed the sessions it found, and stay (the soak run found one).
+    func bar(_ certID: CertID, now: NIODeadline = .now()) {
+        slots.withLockedValue { slots in
+            slots.barred.removeAll { $0.until <= now || $0.certID == certID }
+            slots.barred.append((certID, now + slots.admissionWindow))
+        }
+    }
+
+    /// Makes the window `bar` keeps a certificate barred at least `window` (never shorter:
+    /// connections accepted under earlier settings are still being admitted).
+    public func widenAdmissionWindow(to window: Duration) {
+        let amount = TimeAmount(window)
+        slots.withLockedValue { $0.admissionWindow = max($0.admissionWindow, amount) }
     }
 
     public var all: [Session] { slots.withLockedValue { Array($0.sessions.values) } }

@@ -123,6 +123,15 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
                    logLevel: .debug)
             return
         }
+        // Registered before the broker is dialled: a recheck that refused the certificate since
+        // the handshake judged it has barred it (see `LiveSessions.bar`).
+        if let sessions = settings.liveSessions,
+           !sessions.admitted(context.channel, certificate: certificate, identity: identity,
+                              connectionID: tracer.connectionID, remoteAddress: tracer.remoteAddress) {
+            refuse("the certificate was refused by a recheck while this connection was being admitted",
+                   connack: MQTTConnack.bytes(for: .notAuthorized, version: version), context: context)
+            return
+        }
         var forwarded: ByteBuffer
         var note = "admitted as \(identity)"
         if settings.admission.usernameFromCertificate {
@@ -158,8 +167,6 @@ final class MQTTAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
             context.close(promise: nil)
             return
         }
-        settings.liveSessions?.admitted(context.channel, certificate: certificate, identity: identity,
-                                        connectionID: tracer.connectionID, remoteAddress: tracer.remoteAddress)
         context.fireChannelRead(wrapInboundOut(forwarded))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }

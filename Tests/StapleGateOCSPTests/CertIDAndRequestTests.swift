@@ -21,6 +21,19 @@ final class CertIDAndRequestTests: OCSPFixtureTestCase {
         XCTAssertEqual(first.issuerKeyHash, other.issuerKeyHash)
     }
 
+    /// `names` recognises a certificate by serial and issuer name alone (what a session's bar
+    /// has to go on): its own CertID names it; another serial, or another issuer, does not.
+    func testACertIDNamesItsOwnCertificateAndNoOther() throws {
+        let device = try fixture.certificate("device-1")
+        XCTAssertTrue(try fixture.certID("device-1").names(device))
+        XCTAssertFalse(try fixture.certID("device-2").names(device), "another serial of the same CA")
+        let rogue = try fixture.certID("device-rogue", issuer: "rogue-ca")
+        XCTAssertTrue(rogue.names(try fixture.certificate("device-rogue")))
+        let sameSerialOtherIssuer = CertID(issuerNameHash: rogue.issuerNameHash, issuerKeyHash: rogue.issuerKeyHash,
+                                           serialNumber: try fixture.certID("device-1").serialNumber)
+        XCTAssertFalse(sameSerialOtherIssuer.names(device), "device-1's serial under the rogue CA's name")
+    }
+
     func testSerialHexMatchesOpenSSLX509Serial() throws {
         for (name, issuer) in [("device-1", "issuing-ca"), ("server", "issuing-ca"), ("ocsp-signer", "issuing-ca"),
                                ("device-rogue", "rogue-ca"), ("issuing-ca", "root-ca")] {

@@ -4,6 +4,7 @@ import MetricsTestKit
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
+import StapleGateOCSP
 @testable import StapleGateServer
 import StapleGateTLS
 import TestSupport
@@ -51,7 +52,7 @@ final class SessionCapTests: XCTestCase {
         XCTAssertEqual(sessions.slotsTaken, 0)
 
         XCTAssertTrue(sessions.reserveSlot(for: second))
-        sessions.admitted(second, certificate: try Self.certificate(), identity: "device-1", connectionID: 2)
+        XCTAssertTrue(sessions.admitted(second, certificate: try Self.certificate(), identity: "device-1", connectionID: 2))
         XCTAssertEqual(sessions.count, 1)
         XCTAssertEqual(sessions.slotsTaken, 1, "the admitted session keeps the slot it reserved")
         XCTAssertNoThrow(try second.close().wait())
@@ -69,7 +70,7 @@ final class SessionCapTests: XCTestCase {
         let certificate = try Self.certificate()
         let channels = (0..<2).map { _ in EmbeddedChannel() }
         for (index, channel) in channels.enumerated() {
-            sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: UInt64(index))
+            XCTAssertTrue(sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: UInt64(index)))
         }
         let live = sessions.all
         XCTAssertEqual(sessions.claimForClosing([live[0]]).map(\.connectionID), [live[0].connectionID])
@@ -88,7 +89,7 @@ final class SessionCapTests: XCTestCase {
         // Two closers at the same moment, many times: each session goes to one of them.
         for round in 0..<200 {
             let channel = EmbeddedChannel()
-            sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: 9)
+            XCTAssertTrue(sessions.admitted(channel, certificate: certificate, identity: "device-1", connectionID: 9))
             let session = try XCTUnwrap(sessions.all.first)
             let claims = NIOLockedValueBox(0)
             DispatchQueue.concurrentPerform(iterations: 2) { _ in
@@ -171,6 +172,33 @@ final class SessionCapTests: XCTestCase {
         let tooMany = Int(openFiles)  // needs twice as many descriptors
         XCTAssertEqual(SessionCapacity.resolve(.fixed(tooMany), logger: logger), tooMany)
         XCTAssertTrue(recorder.entries.contains { $0.level == .warning && $0.message.contains("raise LimitNOFILE") }, recorder.text)
+    }
+
+    /// A recheck's bar (`LiveSessions.bar`): while it lasts, a session with the barred certificate
+    /// does not register (the device is refused) and takes no slot; another certificate does;
+    /// once the admission window has passed, the bar is gone. The window only ever widens.
+    func testABarredCertificateCannotRegisterUntilTheAdmissionWindowHasPassed() throws {
+        let pki = try TestPKI()
+        defer { pki.remove() }
+        let device = try PEMFile.certificateChain(at: pki.certificate("device-1"))
+        let other = try PEMFile.certificateChain(at: pki.certificate("device-2"))[0]
+        let certID = try CertID(certificate: device[0], issuer: device[1])
+        let sessions = LiveSessions(capacity: nil, metricsFactory: TestMetrics())
+        sessions.widenAdmissionWindow(to: .seconds(30))
+        sessions.widenAdmissionWindow(to: .seconds(5))  // narrower: ignored
+        let start = NIODeadline.now()
+        sessions.bar(certID, now: start)
+
+        let barred = EmbeddedChannel()
+        XCTAssertFalse(sessions.admitted(barred, certificate: device[0], identity: "device-1", connectionID: 1,
+                                         now: start + .seconds(29)))
+        XCTAssertEqual(sessions.count, 0)
+        XCTAssertEqual(sessions.slotsTaken, 0, "a refused registration takes no slot")
+        XCTAssertTrue(sessions.admitted(EmbeddedChannel(), certificate: other, identity: "device-2", connectionID: 2,
+                                        now: start + .seconds(29)), "negative control: another certificate")
+        XCTAssertTrue(sessions.admitted(EmbeddedChannel(), certificate: device[0], identity: "device-1", connectionID: 3,
+                                        now: start + .seconds(31)), "after the window, the cache's answer decides again")
+        XCTAssertEqual(sessions.count, 2)
     }
 
     private static func certificate() throws -> X509Certificate {

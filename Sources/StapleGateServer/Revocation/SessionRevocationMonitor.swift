@@ -176,7 +176,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
         let target = RecheckTarget(certID: certID, certificate: first.certificate, entry: nil, sessions: group)
         var result = describe(target, DeviceRecheck(verdict: verdict, asked: .answered(status)))
         guard case let .reject(refusal, reason) = verdict, refusal != .statusUnavailable else { return [] }
-        let closed = close(group, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
+        let closed = close(group, certID: certID, checker: checker, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
         guard !closed.isEmpty else { return [] }  // already being closed, and counted, by another closer
         result.sessionsClosed = closed.count
         result.sessionAddresses = closed.map(\.remoteAddress)
@@ -224,7 +224,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
             ])
         }
         if let asked, case let .reject(refusal, reason) = asked.verdict, refusal != .statusUnavailable {
-            let closed = close(target.sessions, reason: reason, why: trigger.logReason)
+            let closed = close(target.sessions, certID: target.certID, checker: checker, reason: reason, why: trigger.logReason)
             result.sessionsClosed = closed.count
             result.sessionAddresses = closed.map(\.remoteAddress)
             result.sessionsKept = 0
@@ -238,9 +238,19 @@ public final class SessionRevocationMonitor: Service, Sendable {
         return result
     }
 
-    /// Closes those of `group` no other closer is closing already, and returns them.
-    private func close(_ group: [LiveSessions.Session], reason: String, why: String) -> [LiveSessions.Session] {
-        let claimed = sessions.claimForClosing(group)
+    /// Closes those of `group` no other closer is closing already, and returns them. With the
+    /// certificate's `certID`, it is barred first, then the sessions registered with it since
+    /// `group` was gathered (while the responder was being asked) are closed too: from the bar
+    /// on, none can register (`LiveSessions.bar`).
+    private func close(_ group: [LiveSessions.Session], certID: CertID?, checker: DeviceStatusChecker, reason: String,
+                       why: String) -> [LiveSessions.Session] {
+        var candidates = group
+        if let certID {
+            sessions.bar(certID)
+            let known = Set(group.map { ObjectIdentifier($0.channel) })
+            candidates += (grouped(sessions.all, checker: checker)[certID] ?? []).filter { !known.contains(ObjectIdentifier($0.channel)) }
+        }
+        let claimed = sessions.claimForClosing(candidates)
         for session in claimed {
             logger.warning("closing the session of a device whose certificate is no longer accepted: \(reason)", metadata: [
                 "device": "\(session.identity)", "conn": "\(session.connectionID)", "why": "\(why)",
