@@ -90,6 +90,7 @@ struct ConfigSchema {
         let keys = try section.mapping(knownKeys: [
             "certificates", "device_ca", "verify_depth", "min_version",
             "tls13_ciphersuites", "tls12_ciphers", "groups", "handshake_timeout", "session_ticket_keys", "open_key_files",
+            "session_cache_size",
         ])
         let list = try keys.required("certificates")
         let items = try list.list()
@@ -111,6 +112,7 @@ struct ConfigSchema {
         if let value = keys["groups"] { tls.groups = try openSSLList(value) }
         if let value = keys["handshake_timeout"] { tls.handshakeTimeout = try positiveDuration(value) }
         if let value = keys["open_key_files"] { tls.openKeyFiles = try choice(value) }
+        if let value = keys["session_cache_size"] { tls.sessionCacheSize = try value.integer(in: 1...10_000_000) }
         if let value = keys["session_ticket_keys"] {
             // The word `fleet` is the fleet's rotated keys; a key file of that name is `./fleet`.
             tls.sessionTicketKeys = (try? value.string()) == "fleet" ? .fleet : .file(try filePath(value))

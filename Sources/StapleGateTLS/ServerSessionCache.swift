@@ -24,19 +24,36 @@ public final class ServerSessionCache: SessionResumption {
         var sessions: [[UInt8]: Held] = [:]
         /// Session ids, oldest first; ids no longer in `sessions` are skipped when reached.
         var arrivals = CircularBuffer<[UInt8]>()
+        /// `tls.session_cache_size`: a reload may change it.
+        var capacity: Int
     }
 
-    public let capacity: Int
-    private let contents = NIOLockedValueBox(Contents())
+    public var capacity: Int { contents.withLockedValue { $0.capacity } }
+    private let contents: NIOLockedValueBox<Contents>
 
-    /// OpenSSL's own default cache size. Each session holds the device's certificate (shared
-    /// with its connection while that lasts); a device whose session was pushed out makes one
-    /// full handshake.
+    /// OpenSSL's own default cache size (`tls.session_cache_size`). Each session holds the
+    /// device's certificate and chain (shared with its connection while that lasts; about
+    /// 5 KiB once it has ended, measured with a P-256 leaf and its CA); a device whose session
+    /// was pushed out makes one full handshake.
     public static let defaultCapacity = 20_480
 
     public init(capacity: Int = ServerSessionCache.defaultCapacity) {
         precondition(capacity >= 1, "a session cache must hold at least one session")
-        self.capacity = capacity
+        contents = NIOLockedValueBox(Contents(capacity: capacity))
+    }
+
+    /// Holds at most `capacity` sessions from now on; the oldest beyond it are dropped at once.
+    public func resize(to capacity: Int) {
+        precondition(capacity >= 1, "a session cache must hold at least one session")
+        let released: [Held] = contents.withLockedValue { contents in
+            contents.capacity = capacity
+            var released: [Held] = []
+            while contents.sessions.count > capacity, let oldest = contents.arrivals.popFirst() {
+                if let held = contents.sessions.removeValue(forKey: oldest) { released.append(held) }
+            }
+            return released
+        }
+        for held in released { SSL_SESSION_free(held.session) }
     }
 
     deinit {
@@ -74,7 +91,7 @@ public final class ServerSessionCache: SessionResumption {
                     contents.arrivals.removeFirst()
                     continue
                 }
-                guard contents.sessions.count > capacity || Self.hasExpired(held.session, now: now) else { break }
+                guard contents.sessions.count > contents.capacity || Self.hasExpired(held.session, now: now) else { break }
                 contents.arrivals.removeFirst()
                 contents.sessions.removeValue(forKey: oldest)
                 released.append(held)

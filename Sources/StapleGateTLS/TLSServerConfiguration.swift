@@ -31,6 +31,9 @@ public struct TLSServerConfiguration: Sendable, Equatable {
     public var groups: String?
     /// A device that has not completed its handshake by then is disconnected.
     public var handshakeTimeout: Duration
+    /// `tls.session_cache_size`: the most TLS sessions kept for resumption when no ticket keys
+    /// are shared (`ServerSessionCache`).
+    public var sessionCacheSize = ServerSessionCache.defaultCapacity
     /// `tls.session_ticket_keys`: where session ticket keys come from.
     public enum SessionTicketKeys: Sendable, Equatable {
         /// Not set: sessions kept in this process (`ServerSessionCache`; tickets only name them,

@@ -19,6 +19,7 @@ final class ValidConfigTests: ConfigTestCase {
         XCTAssertNil(tls.tls12Ciphers)
         XCTAssertNil(tls.groups)
         XCTAssertEqual(tls.handshakeTimeout, .seconds(10))
+        XCTAssertEqual(tls.sessionCacheSize, 20_480)
         XCTAssertEqual(configuration.upstream,
                        UpstreamConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 1883), connectTimeout: .seconds(5), idleTimeout: .seconds(3600)))
         XCTAssertEqual(configuration.logLevel, .info)
@@ -27,6 +28,10 @@ final class ValidConfigTests: ConfigTestCase {
         XCTAssertEqual(loaded.tlsMaterial.identities[0].chain.count, 2)
         XCTAssertEqual(loaded.warnings, [])
         XCTAssertEqual(loaded.serverContext.configuration, tls)
+    }
+
+    func testTheSessionCacheSizeIsTaken() throws {
+        XCTAssertEqual(try load(yaml(tls: "session_cache_size: 500")).configuration.tls.sessionCacheSize, 500)
     }
 
     func testFullConfigWithEveryKey() throws {

@@ -62,6 +62,13 @@ final class ValueErrorTests: ConfigTestCase {
                     reasonContains: ["not -1"])
     }
 
+    func testSessionCacheSizeOutOfRange() {
+        assertError(yaml(tls: "session_cache_size: 0"), key: "tls.session_cache_size", lineContaining: "session_cache_size",
+                    reasonContains: ["must be between 1 and 10000000, not 0"])
+        assertError(yaml(tls: "session_cache_size: lots"), key: "tls.session_cache_size", lineContaining: "session_cache_size",
+                    reasonContains: ["lots"])
+    }
+
     func testHandshakeTimeoutInWords() {
         assertError(yaml(tls: "handshake_timeout: 10 seconds"), key: "tls.handshake_timeout", lineContaining: "handshake_timeout",
                     reasonContains: [#""10 seconds" is not a duration"#, #""500ms", "10s", "5m", "1h", "1d""#])

@@ -67,6 +67,22 @@ final class ServerSessionCacheTests: SharedPKITestCase {
         XCTAssertTrue(try TicketHandshake(context: serving, pki: pki, offering: sessions[2]).resumed)
     }
 
+    /// `tls.session_cache_size` changed by a reload: a smaller size drops the oldest at once, the
+    /// newest still resume; a larger one lets more in.
+    func testResizingKeepsTheNewestSessions() throws {
+        let cache = ServerSessionCache(capacity: 3)
+        let serving = try context(cache)
+        let sessions = try (0..<3).map { _ in try XCTUnwrap(TicketHandshake(context: serving, pki: pki).ticket) }
+        cache.resize(to: 1)
+        XCTAssertEqual(cache.count, 1)
+        XCTAssertEqual(cache.capacity, 1)
+        XCTAssertFalse(try TicketHandshake(context: serving, pki: pki, offering: sessions[1]).resumed, "dropped by the resize")
+        cache.resize(to: 4)
+        let more = try (0..<3).map { _ in try XCTUnwrap(TicketHandshake(context: serving, pki: pki).ticket) }
+        XCTAssertEqual(cache.count, 4)
+        XCTAssertTrue(try TicketHandshake(context: serving, pki: pki, offering: more[0]).resumed)
+    }
+
     /// A session lives as long as its ticket: found before its timeout, dropped at it, and
     /// expired sessions at the front are dropped when another is kept.
     func testExpiredSessionsAreNeitherFoundNorKept() throws {

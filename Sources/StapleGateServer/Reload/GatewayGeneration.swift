@@ -101,6 +101,8 @@ public final class GatewayGenerationBuilder: Sendable {
     /// What `tls.session_ticket_keys` asks for: the process's session cache, or tickets sealed
     /// with the key file's keys or the fleet's.
     private func resumption(_ loaded: LoadedConfiguration) throws -> any SessionResumption {
+        // Sized by every build, so a reload's new size applies (shrinking drops the oldest).
+        processSessions.resize(to: loaded.configuration.tls.sessionCacheSize)
         switch loaded.configuration.tls.sessionTicketKeys {
         case .process:
             return processSessions
