@@ -12,7 +12,7 @@ APT_PACKAGES := openssl libssl-dev libmosquitto-dev libmimalloc2.0 iproute2 mosq
 	python3-prometheus-client systemd nginx libnginx-mod-stream gnuplot-nox haproxy postgresql
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test test-asan test-tsan demo fleet-demo bench fuzz clean
+.PHONY: all deps build test test-asan test-tsan demo fleet-demo bench fuzz soak clean
 
 all: build
 
@@ -61,6 +61,19 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh $(FUZZ_TARGETS)
+
+## soak: the soak run against the release binary with the example's defaults: SOAK_DEVICES (default 2000)
+## devices reconnecting, publishing numbered QoS 1 messages, 1 % revoked along the way, a reload every 5 min,
+## the responder restarted twice, for SOAK_MINUTES (default 60). Writes soak.md, soak.png, samples.tsv and
+## gateway.log to SOAK_REPORT_DIR (default .build/soak) and fails unless every criterion held.
+## make test runs a 2-minute version (the debug binary).
+SOAK_MINUTES ?= 60
+SOAK_DEVICES ?= 2000
+soak: deps
+	$(SWIFT) build -c release --product staplegate
+	$(SWIFT) build --build-tests
+	STAPLEGATE_EXECUTABLE=$(CURDIR)/.build/release/staplegate SOAK_MINUTES=$(SOAK_MINUTES) SOAK_DEVICES=$(SOAK_DEVICES) \
+		$(SWIFT) test --skip-build --disable-swift-testing --filter 'IntegrationTests.Soak'
 
 ## demo: a device publishing through StapleGate into Mosquitto; stays up until Ctrl-C.
 ## make demo FLEET=1 is the fleet demo below.

@@ -15,6 +15,13 @@ final class CommandLineTests: GatewayTestCase {
 
     /// `swift test` builds the `staplegate` product into the folder that holds the test bundle.
     static func findExecutable() throws -> String {
+        // `make soak` runs the release build, as operators do.
+        if let chosen = ProcessInfo.processInfo.environment["STAPLEGATE_EXECUTABLE"], !chosen.isEmpty {
+            guard FileManager.default.isExecutableFile(atPath: chosen) else {
+                throw SetupFailure("STAPLEGATE_EXECUTABLE=\(chosen) is not an executable file")
+            }
+            return chosen
+        }
         let bundle = Bundle(for: CommandLineTests.self).bundleURL
         let folders = [bundle.deletingLastPathComponent(), bundle, Bundle.main.bundleURL,
                        Bundle.main.executableURL?.deletingLastPathComponent()].compactMap { $0 }

@@ -12,8 +12,13 @@ final class StapleGateProcess {
     let configPath: String
     let stateDirectory: String
     let process: ManagedProcess
+    /// Where its output goes instead of this process's memory (a long run's info log).
+    let logFile: String?
 
-    var output: String { process.output }
+    var output: String {
+        guard let logFile else { return process.output }
+        return (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+    }
 
     /// - Parameters:
     ///   - sections: top-level YAML sections, e.g. "device_ocsp:\n  timeout: 1s".
@@ -27,12 +32,13 @@ final class StapleGateProcess {
     ///   - admin: the `admin` section's value; by default port 0, so parallel gateways never collide.
     ///   - upstream: the `upstream` section's value as a flow mapping; by default `broker`'s address.
     ///   - environment: added to the binary's (e.g. a `FakeClock`'s).
+    ///   - logFile: its standard output and error go to this file (appended), not to memory.
     static func start(pki: TestPKI, broker: MosquittoBroker, directory: TemporaryDirectory, sections: [String] = [],
                       deviceCA: String? = nil, tls: [String] = [], listen: [String] = [], port: Int? = nil,
                       upstreamKeys: [String] = [], upstreamPort: Int? = nil,
                       logging: String = "{ level: debug }", stapling: Bool = false,
                       admin: String = "{ port: 0 }", upstream: String? = nil,
-                      environment: [String: String]? = nil) async throws -> StapleGateProcess {
+                      environment: [String: String]? = nil, logFile: String? = nil) async throws -> StapleGateProcess {
         let port = try port ?? FreePort.next()
         let state = directory.file("state")
         var text = """
@@ -51,15 +57,23 @@ final class StapleGateProcess {
         text += sections.joined(separator: "\n") + "\n"
         let configPath = try directory.write("staplegate.yaml", text)
         let executable = try CommandLineTests.findExecutable()
-        let process = try ManagedProcess(executable, ["run", "--config", configPath], environment: environment)
-        // In either log format: the JSON one has the message as a string field.
-        try await process.waitForOutput("listening for devices", timeout: .seconds(20))
-        var adminPort: Int?
-        if !admin.contains("enabled: false") {
-            try await process.waitForOutput(adminLogLine, timeout: .seconds(20))
-            adminPort = Self.adminPort(in: process.output)
+        let process: ManagedProcess
+        if let logFile {
+            // `exec`: the process is the gateway itself, so its pid and signals are the gateway's.
+            process = try ManagedProcess("/bin/sh", ["-c", "exec \"$0\" \"$@\" >>\"$STAPLEGATE_LOG_FILE\" 2>&1",
+                                                     executable, "run", "--config", configPath],
+                                         environment: (environment ?? [:]).merging(["STAPLEGATE_LOG_FILE": logFile]) { $1 })
+        } else {
+            process = try ManagedProcess(executable, ["run", "--config", configPath], environment: environment)
         }
-        return StapleGateProcess(port: port, adminPort: adminPort, configPath: configPath, stateDirectory: state, process: process)
+        let gateway = StapleGateProcess(port: port, adminPort: nil, configPath: configPath, stateDirectory: state,
+                                        process: process, logFile: logFile)
+        // In either log format: the JSON one has the message as a string field.
+        try await gateway.waitForOutput("listening for devices", timeout: .seconds(20))
+        guard !admin.contains("enabled: false") else { return gateway }
+        try await gateway.waitForOutput(adminLogLine, timeout: .seconds(20))
+        return StapleGateProcess(port: port, adminPort: Self.adminPort(in: gateway.output), configPath: configPath,
+                                 stateDirectory: state, process: process, logFile: logFile)
     }
 
     static let adminLogLine = "admin listening on "
@@ -72,12 +86,14 @@ final class StapleGateProcess {
         return Int(address[address.index(after: colon)...].prefix { $0.isNumber })
     }
 
-    private init(port: Int, adminPort: Int?, configPath: String, stateDirectory: String, process: ManagedProcess) {
+    private init(port: Int, adminPort: Int?, configPath: String, stateDirectory: String, process: ManagedProcess,
+                 logFile: String?) {
         self.port = port
         self.adminPort = adminPort
         self.configPath = configPath
         self.stateDirectory = stateDirectory
         self.process = process
+        self.logFile = logFile
     }
 
     /// SIGTERM, and waits for the exit.
@@ -86,7 +102,11 @@ final class StapleGateProcess {
     }
 
     func waitForOutput(_ text: String, timeout: Duration = .seconds(15)) async throws {
-        try await process.waitForOutput(text, timeout: timeout)
+        guard logFile != nil else { return try await process.waitForOutput(text, timeout: timeout) }
+        try await waitUntil(timeout: timeout, pollEvery: .milliseconds(50), "\"\(text)\" in the gateway's log", details: { self.output }) {
+            guard self.process.isRunning else { throw ManagedProcess.LaunchError(command: "staplegate run", reason: "exited\n\(self.output)") }
+            return self.output.contains(text)
+        }
     }
 
     /// Runs `staplegate <arguments>` (e.g. ["ocsp", "recheck", "--serial", …]) against this

@@ -176,6 +176,11 @@ public final class ManagedProcess: @unchecked Sendable, CustomStringConvertible 
         public let command: String
         public let reason: String
         public var description: String { "\(command): \(reason)" }
+
+        public init(command: String, reason: String) {
+            self.command = command
+            self.reason = reason
+        }
     }
 
     private final class ExitBox: @unchecked Sendable {
