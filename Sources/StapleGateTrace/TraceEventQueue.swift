@@ -6,8 +6,9 @@ import NIOConcurrencyHelpers
 
 /// The bounded queue between `record` (called on event loops) and a trace store's one writer.
 /// Both stores (the SQLite file, the fleet's PostgreSQL) use it, so that they drop, count and
-/// warn the same way: in `staplegate_trace_events_dropped_total`, and in one log line a minute
-/// at most ("trace store failing: N events dropped so far: why").
+/// warn the same way: in `staplegate_trace_events_dropped_total`, and in the log when a failure
+/// starts, then at most once a minute while it lasts ("trace store failing: N events dropped so
+/// far: why"), and once when the store writes again.
 ///
 /// Every call is a short lock and an append or a swap: nothing here waits for the writer.
 public final class TraceEventQueue: Sendable {
@@ -31,8 +32,9 @@ public final class TraceEventQueue: Sendable {
     /// Where events go (a path, a database URL without secrets), for the log.
     public let location: String
     public let capacity: Int
-    /// How long `append` drops events after a failed write before letting one through again:
-    /// while the store is away, each event costs one lock, not a wait in the queue.
+    /// How long `append` drops events after a failed write before letting one through again
+    /// (unless a write succeeds first): while the store is away, each event costs one lock, not
+    /// a wait in the queue.
     public let retryDelay: Duration
     private let logger: Logger
     private let writtenCounter: Counter
@@ -112,11 +114,20 @@ public final class TraceEventQueue: Sendable {
     public var pendingSwitches: [String: SwitchChange] { state.withLockedValue { $0.pendingSwitches } }
 
     /// The writer stored `batch`: counted, and the end of a failure said once.
+    ///
+    /// A batch can succeed before the retry delay ends: events recorded while a write was
+    /// failing (before `failed`) are queued, and the next batch carries them. The failure is
+    /// over then: `append` queues again at once, or the events after "writes again" would be
+    /// dropped until the delay ran out, unsaid (within the minute of the last warning). A new
+    /// failure is warned at once for the same reason.
     public func written(_ batch: Batch) {
         writtenCounter.increment(by: batch.events.count)
         let recovered = state.withLockedValue { state -> Int? in
-            defer { state.failing = false }
-            return state.failing ? state.dropped : nil
+            state.failingUntil = nil
+            guard state.failing else { return nil }
+            state.failing = false
+            state.lastWarning = nil
+            return state.dropped
         }
         if let recovered {
             logger.notice("trace store \(location) writes again after \(recovered) events dropped")
@@ -174,12 +185,13 @@ private struct State: Sendable {
     var barriers: [@Sendable () -> Void] = []
     /// Whether a drain is already due: it will pick up what is added meanwhile.
     var drainQueued = false
-    /// Set by a failed write: `append` drops without queueing until then.
+    /// Set by a failed write: `append` drops without queueing until then (or a write succeeds).
     var failingUntil: ContinuousClock.Instant?
     /// Whether the last write failed (for the "writes again" notice).
     var failing = false
     var dropped = 0
     var lastProblem: DropProblem?
+    /// Reset when the store writes again: the next failure is a new one.
     var lastWarning: ContinuousClock.Instant?
 
     /// Whether the caller must wake the writer (true once until the writer takes the batch).

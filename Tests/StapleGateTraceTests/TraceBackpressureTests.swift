@@ -2,6 +2,7 @@ import Foundation
 // Not a declared dependency of this target, but always built with StapleGateTrace: the tests
 // need a second, independent SQLite connection to make the store's writer really wait.
 import GRDB
+import Logging
 @testable import StapleGateTrace
 import TestSupport
 import XCTest
@@ -111,6 +112,48 @@ final class TraceBackpressureTests: TraceStoreTestCase {
         XCTAssertTrue(log.contains("trace store \(storePath) writes again after 501 events dropped"), log.text)
     }
 
+    /// What a loaded machine did once: an event loop records while the writer reopens the
+    /// replaced file (between taking its batch and failing it), so that event waits for the next
+    /// batch; the folder goes before that batch, which is written, and "writes again" is logged
+    /// long before the retry delay ends. From then on events must be stored: they were dropped,
+    /// silently, until the retry delay ran out, and `trace DEVICE` showed nothing of the sessions
+    /// that followed.
+    func testEventsAfterAnEarlyRecoveryAreStoredNotDroppedUntilTheRetryDelayEnds() throws {
+        let stores = StoreBox()
+        let late = event(summary: "recorded while the writer reopens")
+        // The writer logs that it reopens the file between taking its batch and failing it:
+        // the moment, with no hook in the store, for an event loop's `record`.
+        let logger = Logger(label: "staplegate") { [log] label in
+            HookedLogHandler(recording: RecordingLogHandler(label: label, recorder: log!)) { message in
+                guard message.contains("was removed or replaced while in use") else { return }
+                stores.store?.record(late)
+            }
+        }
+        let store = try SQLiteTraceStore(path: storePath, retention: .seconds(3600), maximumBytes: 1 << 30,
+                                         queueCapacity: 100, logger: logger, metricsFactory: metrics,
+                                         tuning: .init(retryDelay: .seconds(3600)))
+        stores.store = store
+        store.record(event(summary: "before"))
+        store.flush()
+
+        try FileManager.default.removeItem(atPath: storePath)
+        try FileManager.default.createDirectory(atPath: storePath, withIntermediateDirectories: false)
+        store.record(event(summary: "lost in the failing write"))
+        store.flush()
+        XCTAssertEqual(store.droppedEvents, 1)
+        XCTAssertEqual(store.queuedEvents, 1, "recorded before the write failed: queued")
+
+        try FileManager.default.removeItem(atPath: storePath)
+        store.flush()
+        XCTAssertTrue(log.contains("trace store \(storePath) writes again after 1 events dropped"), log.text)
+        store.record(event(summary: "after writes again"))
+        store.flush()
+        XCTAssertEqual(try reader().events(device: "device-1").map(\.summary),
+                       ["recorded while the writer reopens", "after writes again"])
+        XCTAssertEqual(store.droppedEvents, 1)
+        XCTAssertEqual(droppedMetric(), 1)
+    }
+
     /// The other way to lose the file: its folder removed and a plain file put in its place.
     func testAStoreWhoseFolderBecomesAFileKeepsAcceptingRecords() throws {
         let folder = try state.subdirectory("state")
@@ -127,5 +170,42 @@ final class TraceBackpressureTests: TraceStoreTestCase {
         XCTAssertEqual(store.droppedEvents, 100)
         XCTAssertEqual(droppedMetric(), 100)
         XCTAssertEqual(store.queuedEvents, 0)
+    }
+}
+
+/// Records like `Logger.recording(into:)`, then runs `hook` with the message, on the thread
+/// that logged it.
+private struct HookedLogHandler: LogHandler {
+    var recording: RecordingLogHandler
+    let hook: @Sendable (String) -> Void
+
+    var metadata: Logger.Metadata {
+        get { recording.metadata }
+        set { recording.metadata = newValue }
+    }
+
+    var logLevel: Logger.Level {
+        get { recording.logLevel }
+        set { recording.logLevel = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { recording[metadataKey: key] }
+        set { recording[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        recording.log(event: event)
+        hook(event.message.description)
+    }
+}
+
+private final class StoreBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: SQLiteTraceStore?
+
+    var store: SQLiteTraceStore? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
     }
 }
