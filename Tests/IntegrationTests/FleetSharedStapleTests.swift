@@ -130,6 +130,10 @@ final class FleetSharedStapleTests: GatewayTestCase {
     private func startResponder() async throws -> OCSPResponder {
         let responder = try await OCSPResponder.start(pki: pki)
         responders.append(responder)
+        addTeardownBlock { [weak self] in
+            guard let run = self?.testRun, run.failureCount + run.unexpectedExceptionCount > 0 else { return }
+            print("--- \(responder.diagnostics.suffix(5_000))")
+        }
         return responder
     }
 

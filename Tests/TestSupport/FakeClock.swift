@@ -27,7 +27,7 @@ public final class FakeClock: @unchecked Sendable {
 
     /// What a process started with it needs in its environment.
     public var environment: [String: String] {
-        [
+        var environment = [
             "LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": file, "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "1",
             // Without it libfaketime's constructor setenv()s its shared-memory names, which moves
             // `environ` off the initial stack, where the Swift runtime looks for argv: a Swift
@@ -35,6 +35,20 @@ public final class FakeClock: @unchecked Sendable {
             // (the shared memory only serves options these tests do not use).
             "FAKETIME_SHARED": "/staplegate-test-no-sem /staplegate-test-no-shm",
         ]
+        // `make test-tsan` / `test-asan`: the sanitized binary would hang before main. The
+        // sanitizer's allocator, on the first allocation of each size class, reads the monotonic
+        // clock through clock_gettime() while it holds that class's lock (to time returning memory
+        // to the OS); libfaketime's clock_gettime(), called before its own constructor ran,
+        // initialises itself with dlsym(), whose failed lookups malloc(): the same lock again,
+        // a deadlock in futex_wait (libfaketime prints "Unexpected recursive calls to
+        // clock_gettime() without proper initialization" and nothing more happens). With that
+        // release turned off the allocator never reads the clock. Not a slowdown: no deadline helps.
+        // (Seen with TSan; ASan's allocator is the same sanitizer_common code.)
+        let inherited = ProcessInfo.processInfo.environment
+        for variable in ["TSAN_OPTIONS", "ASAN_OPTIONS"] where inherited[variable] != nil {
+            environment[variable] = inherited[variable]! + " allocator_release_to_os_interval_ms=-1"
+        }
+        return environment
     }
 
     /// Seconds the processes' clock is ahead of the real one (negative: behind).

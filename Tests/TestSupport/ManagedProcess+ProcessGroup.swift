@@ -16,9 +16,15 @@ extension ManagedProcess {
         ProcessGroups.register(pid)
     }
 
-    /// True once neither the process nor anything in its group is left.
+    /// True once neither the process nor anything in its group is left. Once seen, the group is
+    /// also dropped from the SIGKILL at exit (`killProcessGroupAtExit`): its number is a pid the
+    /// kernel hands out again (pid_max is 32768 here, and the machine's other test runs wrap it in
+    /// minutes), so a kill(-pid) at exit could hit an unrelated process group. A PostgreSQL
+    /// stopped with SIGINT was never dropped.
     public var processGroupIsGone: Bool {
-        !isRunning && kill(-pid, 0) != 0 && errno == ESRCH
+        let gone = !isRunning && kill(-pid, 0) != 0 && errno == ESRCH
+        if gone { ProcessGroups.unregister(pid) }
+        return gone
     }
 
     /// SIGTERM to the group, SIGKILL to the group after `grace`; returns once the process has

@@ -15,6 +15,13 @@ public final class OCSPResponder: @unchecked Sendable {
     /// True once every process of the last launch (parent and `-multi` workers) has exited.
     public var processGroupIsGone: Bool { lastLaunched?.processGroupIsGone ?? true }
 
+    /// For failure messages: whether the last launch still runs (or how it ended), and its output.
+    public var diagnostics: String {
+        guard let process = lastLaunched else { return "responder on port \(port): never started" }
+        let state = process.exitStatus.map { "ended: \($0)" } ?? "running"
+        return "responder on port \(port), \(process) \(self.process == nil ? "stopped by the test, " : "")\(state)\n\(process.output)"
+    }
+
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     /// `extraArguments` such as ["-badsig"] or ["-resp_no_certs"] make it misbehave.
