@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import StapleGateTLS
+import TestSupport
 
 /// One soak device, for the whole run: connects (mutual TLS with its own certificate, MQTT
 /// 3.1.1 CONNECT with its name as client id), publishes numbered QoS 1 messages, leaves cleanly
@@ -93,7 +94,9 @@ final class SoakDevice: @unchecked Sendable {
             .connectTimeout(.seconds(Int64(plan.stuckAfterSeconds)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let logger = Logger(label: "soak-device") { _ in SoakAlertLogHandler(session: session) }
+                    // Its warnings ("TLS error from server: … alert certificate revoked") are the reason
+                    // a refused connection gives.
+                    let logger = Logger.recording(into: session.alerts, label: "soak-device", level: .warning)
                     let tls = try OpenSSLClientHandler(context: context, serverName: "localhost", logger: logger)
                     try channel.pipeline.syncOperations.addHandlers([tls, session])
                 }
@@ -150,21 +153,4 @@ final class SoakDevice: @unchecked Sendable {
     }
 
     var recorderForSession: SoakRecorder { recorder }
-}
-
-/// The TLS handler's warnings ("TLS error from server: … alert certificate revoked"): the reason
-/// a refused connection gives.
-private struct SoakAlertLogHandler: LogHandler {
-    let session: SoakSession
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .warning
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        session.noteAlert(event.message.description)
-    }
 }

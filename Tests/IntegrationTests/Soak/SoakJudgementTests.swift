@@ -92,8 +92,8 @@ final class SoakJudgementTests: XCTestCase {
     }
 
     func testTheDevicesPacketsAreWhatMQTTSays() {
-        XCTAssertEqual(SoakMQTT.remainingLength(127), [0x7F])
-        XCTAssertEqual(SoakMQTT.remainingLength(128), [0x80, 0x01])
+        XCTAssertEqual(SequencedPublisher.remainingLength(127), [0x7F])
+        XCTAssertEqual(SequencedPublisher.remainingLength(128), [0x80, 0x01])
         XCTAssertEqual(SoakMQTT.publish(topic: "a", packetID: 258, payload: "7"), [0x32, 0x06, 0x00, 0x01, 0x61, 0x01, 0x02, 0x37])
         var buffer = ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x00, 0x40, 0x02, 0x01, 0x02, 0x40, 0x02])
         XCTAssertEqual(SoakMQTT.nextPacket(&buffer), .connack(returnCode: 0))

@@ -14,7 +14,7 @@ enum SoakMQTT {
         let id = Array(clientID.utf8)
         let body: [UInt8] = [0x00, 0x04] + Array("MQTT".utf8) + [0x04, 0x02, 0x00, 0x3C]
             + [UInt8(id.count >> 8), UInt8(id.count & 0xFF)] + id
-        return [0x10] + remainingLength(body.count) + body
+        return [0x10] + SequencedPublisher.remainingLength(body.count) + body
     }
 
     /// PUBLISH at QoS 1.
@@ -22,22 +22,10 @@ enum SoakMQTT {
         let name = Array(topic.utf8)
         let body: [UInt8] = [UInt8(name.count >> 8), UInt8(name.count & 0xFF)] + name
             + [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] + Array(payload.utf8)
-        return [0x32] + remainingLength(body.count) + body
+        return [0x32] + SequencedPublisher.remainingLength(body.count) + body
     }
 
     static let disconnect: [UInt8] = [0xE0, 0x00]
-
-    static func remainingLength(_ length: Int) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var rest = length
-        repeat {
-            var byte = UInt8(rest % 128)
-            rest /= 128
-            if rest > 0 { byte |= 0x80 }
-            bytes.append(byte)
-        } while rest > 0
-        return bytes
-    }
 
     /// The next whole packet at the start of `buffer` (consumed), or nil until more bytes come.
     static func nextPacket(_ buffer: inout ByteBuffer) -> Packet? {

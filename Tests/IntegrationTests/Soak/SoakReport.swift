@@ -86,7 +86,9 @@ struct SoakReport {
         }
         let kinds = Dictionary(grouping: ledger.failures) { failure -> String in
             let reason = failure.reason
-            if ledger.revocationVisible[failure.device].map({ failure.at > $0 }) ?? false { return "revoked device refused (after recheck)" }
+            if ledger.revocationVisible[failure.device].map({ failure.at > $0 }) ?? false {
+                return "revoked device, after the recheck: \(reason.prefix(100))"
+            }
             if ledger.revokedAtCA[failure.device].map({ failure.at >= $0 }) ?? false { return "revoked device, before the recheck" }
             if reason.hasPrefix("stuck") { return "stuck" }
             return ledger.unexplainedFailures.contains(failure) ? "good device, responder up: \(reason.prefix(60))"

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import StapleGateTLS
+import TestSupport
 
 /// One connection of a `SoakDevice`, after its TLS handler: MQTT CONNECT on the handshake,
 /// numbered QoS 1 PUBLISHes while admitted, DISCONNECT once every PUBACK is in at the
@@ -43,7 +44,10 @@ final class SoakSession: ChannelInboundHandler, @unchecked Sendable {
     private var nextPacketID: UInt16 = 1
     private var resend: [Int]
     private var received = ByteBuffer()
-    private var lastAlert: String?
+    /// What the TLS handler warned of: the last is why the connection ended.
+    let alerts = LogRecorder()
+    private var noted: String?
+    private var lastAlert: String? { alerts.entries.last?.message ?? noted }
     private var timers: [RepeatedTask] = []
     private var lifetime: Scheduled<Void>?
 
@@ -55,8 +59,6 @@ final class SoakSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private var now: Double { device.recorderForSession.now }
-
-    func noteAlert(_ message: String) { lastAlert = message }
 
     func handlerAdded(context: ChannelHandlerContext) {
         channel = context.channel
@@ -101,7 +103,7 @@ final class SoakSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        lastAlert = lastAlert ?? "\(error)"
+        noted = noted ?? "\(error)"
         context.close(promise: nil)
     }
 
