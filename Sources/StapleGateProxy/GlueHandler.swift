@@ -21,6 +21,14 @@ final class GlueHandler: ChannelDuplexHandler {
     private let logger: Logger
     /// What this side read and handed to its partner; nil when metrics are not wanted.
     private var relayed: RelayTally?
+    /// On the device side, once the broker finished sending: the end of the device's grace.
+    private var closeGrace: Scheduled<Void>?
+
+    /// How long a device may keep its side open after the broker finished sending (and its
+    /// output to the device was shut). An MQTT session is over once the broker closes; a device
+    /// that never closes its side (asleep, broken, hostile) would hold both descriptors and its
+    /// session until the idle timeout, an hour by default.
+    static let deviceCloseGrace: TimeAmount = .seconds(10)
 
     private init(side: String, logger: Logger, relayed: RelayTally?) {
         self.side = side
@@ -44,6 +52,8 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        closeGrace?.cancel()
+        closeGrace = nil
         relayed?.publish()
         self.context = nil
         partner = nil
@@ -65,6 +75,13 @@ final class GlueHandler: ChannelDuplexHandler {
         outputClosed = true
         // A channel whose both directions are finished has nothing left to do.
         context.close(mode: inputClosed ? .all : .output, promise: nil)
+        guard side == "device", !inputClosed else { return }
+        closeGrace = context.eventLoop.scheduleTask(in: Self.deviceCloseGrace) { [weak self] in
+            guard let self, let context = self.context else { return }
+            self.announceEnding(closedBy: "broker", reason: "the broker closed its connection "
+                                + "(the device had not closed its side \(Self.deviceCloseGrace.nanoseconds / 1_000_000_000) s later)")
+            context.close(promise: nil)
+        }
     }
 
     private func partnerClosed() {

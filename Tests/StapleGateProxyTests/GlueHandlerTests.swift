@@ -82,6 +82,28 @@ final class GlueHandlerTests: XCTestCase {
         XCTAssertTrue(deviceSocket.closes.contains(.all), "both directions are done: \(deviceSocket.closes)")
     }
 
+    /// The broker finished: the device gets the end of its output, and a device that does not
+    /// close its side within the grace is closed (both sides), not left until the idle timeout.
+    func testADeviceThatStaysOpenAfterTheBrokerFinishedIsClosedAfterTheGrace() {
+        broker.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        XCTAssertEqual(deviceSocket.closes, [.output])
+        device.embeddedEventLoop.advanceTime(by: GlueHandler.deviceCloseGrace - .milliseconds(1))
+        XCTAssertTrue(device.isActive, "within the grace the device may still close by itself")
+        device.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        XCTAssertFalse(device.isActive, "closed at the end of the grace")
+        XCTAssertFalse(broker.isActive)
+    }
+
+    /// The device finishing sending does not start a grace for the broker: the broker may still
+    /// answer (and Mosquitto closes on its own once it read the end).
+    func testTheBrokerIsNotClosedForStayingOpenAfterTheDeviceFinished() {
+        device.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        broker.embeddedEventLoop.advanceTime(by: .seconds(3600))
+        device.embeddedEventLoop.advanceTime(by: .seconds(3600))
+        XCTAssertTrue(broker.isActive)
+        XCTAssertTrue(device.isActive)
+    }
+
     func testAnErrorOnOneSideClosesBoth() {
         broker.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
         XCTAssertFalse(broker.isActive)
