@@ -49,14 +49,27 @@ public final class OCSPStatusCache: Sendable {
     /// Stores `status` as the newest entry for its CertID, evicting the least recently used one
     /// when full. Answers are also persisted; a failure replaces the entry in memory only, so the
     /// store keeps the last verified answer for the next start.
-    public func insert(_ status: CachedOCSPStatus) {
+    public func insert(_ status: CachedOCSPStatus, now: Date = Date()) {
         lru.withLockedValue { lru in
+            if let slot = lru.slots[status.certID], let held = lru.nodes[slot].status,
+               !Self.replaces(status, held, now: now) { return }
             lru.put(status)
             lru.discarded.remove(status.certID)
             // Queued while holding the lock (it only appends to the store's buffer), so that two
             // inserts for the same certificate reach the disk in the order they reached memory.
             if !status.isFailure { store?.save(status) }
         }
+    }
+
+    /// Whether `status` may take the place of `held`. A lookup that was in flight when a
+    /// recheck got a newer answer finishes after it: its answer, produced earlier by the
+    /// responder (an older thisUpdate), must not bring back "good" for a certificate revoked
+    /// since, nor may its failure wipe a revocation still valid (under `unreachable: allow` that
+    /// would admit the device).
+    static func replaces(_ status: CachedOCSPStatus, _ held: CachedOCSPStatus, now: Date) -> Bool {
+        if case .revoked = held.outcome, held.expiresAt > now, status.isFailure { return false }
+        if let new = status.thisUpdate, let old = held.thisUpdate, new < old { return false }
+        return true
     }
 
     /// On a miss in memory: the store's row for `certID` if it is still valid at `now` (in a

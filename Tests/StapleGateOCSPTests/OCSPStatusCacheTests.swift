@@ -50,6 +50,22 @@ final class OCSPStatusCacheTests: XCTestCase {
         XCTAssertEqual(cache.count, 1)
     }
 
+    /// A lookup in flight when a recheck got "revoked" finishes after it: its older answer does
+    /// not bring "good" back, and its failure does not wipe the revocation; a newer answer
+    /// replaces it (a certificate on hold, released), and a failure still replaces "good".
+    func testAnAnswerOlderThanTheOneHeldDoesNotReplaceIt() {
+        let cache = OCSPStatusCache(capacity: 10)
+        cache.insert(status(certID(1), .revoked(at: now - 30, reason: nil)), now: now)
+        cache.insert(status(certID(1), .good, checked: -5), now: now)
+        XCTAssertEqual(cache.peek(certID(1))?.outcome, .revoked(at: now - 30, reason: nil), "an older good")
+        cache.insert(status(certID(1), .failed("connection refused"), checked: 5), now: now)
+        XCTAssertEqual(cache.peek(certID(1))?.outcome, .revoked(at: now - 30, reason: nil), "a failure")
+        cache.insert(status(certID(1), .good, checked: 5), now: now)
+        XCTAssertEqual(cache.peek(certID(1))?.outcome, .good, "a newer answer")
+        cache.insert(status(certID(1), .failed("timed out"), checked: 6), now: now)
+        XCTAssertEqual(cache.peek(certID(1))?.outcome, .failed("timed out"), "a failure after good, as before")
+    }
+
     func testAnEntryExpiresAtExactlyExpiresAtAndIsThenDropped() {
         let cache = OCSPStatusCache(capacity: 10)
         cache.insert(status(certID(1), expires: 100))
