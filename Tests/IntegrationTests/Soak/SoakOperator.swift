@@ -40,8 +40,9 @@ struct SoakOperator {
                 gateway.process.signal(SIGHUP)
                 log.reloads += 1
             case .restartResponder:
-                await responder.stop()
+                // Down from the moment it is told to stop: it refuses while it goes.
                 let down = recorder.now
+                await responder.stop()
                 try await sleep(until: down + plan.responderDownSeconds)
                 do {
                     try await responder.start()
