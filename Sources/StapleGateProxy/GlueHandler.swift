@@ -78,6 +78,7 @@ final class GlueHandler: ChannelDuplexHandler {
         guard side == "device", !inputClosed else { return }
         closeGrace = context.eventLoop.scheduleTask(in: Self.deviceCloseGrace) { [weak self] in
             guard let self, let context = self.context else { return }
+            self.logger.info("the device had not closed its side \(Self.deviceCloseGrace.nanoseconds / 1_000_000_000) s after the broker closed; closing")
             self.announceEnding(closedBy: "broker", reason: "the broker closed its connection "
                                 + "(the device had not closed its side \(Self.deviceCloseGrace.nanoseconds / 1_000_000_000) s later)")
             context.close(promise: nil)
