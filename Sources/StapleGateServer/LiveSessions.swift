@@ -18,6 +18,8 @@ public final class LiveSessions: Sendable {
         public let connectionID: UInt64
         /// Where the device connected from (its own address, behind a balancer too).
         public var remoteAddress: String = "?"
+        /// Its number in the order of registration (see `registered(after:)`).
+        public internal(set) var registration: UInt64 = 0
     }
 
     /// The most sessions held at once; nil: no cap.
@@ -37,6 +39,8 @@ public final class LiveSessions: Sendable {
         /// registration: tls.handshake_timeout + admission.connect_timeout (the longest any
         /// generation allowed, since connections keep the settings they were accepted with).
         var admissionWindow: TimeAmount = .seconds(20)
+        /// Sessions registered so far, each numbered by it.
+        var registrations: UInt64 = 0
     }
 
     private let slots = NIOLockedValueBox(Slots())
@@ -102,13 +106,15 @@ public final class LiveSessions: Sendable {
     func admitted(_ channel: Channel, certificate: X509Certificate, identity: String, connectionID: UInt64,
                   remoteAddress: String = "?", now: NIODeadline = .now()) -> Bool {
         let key = ObjectIdentifier(channel)
-        let session = Session(channel: channel, certificate: certificate, identity: identity, connectionID: connectionID,
+        var session = Session(channel: channel, certificate: certificate, identity: identity, connectionID: connectionID,
                               remoteAddress: remoteAddress)
         let registered: (hadSlot: Bool, barred: Bool) = slots.withLockedValue { slots in
             if !slots.barred.isEmpty {
                 slots.barred.removeAll { $0.until <= now }
                 if slots.barred.contains(where: { $0.certID.names(certificate) }) { return (true, true) }
             }
+            slots.registrations += 1
+            session.registration = slots.registrations
             slots.sessions[key] = session
             return (!slots.taken.insert(key).inserted, false)
         }
@@ -138,6 +144,14 @@ public final class LiveSessions: Sendable {
     }
 
     public var all: [Session] { slots.withLockedValue { Array($0.sessions.values) } }
+
+    /// Taken before gathering sessions: those registered later are `registered(after:)` it.
+    var registrationMark: UInt64 { slots.withLockedValue { $0.registrations } }
+
+    /// Sessions registered after `mark` was taken (a closer's few, without grouping them all).
+    func registered(after mark: UInt64) -> [Session] {
+        slots.withLockedValue { $0.sessions.values.filter { $0.registration > mark } }
+    }
     /// Sessions admitted and registered.
     public var count: Int { slots.withLockedValue { $0.sessions.count } }
     /// Slots in use: admitted sessions and devices being admitted.

@@ -199,6 +199,13 @@ final class SessionCapTests: XCTestCase {
         XCTAssertTrue(sessions.admitted(EmbeddedChannel(), certificate: device[0], identity: "device-1", connectionID: 3,
                                         now: start + .seconds(31)), "after the window, the cache's answer decides again")
         XCTAssertEqual(sessions.count, 2)
+        // What a closer finds since it looked: the sessions registered after its mark, only.
+        let mark = sessions.registrationMark
+        XCTAssertEqual(sessions.registered(after: mark).count, 0)
+        XCTAssertTrue(sessions.admitted(EmbeddedChannel(), certificate: other, identity: "device-2", connectionID: 4,
+                                        now: start + .seconds(31)))
+        XCTAssertEqual(sessions.registered(after: mark).map(\.connectionID), [4])
+        XCTAssertEqual(sessions.registered(after: 0).count, 3)
     }
 
     private static func certificate() throws -> X509Certificate {

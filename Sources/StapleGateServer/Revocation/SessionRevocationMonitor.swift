@@ -68,6 +68,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
     /// Rechecks every connected certificate whose cached status has expired (or was dropped).
     func recheckExpired(now: Date) async {
         guard let checker else { return }
+        let mark = sessions.registrationMark
         let groups = grouped(sessions.all, checker: checker, forgettingEnded: true)
         let skipped = unaskable.withLockedValue { $0 }
         let due = knownUntil.withLockedValue { known in
@@ -81,7 +82,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
         await withTaskGroup(of: Void.self) { tasks in
             for (key, group) in due {
                 tasks.addTask {
-                    let target = RecheckTarget(certID: key, certificate: group[0].certificate, entry: nil, sessions: group)
+                    let target = RecheckTarget(certID: key, certificate: group[0].certificate, entry: nil, sessions: group, mark: mark)
                     let result = await self.recheck(target, checker: checker, trigger: .expiry)
                     if result.answer == .notChecked || result.answer == .noResponder {
                         self.unaskable.withLockedValue { _ = $0.insert(key) }
@@ -119,9 +120,10 @@ public final class SessionRevocationMonitor: Service, Sendable {
         guard let checker else { return RecheckReport(target: "\(selector)", certificates: []) }
         var targets: [CertID: RecheckTarget] = [:]
         var unkeyed: [String: RecheckTarget] = [:]
+        let mark = sessions.registrationMark
         for (key, group) in grouped(sessions.sessions(matching: selector), checker: checker) {
             if let key {
-                targets[key] = RecheckTarget(certID: key, certificate: group[0].certificate, entry: nil, sessions: group)
+                targets[key] = RecheckTarget(certID: key, certificate: group[0].certificate, entry: nil, sessions: group, mark: mark)
                 continue
             }
             // Issuer unknown: one report line per certificate all the same.
@@ -132,7 +134,7 @@ public final class SessionRevocationMonitor: Service, Sendable {
         }
         do {
             for entry in try await checker.cache.statuses(matching: selector) {
-                targets[entry.certID, default: RecheckTarget(certID: entry.certID, certificate: nil, entry: nil, sessions: [])]
+                targets[entry.certID, default: RecheckTarget(certID: entry.certID, certificate: nil, entry: nil, sessions: [], mark: mark)]
                     .entry = entry
             }
         } catch {
@@ -171,12 +173,14 @@ public final class SessionRevocationMonitor: Service, Sendable {
         guard let status = await checker.cache.lookUpInStore(certID, now: Date(), timeout: .seconds(1)) ?? checker.cache.lookup(certID, now: Date()) else {
             return []
         }
+        let mark = sessions.registrationMark
         guard let group = grouped(sessions.all, checker: checker)[certID], let first = group.first,
               let verdict = checker.cachedVerdict(of: first.certificate) else { return [] }
         let target = RecheckTarget(certID: certID, certificate: first.certificate, entry: nil, sessions: group)
         var result = describe(target, DeviceRecheck(verdict: verdict, asked: .answered(status)))
         guard case let .reject(refusal, reason) = verdict, refusal != .statusUnavailable else { return [] }
-        let closed = close(group, certID: certID, checker: checker, reason: reason, why: RecheckRecorder.Trigger.fleet.logReason)
+        let closed = close(group, certID: certID, since: mark, checker: checker, reason: reason,
+                           why: RecheckRecorder.Trigger.fleet.logReason)
         guard !closed.isEmpty else { return [] }  // already being closed, and counted, by another closer
         result.sessionsClosed = closed.count
         result.sessionAddresses = closed.map(\.remoteAddress)
@@ -195,6 +199,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
         var certificate: X509Certificate?
         var entry: CachedOCSPStatus?
         var sessions: [LiveSessions.Session]
+        /// `LiveSessions.registrationMark` from before `sessions` were gathered.
+        var mark: UInt64 = 0
     }
 
     /// Asks, caches, closes what the answer refuses, then traces and counts it.
@@ -224,7 +230,8 @@ public final class SessionRevocationMonitor: Service, Sendable {
             ])
         }
         if let asked, case let .reject(refusal, reason) = asked.verdict, refusal != .statusUnavailable {
-            let closed = close(target.sessions, certID: target.certID, checker: checker, reason: reason, why: trigger.logReason)
+            let closed = close(target.sessions, certID: target.certID, since: target.mark, checker: checker, reason: reason,
+                               why: trigger.logReason)
             result.sessionsClosed = closed.count
             result.sessionAddresses = closed.map(\.remoteAddress)
             result.sessionsKept = 0
@@ -240,15 +247,17 @@ public final class SessionRevocationMonitor: Service, Sendable {
 
     /// Closes those of `group` no other closer is closing already, and returns them. With the
     /// certificate's `certID`, it is barred first, then the sessions registered with it since
-    /// `group` was gathered (while the responder was being asked) are closed too: from the bar
-    /// on, none can register (`LiveSessions.bar`).
-    private func close(_ group: [LiveSessions.Session], certID: CertID?, checker: DeviceStatusChecker, reason: String,
-                       why: String) -> [LiveSessions.Session] {
+    /// `mark` (while the responder was being asked) are closed too: from the bar on, none can
+    /// register (`LiveSessions.bar`). Only those few are grouped, not every session again: a
+    /// mass revocation closes thousands of certificates' sessions in one pass.
+    private func close(_ group: [LiveSessions.Session], certID: CertID?, since mark: UInt64, checker: DeviceStatusChecker,
+                       reason: String, why: String) -> [LiveSessions.Session] {
         var candidates = group
         if let certID {
             sessions.bar(certID)
             let known = Set(group.map { ObjectIdentifier($0.channel) })
-            candidates += (grouped(sessions.all, checker: checker)[certID] ?? []).filter { !known.contains(ObjectIdentifier($0.channel)) }
+            candidates += (grouped(sessions.registered(after: mark), checker: checker)[certID] ?? [])
+                .filter { !known.contains(ObjectIdentifier($0.channel)) }
         }
         let claimed = sessions.claimForClosing(candidates)
         for session in claimed {
