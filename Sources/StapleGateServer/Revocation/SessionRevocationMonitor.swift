@@ -24,7 +24,10 @@ public final class SessionRevocationMonitor: Service, Sendable {
     private let sessions: LiveSessions
     /// Each live session's cache key, worked out once (an issuer search and two hashes) rather
     /// than on every pass over thousands of sessions; nil when its issuer is unknown.
-    private let keys = NIOLockedValueBox<[ObjectIdentifier: CertID?]>([:])
+    /// Kept with the certificate it was worked out for: a channel's identifier is its address,
+    /// which a new channel may get once the old one is freed, and that channel's certificate is
+    /// another (the hour's soak run saw a recheck close, and bar, the wrong device by it).
+    private let keys = NIOLockedValueBox<[ObjectIdentifier: (certificate: X509Certificate, key: CertID?)]>([:])
     /// Certificates the background pass found nothing to ask about (checks off for their CA, no
     /// responder): not rechecked every second. Forgotten at a reload, whose policy may differ.
     private let unaskable = NIOLockedValueBox<Set<CertID>>([])
@@ -99,11 +102,16 @@ public final class SessionRevocationMonitor: Service, Sendable {
                          forgettingEnded: Bool = false) -> [CertID?: [LiveSessions.Session]] {
         var groups: [CertID?: [LiveSessions.Session]] = [:]
         keys.withLockedValue { keys in
-            var seen: [ObjectIdentifier: CertID?] = [:]
+            var seen: [ObjectIdentifier: (certificate: X509Certificate, key: CertID?)] = [:]
             for session in live {
                 let channel = ObjectIdentifier(session.channel)
-                let key = keys[channel] ?? checker.certID(of: session.certificate)
-                seen[channel] = key
+                let key: CertID?
+                if let cached = keys[channel], cached.certificate === session.certificate {
+                    key = cached.key
+                } else {
+                    key = checker.certID(of: session.certificate)
+                }
+                seen[channel] = (session.certificate, key)
                 groups[key, default: []].append(session)
             }
             if forgettingEnded { keys = seen } else { keys.merge(seen) { $1 } }
