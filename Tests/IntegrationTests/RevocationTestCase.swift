@@ -61,14 +61,7 @@ class RevocationTestCase: GatewayTestCase {
     /// What the responder itself answers for `name` ("good", "revoked", …), asked directly
     /// (around any counting proxy).
     func responderStatus(of name: String, in pki: TestPKI) async throws -> String {
-        let port = responder?.port ?? pki.ocspPort
-        let query = try ManagedProcess("openssl", [
-            "ocsp", "-issuer", pki.path("issuing-ca.pem"), "-cert", pki.certificate(name),
-            "-url", "http://127.0.0.1:\(port)", "-CAfile", pki.caChain,
-        ])
-        let result = try await query.commandResult(timeout: .seconds(10))
-        let line = result.stdout.split(separator: "\n").first { $0.hasPrefix("\(pki.certificate(name)):") }
-        return line.map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) } ?? "no answer: \(result)"
+        try await OCSPResponder.status(of: name, in: pki, port: responder?.port ?? pki.ocspPort)
     }
 
     /// Revokes `name` in the index, then waits until the responder answers "revoked" three

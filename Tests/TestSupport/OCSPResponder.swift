@@ -92,6 +92,17 @@ public final class OCSPResponder: @unchecked Sendable {
         process = nil
     }
 
+    /// What a responder on `port` answers for the PKI's certificate `name` ("good", "revoked", …),
+    /// asked with `openssl ocsp` as a client; "no answer: …" when it gives none.
+    public static func status(of name: String, in pki: TestPKI, port: Int) async throws -> String {
+        let result = try await ManagedProcess("openssl", [
+            "ocsp", "-issuer", pki.path("issuing-ca.pem"), "-cert", pki.certificate(name),
+            "-url", "http://127.0.0.1:\(port)", "-CAfile", pki.caChain,
+        ]).commandResult(timeout: .seconds(10))
+        let line = result.stdout.split(separator: "\n").first { $0.hasPrefix("\(pki.certificate(name)):") }
+        return line.map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) } ?? "no answer: \(result)"
+    }
+
     /// The blocking twin of `stop()`.
     public func stopBlocking() {
         process?.terminateProcessGroupBlocking()

@@ -92,12 +92,7 @@ struct SoakOperator {
     }
 
     private func responderStatus(of name: String) async throws -> String {
-        let result = try await ManagedProcess("openssl", [
-            "ocsp", "-issuer", pki.path("issuing-ca.pem"), "-cert", pki.certificate(name),
-            "-url", "http://127.0.0.1:\(responder.port)", "-CAfile", pki.caChain,
-        ]).commandResult(timeout: .seconds(10))
-        let line = result.stdout.split(separator: "\n").first { $0.hasPrefix("\(pki.certificate(name)):") }
-        return line.map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) } ?? "no answer"
+        try await OCSPResponder.status(of: name, in: pki, port: responder.port)
     }
 
     /// Sleeps until `seconds` from the run's start (a schedule, not a wait for a condition).
